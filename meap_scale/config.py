@@ -1,0 +1,297 @@
+"""Frozen, validated run configuration.
+
+Every spec validates itself at construction, so a bad value fails on the driver before Ray or any
+data preparation starts, and serialises losslessly to a plain dict (Ray Tune configs and results-store
+rows are dicts): ``RunSpec.from_dict(spec.to_dict()) == spec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from meap_scale.models import LADDER, ModelShape
+
+OBJECTIVES = ("ntp", "meap", "meap_sft")
+MASK_SAMPLINGS = ("per_row", "shared_columns")
+SFT_VARIANTS = ("paper", "code")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_MASK_RATIO = {"ntp": 0.0, "meap": 0.15, "meap_sft": 0.10}
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the option, the value and what is allowed."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive(owner: str, **values: float | int) -> None:
+    for name, value in values.items():
+        _require(value > 0, f"{owner}.{name} must be positive, got {value!r}")
+
+
+def _one_of(owner: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
+    _require(value in allowed, f"{owner}.{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+class _Serialisable:
+    """Round-trip to plain dicts; nested specs become nested dicts, tuples become lists."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        _require(not unknown, f"{cls.__name__} has no option(s) {unknown}; known: {sorted(names)}")
+        kwargs = {}
+        for name, value in data.items():
+            hint = hints[name]
+            if isinstance(hint, type) and issubclass(hint, _Serialisable) and isinstance(value, dict):
+                value = hint.from_dict(value)
+            elif typing.get_origin(hint) is tuple and isinstance(value, list):
+                value = tuple(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ModelSpec(_Serialisable):
+    size: str = "debug"
+    """A ladder name (see ``meap_scale.models.LADDER``) or ``"custom"`` with every dimension given."""
+    n_layers: int | None = None
+    """Custom sizes only: number of decoder layers."""
+    d_model: int | None = None
+    """Custom sizes only: hidden width."""
+    n_heads: int | None = None
+    """Custom sizes only: query heads; must divide d_model."""
+    n_kv_heads: int | None = None
+    """Custom sizes only: key/value heads (grouped-query attention); must divide n_heads."""
+    ffn_dim: int | None = None
+    """Custom sizes only: SwiGLU inner width."""
+    tie_embeddings: bool = False
+    """Share the input embedding and output head (the paper's models do not)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+
+    def __post_init__(self) -> None:
+        dims = dict(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
+                    n_kv_heads=self.n_kv_heads, ffn_dim=self.ffn_dim)
+        if self.size != "custom":
+            _require(self.size in LADDER,
+                     f"unknown model size {self.size!r}; known sizes: {', '.join(LADDER)}, or 'custom'")
+            given = [k for k, v in dims.items() if v is not None]
+            _require(not given, f"model size {self.size!r} fixes its dimensions; drop {given} or use size='custom'")
+            return
+        missing = [k for k, v in dims.items() if v is None]
+        _require(not missing, f"model size 'custom' needs every dimension; missing {missing}")
+        _positive("model", **dims)
+        _require(self.d_model % self.n_heads == 0,
+                 f"model.n_heads={self.n_heads} must divide model.d_model={self.d_model}")
+        _require(self.n_heads % self.n_kv_heads == 0,
+                 f"model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}")
+
+    @property
+    def shape(self) -> ModelShape:
+        if self.size != "custom":
+            return LADDER[self.size]
+        return ModelShape(self.n_layers, self.d_model, self.n_heads, self.n_kv_heads, self.ffn_dim)
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec(_Serialisable):
+    name: Literal["ntp", "meap", "meap_sft"] = "meap"
+    """``ntp``: next-token prediction; ``meap``: MEAP pretraining; ``meap_sft``: MEAP fine-tuning."""
+    mask_ratio: float | None = None
+    """Fraction of input positions replaced by [MASK], in [0, 1). Default: 0 for ntp, 0.15 for meap
+    (the paper's best pretraining ratio), 0.10 for meap_sft (of the answer tokens)."""
+    mask_sampling: Literal["per_row", "shared_columns"] = "per_row"
+    """``per_row``: independent positions per row; ``shared_columns``: one set of positions for the
+    whole micro-batch, as the reference code does."""
+    exclude_special_tokens: bool = False
+    """Never mask BOS/EOS/PAD (the reference code may mask them)."""
+    sft_variant: Literal["paper", "code"] = "paper"
+    """meap_sft only. ``paper``: sample + masked copy concatenated; ``code``: the released code's
+    separate masked row with labels only at masked positions."""
+    sft_min_answer_tokens: int = 50
+    """meap_sft paper variant: answers shorter than this are trained with plain NTP."""
+
+    def __post_init__(self) -> None:
+        _one_of("objective", "name", self.name, OBJECTIVES)
+        _one_of("objective", "mask_sampling", self.mask_sampling, MASK_SAMPLINGS)
+        _one_of("objective", "sft_variant", self.sft_variant, SFT_VARIANTS)
+        if self.mask_ratio is None:
+            object.__setattr__(self, "mask_ratio", DEFAULT_MASK_RATIO[self.name])
+        _require(isinstance(self.mask_ratio, (int, float)) and 0.0 <= self.mask_ratio < 1.0,
+                 f"objective.mask_ratio must be in [0, 1), got {self.mask_ratio!r}")
+        _require(self.name != "ntp" or self.mask_ratio == 0.0,
+                 f"objective 'ntp' masks nothing; mask_ratio must be 0, got {self.mask_ratio}")
+        _positive("objective", sft_min_answer_tokens=self.sft_min_answer_tokens)
+
+
+@dataclass(frozen=True)
+class DataSpec(_Serialisable):
+    source: str = "bundled:kjv"
+    """``bundled:kjv`` (shipped, offline), a local .txt/.jsonl/.json/.parquet file or a folder of
+    them, or ``hf:NAME[:CONFIG]`` for a Hugging Face hub dataset (needs network)."""
+    text_field: str = "text"
+    """Column holding the document text in JSONL/Parquet/hub sources."""
+    tokenizer: str = "bpe"
+    """``bpe``: train a byte-level BPE on the training split (cached by corpus hash); otherwise a
+    local tokenizer folder or a hub tokenizer name. [MASK], BOS, EOS and PAD are always added."""
+    vocab_size: int = 4096
+    """Vocabulary size of the trained BPE (special tokens included); ignored for given tokenizers."""
+    seq_len: int = 256
+    """Model context length L; packed blocks hold L + 1 tokens (inputs and shifted labels)."""
+    val_fraction: float = 0.02
+    """Fraction of documents held out for validation; split by document, so never overlapping training."""
+    split_seed: int = 0
+    """Seed of the document-level train/validation split."""
+    cache_dir: str | None = None
+    """Where tokenizers and packed blocks are cached; default ``$MEAP_SCALE_CACHE`` or ``~/.cache/meap-scale``."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.source.strip()), "data.source must not be empty")
+        _positive("data", vocab_size=self.vocab_size, seq_len=self.seq_len)
+        _require(self.vocab_size >= 300 or self.tokenizer != "bpe",
+                 f"data.vocab_size={self.vocab_size} is too small for a byte-level BPE (needs >= 300)")
+        _require(0.0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+
+    @property
+    def resolved_cache_dir(self) -> str:
+        default = os.environ.get("MEAP_SCALE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "meap-scale")
+        return os.path.abspath(os.path.expanduser(self.cache_dir or default))
+
+
+@dataclass(frozen=True)
+class OptimSpec(_Serialisable):
+    lr: float = 4e-4
+    """Peak learning rate (paper: 4e-4)."""
+    min_lr: float = 4e-5
+    """Floor of the cosine decay (paper: 4e-5)."""
+    warmup_fraction: float = 0.1
+    """Linear warmup as a fraction of all optimiser steps (paper: 10%)."""
+    betas: tuple[float, float] = (0.9, 0.95)
+    """AdamW betas (paper: 0.9, 0.95)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    weight_decay: float = 0.05
+    """AdamW decoupled weight decay on matrices; norms and embeddings are not decayed (paper: 0.05)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (paper: 1.0); 0 disables clipping."""
+    batch_tokens: int = 8192
+    """Global batch in tokens per optimiser step (paper: 256 x 4096 = 1,048,576)."""
+    micro_batch_size: int = 8
+    """Sequences per worker per forward/backward; gradient accumulation makes up the global batch."""
+
+    def __post_init__(self) -> None:
+        _positive("optim", lr=self.lr, batch_tokens=self.batch_tokens, micro_batch_size=self.micro_batch_size,
+                  eps=self.eps)
+        _require(0.0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        _require(0.0 <= self.warmup_fraction < 1.0,
+                 f"optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+                 f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        _require(self.weight_decay >= 0.0 and self.grad_clip >= 0.0,
+                 "optim.weight_decay and optim.grad_clip must not be negative")
+
+
+_NON_IDENTITY_FIELDS = ("name", "storage_path", "max_failures", "fail_at_step", "workers", "cpus_per_worker")
+
+
+@dataclass(frozen=True)
+class RunSpec(_Serialisable):
+    model: ModelSpec = field(default_factory=ModelSpec)
+    """Model size and shape."""
+    objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
+    """Training objective and its masking settings."""
+    data: DataSpec = field(default_factory=DataSpec)
+    """Corpus, tokenizer and packing."""
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    """Optimiser, schedule and batch."""
+    tokens: int = 2_000_000
+    """Data budget D in training tokens; steps = tokens // optim.batch_tokens."""
+    seed: int = 0
+    """Seeds weight init, data order and masks. MEAP and NTP runs with one seed see the same data."""
+    workers: int = 1
+    """Ray Train workers (DDP ranks)."""
+    use_gpu: bool = False
+    """One GPU per worker, NCCL; otherwise CPU workers with gloo."""
+    cpus_per_worker: float = 1.0
+    """CPUs Ray reserves per worker (fractions allowed, e.g. 0.5 on a 2-core laptop)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """``auto``: bf16 autocast on GPU, fp32 on CPU."""
+    compile: bool = False
+    """Wrap the model in ``torch.compile``."""
+    eval_every: int = 0
+    """Validation every N optimiser steps (0: only at the end). Validation is always unmasked."""
+    eval_blocks: int = 64
+    """Validation blocks per evaluation (capped at the held-out split's size)."""
+    log_every: int = 10
+    """Report training metrics every N optimiser steps."""
+    checkpoint_every: int = 0
+    """Checkpoint every N optimiser steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints Ray keeps per run."""
+    name: str | None = None
+    """Run name (the Ray Train run folder); default derived from the config (see ``run_id``)."""
+    storage_path: str = "runs"
+    """Where Ray Train writes checkpoints: a local folder (one node) or a URL such as s3://bucket/path."""
+    max_failures: int = 0
+    """Worker-group restarts Ray Train attempts from the latest checkpoint."""
+    fail_at_step: int | None = None
+    """Fault injection for tests: rank 1 (or 0 when alone) exits hard after this step on a fresh start."""
+
+    def __post_init__(self) -> None:
+        _positive("run", tokens=self.tokens, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
+                  eval_blocks=self.eval_blocks, log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
+        _one_of("run", "precision", self.precision, PRECISIONS)
+        _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.max_failures >= 0,
+                 "run.eval_every, run.checkpoint_every and run.max_failures must not be negative")
+        _require(self.objective.name != "meap_sft",
+                 "objective 'meap_sft' needs prompt/answer data; the pretraining loop supports 'ntp' and 'meap'")
+        seq_len, batch_tokens = self.data.seq_len, self.optim.batch_tokens
+        _require(batch_tokens % seq_len == 0,
+                 f"optim.batch_tokens={batch_tokens} must be a multiple of data.seq_len={seq_len}")
+        per_micro = self.optim.micro_batch_size * self.workers
+        _require((batch_tokens // seq_len) % per_micro == 0,
+                 f"a global batch of {batch_tokens // seq_len} sequences cannot be split into micro-batches of "
+                 f"{self.optim.micro_batch_size} on {self.workers} worker(s); choose batch_tokens as a multiple "
+                 f"of {per_micro * seq_len}")
+        _require(self.tokens >= batch_tokens,
+                 f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.optim.batch_tokens // self.data.seq_len
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // self.optim.batch_tokens
+
+    @property
+    def accumulation_steps(self) -> int:
+        return self.sequences_per_step // (self.optim.micro_batch_size * self.workers)
+
+    @property
+    def run_id(self) -> str:
+        """The name, or a readable id plus a hash of everything that changes the result."""
+        if self.name:
+            return self.name
+        identity = {k: v for k, v in self.to_dict().items() if k not in _NON_IDENTITY_FIELDS}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        ratio = f"{self.objective.mask_ratio:g}" if self.objective.name != "ntp" else ""
+        return f"{self.objective.name}{ratio}-{self.model.size}-s{self.seed}-{digest}"

@@ -1,0 +1,111 @@
+"""Corpus sources: the bundled corpus, local files, and Hugging Face hub datasets.
+
+Each source loads as a ``datasets.Dataset`` with one ``text`` column (one row per document) plus a
+fingerprint that changes whenever the content does, so cached tokenizers and blocks never go stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import datasets
+
+from meap_scale.data.errors import DataError
+
+BUNDLED = {"kjv": "kjv.jsonl.xz"}
+"""Shipped corpora; provenance and licence in docs/corpus.md."""
+
+_BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str
+    """``bundled``, ``local`` or ``hub``."""
+    builder: str
+    """The ``datasets`` builder (json, text, parquet) or the hub dataset name."""
+    files: tuple[str, ...]
+    config: str | None = None
+
+
+def bundled_path(name: str) -> Path:
+    if name not in BUNDLED:
+        raise DataError(f"unknown bundled corpus {name!r}; bundled corpora: {', '.join(BUNDLED)}")
+    return Path(str(resources.files("meap_scale.data") / "corpus" / BUNDLED[name]))
+
+
+def _builder_for(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s not in (".gz", ".xz", ".bz2", ".zst")]
+    builder = _BUILDERS.get(suffixes[-1] if suffixes else "")
+    if builder is None:
+        raise DataError(f"{path}: unsupported file type; use one of {', '.join(_BUILDERS)} (optionally compressed)")
+    return builder
+
+
+def _local_files(path: Path) -> tuple[str, ...]:
+    if path.is_file():
+        return (str(path),)
+    files = sorted(str(p) for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise DataError(f"data source folder {path} holds no files")
+    return tuple(files)
+
+
+def resolve_source(source: str) -> Source:
+    """Parse ``bundled:NAME``, ``hf:NAME[:CONFIG]`` or a local path; fails early on what cannot exist."""
+    if source.startswith("bundled:"):
+        return Source("bundled", "json", (str(bundled_path(source.split(":", 1)[1])),))
+    if source.startswith("hf:"):
+        name, _, config = source[3:].partition(":")
+        return Source("hub", name, (), config or None)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(f"data source {source!r} is not a file or folder; for a hub dataset write 'hf:{source}', "
+                        f"for the bundled corpus 'bundled:kjv'")
+    files = _local_files(path.resolve())
+    builders = {_builder_for(Path(f)) for f in files}
+    if len(builders) > 1:
+        raise DataError(f"data source folder {source} mixes file types {sorted(builders)}; keep one type per folder")
+    return Source("local", builders.pop(), files)
+
+
+def fingerprint(source: Source) -> str:
+    """Content hash of local files; name and config of hub datasets (their revision is pinned by the hub cache)."""
+    digest = hashlib.sha256(f"{source.kind}:{source.builder}:{source.config}".encode())
+    for name in source.files:
+        with open(name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(source.builder, source.config, split="train", cache_dir=cache_dir)
+    except Exception as error:  # the hub client raises many types for "offline" and "not found"
+        raise DataError(f"could not load hub dataset {source.builder!r} (config {source.config!r}): "
+                        f"{type(error).__name__}: {error}. Offline machines need a local file or 'bundled:kjv'.") from error
+
+
+def load_documents(source: Source, text_field: str, cache_dir: str) -> datasets.Dataset:
+    """One ``text`` column, one row per non-empty document."""
+    if source.kind == "hub":
+        dataset = _load_hub(source, cache_dir)
+    else:
+        extra = {"sample_by": "paragraph"} if source.builder == "text" else {}
+        dataset = datasets.load_dataset(source.builder, data_files=list(source.files), split="train",
+                                        cache_dir=cache_dir, **extra)
+    if text_field not in dataset.column_names:
+        raise DataError(f"corpus has no column {text_field!r}; its columns are {dataset.column_names} "
+                        f"(set data.text_field)")
+    dataset = dataset.select_columns([text_field])
+    if text_field != "text":
+        dataset = dataset.rename_column(text_field, "text")
+    dataset = dataset.filter(lambda rows: [bool(t and t.strip()) for t in rows["text"]], batched=True)
+    if len(dataset) < 2:
+        raise DataError(f"corpus has {len(dataset)} non-empty document(s); training and validation need at least 2")
+    return dataset
+

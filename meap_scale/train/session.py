@@ -1,0 +1,75 @@
+"""Where the loop runs: inside a Ray Train worker, or standalone (plain ``python``, or ``torchrun``).
+
+The loop talks only to this interface: who am I (rank, world size), is there a checkpoint to resume
+from, and how do I report metrics with an optional checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch.distributed as dist
+
+
+@dataclass
+class Session:
+    rank: int
+    world_size: int
+    local_rank: int
+    resume: Callable[[], contextlib.AbstractContextManager[str | None]]
+    """Context manager yielding the checkpoint folder to resume from, or None."""
+    report: Callable[[dict, str | None], None]
+    """Every rank calls it the same number of times; rank 0 may attach a checkpoint folder."""
+
+
+def _ray_session() -> Session | None:
+    try:
+        import ray.train
+
+        context = ray.train.get_context()
+    except (ImportError, RuntimeError):
+        return None
+
+    @contextlib.contextmanager
+    def resume() -> Iterator[str | None]:
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as directory:
+            yield directory
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    return Session(context.get_world_rank(), context.get_world_size(), context.get_local_rank(), resume, report)
+
+
+def _local_session(config: dict) -> Session:
+    """Standalone: ``config['checkpoint_root']`` keeps checkpoints, ``config['resume_from']`` resumes one."""
+    initialised = dist.is_available() and dist.is_initialized()
+    rank = dist.get_rank() if initialised else 0
+    root = config.get("checkpoint_root")
+
+    @contextlib.contextmanager
+    def resume() -> Iterator[str | None]:
+        yield config.get("resume_from")
+
+    def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        if rank == 0:
+            print(json.dumps(metrics), flush=True)
+        if checkpoint_dir and root:
+            shutil.copytree(checkpoint_dir, os.path.join(root, f"step-{metrics['step']:08d}"), dirs_exist_ok=True)
+
+    world = dist.get_world_size() if initialised else 1
+    return Session(rank, world, int(os.environ.get("LOCAL_RANK", 0)), resume, report)
+
+
+def current_session(config: dict) -> Session:
+    return _ray_session() or _local_session(config)
