@@ -7,10 +7,13 @@ rows are dicts): ``RunSpec.from_dict(spec.to_dict()) == spec``.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
+import textwrap
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -40,6 +43,18 @@ def _positive(owner: str, **values: float | int) -> None:
 
 def _one_of(owner: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
     _require(value in allowed, f"{owner}.{name}={value!r} is not one of {', '.join(allowed)}")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each dataclass field, read from the source: one text feeds code and ``--help``."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) \
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
 
 
 class _Serialisable:
@@ -189,7 +204,7 @@ class OptimSpec(_Serialisable):
     eps: float = 1e-8
     """AdamW epsilon."""
     weight_decay: float = 0.05
-    """AdamW decoupled weight decay on matrices; norms and embeddings are not decayed (paper: 0.05)."""
+    """AdamW decoupled weight decay, applied to every parameter as the reference code does (paper: 0.05)."""
     grad_clip: float = 1.0
     """Global gradient-norm clip (paper: 1.0); 0 disables clipping."""
     batch_tokens: int = 8192

@@ -91,8 +91,8 @@ def flops_per_token(shape: ModelShape, vocab_size: int, seq_len: int, tie_embedd
 
 
 def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tie_embeddings: bool = False,
-                 rope_theta: float = 10000.0, pad_token_id: int | None = None):
-    """A ``transformers.LlamaConfig`` for the shape; sdpa attention, no dropout, no biases."""
+                 rope_theta: float = 10000.0, pad_token_id: int | None = None, attention: str = "sdpa"):
+    """A ``transformers.LlamaConfig`` for the shape; sdpa attention by default, no dropout, no biases."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -109,7 +109,7 @@ def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tie_embedding
         mlp_bias=False,
         attention_dropout=0.0,
         pad_token_id=pad_token_id,
-        attn_implementation="sdpa",
+        attn_implementation=attention,
         use_cache=False,
     )
 

@@ -138,10 +138,11 @@ def meap_sft(tokens: torch.Tensor, answer_mask: torch.Tensor, spec: ObjectiveSpe
     ``paper`` (the paper's description): each sample is followed by a copy of itself with
     ``mask_ratio`` of its answer tokens masked; the loss covers the original's answer tokens and the
     copy's masked tokens; answers shorter than ``sft_min_answer_tokens`` are plain NTP on the answer.
-    Output (B, 2T-1) when any row is duplicated, else (B, T-1).
+    Rows are re-padded to the longest result: (B, 2n-1) when the longest row (n real tokens) is
+    duplicated, else (B, n-1).
 
     ``code`` (the released code): the original row with NTP loss on its answer, plus a separate
-    masked row whose only labels are the masked answer tokens. Output (2B, T-1).
+    masked row whose only labels are the masked answer tokens. Output (2B, n-1), originals first.
     """
     lengths = (tokens != pad_token_id).sum(dim=1)
     originals, copies = [], []

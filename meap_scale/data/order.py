@@ -3,8 +3,8 @@
 The training stream is the concatenation of per-epoch permutations of the block indices, seeded by
 (run seed, epoch): a budget larger than the corpus re-reads it in a fresh order. Optimiser step s
 owns stream positions [s * S, (s + 1) * S) for S sequences per step; within it, micro-step m of rank r
-reads the contiguous slice starting at s * S + (m * world + r) * micro_batch. Ranks are therefore
-disjoint, and the order depends only on the seed and the data, never on the objective, so MEAP and NTP
+reads the contiguous slice starting at s * S + (m * world + r) * micro_batch. Ranks therefore read
+disjoint stream positions (the same block twice in one step only where the step spans an epoch end), and the order depends only on the seed and the data, never on the objective, so MEAP and NTP
 runs with one seed read identical blocks. Resuming at step s needs nothing but s.
 """
 
@@ -40,8 +40,12 @@ class BlockOrder:
     micro_batch_size: int
     world_size: int
 
+    def stream_start(self, step: int, micro_step: int, rank: int) -> int:
+        """First stream position of this rank's micro-batch; it reads ``micro_batch_size`` positions from there."""
+        return step * self.sequences_per_step + (micro_step * self.world_size + rank) * self.micro_batch_size
+
     def micro_batch(self, step: int, micro_step: int, rank: int) -> np.ndarray:
-        start = step * self.sequences_per_step + (micro_step * self.world_size + rank) * self.micro_batch_size
+        start = self.stream_start(step, micro_step, rank)
         return stream_blocks(self.n_blocks, self.seed, start, self.micro_batch_size)
 
     def epochs_after(self, steps: int) -> float:

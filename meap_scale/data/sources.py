@@ -63,8 +63,9 @@ def resolve_source(source: str) -> Source:
         return Source("hub", name, (), config or None)
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(f"data source {source!r} is not a file or folder; for a hub dataset write 'hf:{source}', "
-                        f"for the bundled corpus 'bundled:kjv'")
+        hint = f"'hf:{source}' for a hub dataset, " if not source.startswith(("/", ".", "~")) else ""
+        raise DataError(f"data source {source!r} is not a file or folder; write {hint}'bundled:kjv' for the "
+                        f"bundled corpus, or a path that exists")
     files = _local_files(path.resolve())
     builders = {_builder_for(Path(f)) for f in files}
     if len(builders) > 1:
@@ -90,14 +91,21 @@ def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:
                         f"{type(error).__name__}: {error}. Offline machines need a local file or 'bundled:kjv'.") from error
 
 
+def _load_local(source: Source, cache_dir: str) -> datasets.Dataset:
+    extra = {"sample_by": "paragraph"} if source.builder == "text" else {}
+    try:
+        return datasets.load_dataset(source.builder, data_files=list(source.files), split="train",
+                                     cache_dir=cache_dir, **extra)
+    except ValueError as error:  # raised for files that hold no rows at all
+        raise DataError(f"corpus {', '.join(source.files)} has 0 non-empty document(s): {error}") from error
+
+
 def load_documents(source: Source, text_field: str, cache_dir: str) -> datasets.Dataset:
     """One ``text`` column, one row per non-empty document."""
     if source.kind == "hub":
         dataset = _load_hub(source, cache_dir)
     else:
-        extra = {"sample_by": "paragraph"} if source.builder == "text" else {}
-        dataset = datasets.load_dataset(source.builder, data_files=list(source.files), split="train",
-                                        cache_dir=cache_dir, **extra)
+        dataset = _load_local(source, cache_dir)
     if text_field not in dataset.column_names:
         raise DataError(f"corpus has no column {text_field!r}; its columns are {dataset.column_names} "
                         f"(set data.text_field)")

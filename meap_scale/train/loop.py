@@ -224,7 +224,8 @@ class TrainingRun:
                 losses, started = [], time.perf_counter()
             self._maybe_fail(step)
         return {"curve": self.state.curve, "final": self.state.curve[-1] if self.state.curve else {},
-                "data_digest": hashlib.sha256("".join(self.state.data_digests).encode()).hexdigest()}
+                "data_digest": hashlib.sha256("".join(self.state.data_digests).encode()).hexdigest(),
+                "resumed_from_step": self.state.resumed_from_step}
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ class RunResult:
     data_digest: str
     """Hash of every block every rank read: equal for runs that saw the same data in the same order."""
     wall_seconds: float
+    resumed_from_step: int | None = None
+    """The checkpoint step the final attempt started from (after a restart or a re-run), if any."""
 
     @property
     def run_id(self) -> str:
@@ -94,4 +96,5 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None) -> RunResu
     return RunResult(spec=spec, data=prepared, final=returned.get("final", result.metrics or {}),
                      curve=returned.get("curve", []),
                      checkpoint_path=result.checkpoint.path if result.checkpoint else None,
-                     data_digest=returned.get("data_digest", ""), wall_seconds=time.perf_counter() - started)
+                     data_digest=returned.get("data_digest", ""), wall_seconds=time.perf_counter() - started,
+                     resumed_from_step=returned.get("resumed_from_step"))

@@ -1,0 +1,137 @@
+"""``meap-scale``: the command line. It parses options into a RunSpec and calls one library function.
+
+Options are generated from the config dataclasses, so every option's help text is the docstring of
+the field it sets and its default is the dataclass default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+
+from meap_scale.config import ConfigError, DataSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec, field_docs
+from meap_scale.data import DataError
+
+# (section, spec class, fields left out of the command line, flag renames)
+_SECTIONS = (
+    ("model", ModelSpec, (), {"size": "model"}),
+    ("objective", ObjectiveSpec, ("sft_variant", "sft_min_answer_tokens"), {"name": "objective"}),
+    ("data", DataSpec, (), {"source": "data"}),
+    ("optim", OptimSpec, (), {}),
+    ("run", RunSpec, ("model", "objective", "data", "optim"), {"use_gpu": "gpu"}),
+)
+
+CPU_SCALE_NOTE = ("Note: a CPU-scale run is a plumbing check. At this size MEAP and NTP both retrieve at chance "
+                  "(docs/design.md, section 10); do not read its losses as evidence about MEAP.")
+
+
+def _integer(text: str) -> int:
+    """Accept 2e6 as well as 2000000 for counts."""
+    value = float(text)
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
+    return int(value)
+
+
+def _argument_options(hint) -> dict:
+    if typing.get_origin(hint) is typing.Literal:
+        return {"choices": typing.get_args(hint)}
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if base is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if typing.get_origin(base) is tuple:
+        return {"nargs": 2, "type": float, "metavar": ("B1", "B2")}
+    return {"type": {int: _integer, float: float}.get(base, str), "metavar": "VALUE"}
+
+
+def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, renames) -> None:
+    group = parser.add_argument_group(section)
+    hints, docs = typing.get_type_hints(cls), field_docs(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in skipped:
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else None
+        flag = "--" + renames.get(field.name, field.name).replace("_", "-")
+        group.add_argument(flag, dest=f"{section}.{field.name}", default=argparse.SUPPRESS,
+                           help=f"{docs.get(field.name, '')} (default: {default})".replace("%", "%%"),
+                           **_argument_options(hints[field.name]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="run one MEAP or NTP training job on Ray Train",
+                                description="Train one model with MEAP or NTP on a local or remote Ray cluster.")
+    for section in _SECTIONS:
+        _add_section(train, *section)
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return parser
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    values: dict[str, dict] = {name: {} for name, *_ in _SECTIONS}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            values[section][name] = value
+    run = values.pop("run")
+    return RunSpec.from_dict({**run, **{k: v for k, v in values.items()}})
+
+
+def summary(result) -> dict:
+    final, data = result.final, result.data
+    return {
+        "run_id": result.run_id,
+        "objective": result.spec.objective.name,
+        "mask_ratio": result.spec.objective.mask_ratio,
+        "model": result.spec.model.size,
+        "steps": final.get("step"),
+        "tokens": final.get("tokens"),
+        "epochs": final.get("epoch"),
+        "train_loss": final.get("train_loss"),
+        "val_loss": final.get("val_loss"),
+        "unigram_entropy": data.unigram_entropy,
+        "tokens_per_s": final.get("tokens_per_s"),
+        "mfu": final.get("mfu"),
+        "wall_seconds": round(result.wall_seconds, 1),
+        "checkpoint": result.checkpoint_path,
+    }
+
+
+def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
+    if as_json:
+        print(json.dumps(info, indent=1))
+        return
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if cpu:
+        print(CPU_SCALE_NOTE)
+
+
+def _train(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    from meap_scale.data import prepare_data
+    from meap_scale.train.trainer import run_training
+
+    result = run_training(spec, prepare_data(spec.data))
+    _print_summary(summary(result), args.json, not spec.use_gpu)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _train(args)
+    except (ConfigError, DataError) as error:
+        print(f"meap-scale: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
