@@ -30,6 +30,9 @@ class TrainState:
 
 
 def save_checkpoint(directory: str, model, optimizer, scheduler, state: TrainState) -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # one bar per checkpoint drowns the training log
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(os.path.join(directory, MODEL_DIR), safe_serialization=True)
     rng = {"cpu": torch.get_rng_state()}

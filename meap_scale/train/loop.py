@@ -231,7 +231,7 @@ class TrainingRun:
 @contextlib.contextmanager
 def _checkpoint_folder(run: TrainingRun, step: int | None) -> Iterator[str | None]:
     """Rank 0 writes a checkpoint into a temporary folder that lives until the report has copied it."""
-    if step is None or run.session.rank != 0:
+    if step is None or run.session.rank != 0 or not run.session.keeps_checkpoints:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix=f"meap-ckpt-{step}-") as folder:

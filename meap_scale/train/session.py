@@ -25,6 +25,8 @@ class Session:
     """Context manager yielding the checkpoint folder to resume from, or None."""
     report: Callable[[dict, str | None], None]
     """Every rank calls it the same number of times; rank 0 may attach a checkpoint folder."""
+    keeps_checkpoints: bool = True
+    """False when nothing would keep a checkpoint (standalone without ``checkpoint_root``): skip writing it."""
 
 
 def _ray_session() -> Session | None:
@@ -68,7 +70,7 @@ def _local_session(config: dict) -> Session:
             shutil.copytree(checkpoint_dir, os.path.join(root, f"step-{metrics['step']:08d}"), dirs_exist_ok=True)
 
     world = dist.get_world_size() if initialised else 1
-    return Session(rank, world, int(os.environ.get("LOCAL_RANK", 0)), resume, report)
+    return Session(rank, world, int(os.environ.get("LOCAL_RANK", 0)), resume, report, keeps_checkpoints=bool(root))
 
 
 def current_session(config: dict) -> Session:

@@ -1,0 +1,70 @@
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+
+from meap_scale.cli import _SECTIONS, build_parser, main, spec_from_args
+
+
+def help_text() -> str:
+    return build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+
+
+def test_help_documents_every_option():
+    text = help_text()
+    for _, cls, skipped, renames in _SECTIONS:
+        for field in dataclasses.fields(cls):
+            if field.name not in skipped:
+                flag = "--" + renames.get(field.name, field.name).replace("_", "-")
+                assert flag in text, flag
+    parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    undocumented = [a.option_strings for a in parser._actions if not (a.help or "").split("(default:")[0].strip()]
+    assert not undocumented
+
+
+def test_options_land_in_the_right_spec_fields():
+    args = build_parser().parse_args(["train", "--model", "custom", "--n-layers", "3", "--d-model", "96",
+                                      "--n-heads", "6", "--n-kv-heads", "2", "--ffn-dim", "256",
+                                      "--objective", "ntp", "--tokens", "2e6", "--betas", "0.8", "0.9",
+                                      "--gpu", "--data", "bundled:kjv", "--seq-len", "128", "--workers", "2"])
+    spec = spec_from_args(args)
+    assert spec.model.shape.n_kv_heads == 2 and spec.objective.name == "ntp"
+    assert spec.tokens == 2_000_000 and spec.optim.betas == (0.8, 0.9)
+    assert spec.use_gpu and spec.data.seq_len == 128 and spec.workers == 2
+
+
+def test_counts_must_be_whole_numbers():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--tokens", "2.5"])
+
+
+PROBE = ("import sys, ray; from meap_scale.cli import main; rc = main(sys.argv[1:]); "
+         "print('RAY-STARTED' if ray.is_initialized() else 'RAY-NOT-STARTED'); sys.exit(rc)")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--mask-ratio", "1.5"], "objective.mask_ratio must be in [0, 1), got 1.5"),
+    (["--tokens", "0"], "run.tokens must be positive"),
+    (["--model", "huge"], "unknown model size 'huge'; known sizes: debug"),
+    (["--data", "EMPTY"], "0 non-empty document(s)"),
+    (["--tokenizer", "./no/such/tokenizer"], "tokenizer path './no/such/tokenizer' does not exist"),
+])
+def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, message):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": ""}\n')
+    argv = [str(empty) if a == "EMPTY" else a for a in argv]
+    done = subprocess.run([sys.executable, "-c", PROBE, "train", *argv], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "RAY-NOT-STARTED" in done.stdout
+
+
+@pytest.mark.slow
+def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, capsys):
+    rc = main(["train", "--workers", "2", "--tokens", "4096", "--seq-len", "64", "--batch-tokens", "512",
+               "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 8 and summary["tokens"] == 4096 and summary["val_loss"] > 0
