@@ -107,8 +107,9 @@ def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=1))
         return
-    width = max(map(len, info))
-    for key, value in info.items():
+    shown = {key: value for key, value in info.items() if value is not None}
+    width = max(map(len, shown))
+    for key, value in shown.items():
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
     if cpu:
         print(CPU_SCALE_NOTE)

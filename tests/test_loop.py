@@ -43,3 +43,16 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run(prepared_sm
     assert resumed["curve"][:4] == full["curve"][:4]  # the saved history comes back with the checkpoint
     assert resumed["final"]["train_loss"] == pytest.approx(full["final"]["train_loss"], abs=1e-6)
     assert resumed["data_digest"] == full["data_digest"]
+
+
+def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32(prepared_small):
+    fp32 = run(prepared_small, tiny_run(precision="fp32"))["final"]["train_loss"]
+    bf16 = run(prepared_small, tiny_run(precision="bf16"))["final"]["train_loss"]
+    assert bf16 == pytest.approx(fp32, abs=0.05) and bf16 != fp32
+
+
+def test_compiled_model_with_gradient_accumulation_matches_eager(prepared_small):
+    spec = dict(optim=tiny_run().optim.__class__(batch_tokens=512, micro_batch_size=2, lr=3e-3), tokens=1024)
+    eager = run(prepared_small, tiny_run(**spec))["final"]["train_loss"]
+    compiled = run(prepared_small, tiny_run(compile=True, **spec))["final"]["train_loss"]
+    assert compiled == pytest.approx(eager, abs=1e-3)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from conftest import tiny_run
-from meap_scale.config import ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.config import ConfigError, ObjectiveSpec, OptimSpec, RunSpec
 from meap_scale.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
@@ -43,3 +43,8 @@ def test_a_worker_crash_after_a_checkpoint_resumes_to_the_same_final_loss(ray_cl
     assert crashed.final["val_loss"] == pytest.approx(uninterrupted.final["val_loss"], abs=1e-5)
     assert crashed.data_digest == uninterrupted.data_digest
     assert [m["step"] for m in crashed.curve] == list(range(1, 9))
+
+
+def test_a_run_larger_than_the_local_cluster_is_refused_instead_of_waiting_forever(ray_cluster, tmp_path):
+    with pytest.raises(ConfigError, match="local Ray cluster is too small for 4 worker"):
+        run_training(tiny_run(workers=4, storage_path=str(tmp_path)))

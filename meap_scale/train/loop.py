@@ -15,6 +15,7 @@ import tempfile
 import time
 from typing import Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -50,9 +51,9 @@ def _uses_bf16(spec: RunSpec, device: torch.device) -> bool:
     return spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda")
 
 
-def chain_digest(previous: str, tokens: torch.Tensor) -> str:
+def chain_digest(previous: str, blocks: np.ndarray) -> str:
     """Extend a rank's running hash with the blocks it just read (before any masking)."""
-    return hashlib.sha256(previous.encode() + tokens.cpu().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(previous.encode() + blocks.tobytes()).hexdigest()
 
 
 class TrainingRun:
@@ -82,11 +83,12 @@ class TrainingRun:
         self.state = TrainState()
         self.digest = ""
         self.forward = self.model
+        self.ddp: DistributedDataParallel | None = None
 
     def _wrap(self) -> None:
         if self.session.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.model, device_ids=device_ids)
+            self.ddp = self.forward = DistributedDataParallel(self.model, device_ids=device_ids)
         if self.spec.compile:
             self.forward = torch.compile(self.forward)
 
@@ -106,16 +108,17 @@ class TrainingRun:
             logits = self.forward(input_ids=input_ids).logits  # (B, L, V)
         return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
 
-    def _tokens(self, dataset, block_ids) -> torch.Tensor:
-        return torch.from_numpy(dataset[block_ids]["tokens"]).to(self.device, non_blocking=True)
+    def _tokens(self, blocks) -> torch.Tensor:
+        return torch.from_numpy(blocks).to(self.device, non_blocking=True)
 
     def _micro_step(self, step: int, micro_step: int, last: bool) -> torch.Tensor:
-        tokens = self._tokens(self.train_blocks, self.order.micro_batch(step, micro_step, self.session.rank))
-        self.digest = chain_digest(self.digest, tokens)
+        blocks = self.train_blocks[self.order.micro_batch(step, micro_step, self.session.rank)]["tokens"]
+        self.digest = chain_digest(self.digest, blocks)  # hashed on the host: no device sync
+        tokens = self._tokens(blocks)
         generator = mask_generator(self.spec.seed, step, micro_step, self.session.rank, self.device)
         batch = apply_objective(tokens, self.spec.objective, mask_token_id=self.data.mask_id, generator=generator,
                                 special_token_ids=self.data.special_ids, pad_token_id=self.data.pad_id)
-        sync = contextlib.nullcontext() if last or self.forward is self.model else self.forward.no_sync()
+        sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
         with sync:
             loss = self._loss(batch.input_ids, batch.labels)
             (loss / self.spec.accumulation_steps).backward()
@@ -146,7 +149,7 @@ class TrainingRun:
         ids = list(range(self.session.rank, count, self.session.world_size))
         size = self.spec.optim.micro_batch_size
         for start in range(0, len(ids), size):
-            tokens = self._tokens(self.val_blocks, ids[start:start + size])
+            tokens = self._tokens(self.val_blocks[ids[start:start + size]]["tokens"])
             labels = tokens[:, 1:].masked_fill(tokens[:, 1:] == self.data.pad_id, IGNORE_INDEX)
             with self._autocast():
                 logits = self.model(input_ids=tokens[:, :-1]).logits
