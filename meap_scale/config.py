@@ -307,6 +307,7 @@ class RunSpec(_Serialisable):
         if self.name:
             return self.name
         identity = {k: v for k, v in self.to_dict().items() if k not in _NON_IDENTITY_FIELDS}
+        identity["data"].pop("cache_dir")  # where blocks are cached does not change them
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
         ratio = f"{self.objective.mask_ratio:g}" if self.objective.name != "ntp" else ""
         return f"{self.objective.name}{ratio}-{self.model.size}-s{self.seed}-{digest}"

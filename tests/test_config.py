@@ -22,7 +22,7 @@ def test_default_mask_ratio_depends_on_objective():
 
 
 def test_run_id_ignores_where_a_run_is_stored_but_not_what_it_trains():
-    a, b = RunSpec(storage_path="/a"), RunSpec(storage_path="/b")
+    a, b = RunSpec(storage_path="/a"), RunSpec(storage_path="/b", data=DataSpec(cache_dir="/c"))
     assert a.run_id == b.run_id
     assert a.run_id != RunSpec(seed=1).run_id
     assert RunSpec(objective=ObjectiveSpec(name="ntp")).run_id.startswith("ntp-debug-s0-")
