@@ -62,6 +62,38 @@ def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, re
                            **_argument_options(hints[field.name]))
 
 
+def _add_store_commands(commands) -> None:
+    from meap_scale.store.schema import TABLES
+    from meap_scale.store.views import FORMATS
+
+    store = commands.add_parser("store", help="list, show and export the results store",
+                                description="Read the results store of a study.")
+    actions = store.add_subparsers(dest="action", required=True)
+    for name, text in (("ls", "list the stored runs"), ("show", "every column and the config of one run"),
+                       ("export", "write a table as CSV, Parquet or JSON lines")):
+        action = actions.add_parser(name, help=text, description=text)
+        action.add_argument("--storage", default="results", help="the results store (default: results)")
+        if name == "ls":
+            action.add_argument("--study", help="only runs of this study")
+            action.add_argument("--status", choices=("finished", "failed"), help="only runs with this status")
+        if name == "show":
+            action.add_argument("run_id", help="the run's id (see `meap-scale store ls`)")
+        if name == "export":
+            action.add_argument("--table", choices=tuple(TABLES), default="runs", help="table (default: runs)")
+            action.add_argument("--format", choices=FORMATS, default="csv", help="file format (default: csv)")
+            action.add_argument("--out", required=True, help="file to write")
+
+
+def _add_study_command(commands) -> None:
+    from meap_scale.study.command import add_study_options
+    from meap_scale.study.presets import STUDIES
+
+    study = commands.add_parser("study", help="run a study (a Ray Tune sweep) into the results store",
+                                description="Run one of the studies in studies/ (same options).")
+    study.add_argument("study", choices=tuple(STUDIES), help="which study")
+    add_study_options(study)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     for section in _SECTIONS:
         _add_section(train, *section)
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_study_command(commands)
+    _add_store_commands(commands)
     return parser
 
 
@@ -125,11 +159,34 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> int:
+    from meap_scale.store import ResultsStore
+    from meap_scale.store import views
+
+    store = ResultsStore(args.storage)
+    if args.action == "ls":
+        filters = {k: v for k, v in (("study", args.study), ("status", args.status)) if v}
+        print(views.listing(store, filters))
+    elif args.action == "show":
+        print(views.show(store, args.run_id))
+    else:
+        print(f"wrote {views.export(store, args.table, args.format, args.out)} row(s) to {args.out}")
+    for problem in store.problems:
+        print(f"skipped {problem.path}: {problem.reason}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "study":
+        from meap_scale.study.command import run_from_args
+
+        return run_from_args(args.study, args)
+    from meap_scale.store import StoreError
+
     try:
-        return _train(args)
-    except (ConfigError, DataError) as error:
+        return _train(args) if args.command == "train" else _store(args)
+    except (ConfigError, DataError, StoreError) as error:
         print(f"meap-scale: error: {error}", file=sys.stderr)
         return 2
 

@@ -32,13 +32,14 @@ from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
 
 
-def train_loop_per_worker(config: dict) -> dict:
+def train_loop_per_worker(config: dict, session: Session | None = None) -> dict:
     """Train one run; ``config`` holds ``run`` (RunSpec dict) and ``data`` (PreparedData dict).
 
-    Returns rank 0's curve (every report), the final metrics and the data digest of all ranks.
+    The session defaults to the Ray Train worker's, or a standalone one. Returns rank 0's curve
+    (every report), the final metrics and the data digest of all ranks.
     """
     return TrainingRun(RunSpec.from_dict(config["run"]), PreparedData.from_dict(config["data"]),
-                       current_session(config)).run()
+                       session or current_session(config)).run()
 
 
 def _device(spec: RunSpec, session: Session) -> torch.device:

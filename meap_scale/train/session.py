@@ -53,8 +53,13 @@ def _ray_session() -> Session | None:
     return Session(context.get_world_rank(), context.get_world_size(), context.get_local_rank(), resume, report)
 
 
-def _local_session(config: dict) -> Session:
-    """Standalone: ``config['checkpoint_root']`` keeps checkpoints, ``config['resume_from']`` resumes one."""
+def _print_metrics(metrics: dict) -> None:
+    print(json.dumps(metrics), flush=True)
+
+
+def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -> Session:
+    """Standalone or in-process: ``config['checkpoint_root']`` keeps checkpoints, ``config['resume_from']``
+    resumes one, and rank 0 hands each report to ``emit`` (printing it as JSON by default)."""
     initialised = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if initialised else 0
     root = config.get("checkpoint_root")
@@ -65,7 +70,7 @@ def _local_session(config: dict) -> Session:
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         if rank == 0:
-            print(json.dumps(metrics), flush=True)
+            emit(metrics)
         if checkpoint_dir and root:
             shutil.copytree(checkpoint_dir, os.path.join(root, f"step-{metrics['step']:08d}"), dirs_exist_ok=True)
 
@@ -74,4 +79,12 @@ def _local_session(config: dict) -> Session:
 
 
 def current_session(config: dict) -> Session:
-    return _ray_session() or _local_session(config)
+    return _ray_session() or local_session(config)
+
+
+def latest_checkpoint(root: str) -> str | None:
+    """The newest ``step-N`` folder a local session wrote under ``root``, if any."""
+    if not os.path.isdir(root):
+        return None
+    steps = sorted(name for name in os.listdir(root) if name.startswith("step-"))
+    return os.path.join(root, steps[-1]) if steps else None

@@ -64,7 +64,7 @@ def _check_resources(spec: RunSpec) -> None:
                           f"lower --workers or --cpus-per-worker")
 
 
-def _trainer(spec: RunSpec, prepared: PreparedData):
+def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -79,17 +79,21 @@ def _trainer(spec: RunSpec, prepared: PreparedData):
             storage_path=storage_uri(spec.storage_path),
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+            callbacks=callbacks,
         ),
     )
 
 
-def run_training(spec: RunSpec, prepared: PreparedData | None = None) -> RunResult:
-    """Train ``spec`` on the Ray cluster; raises the worker's error if the run fails."""
+def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks: list | None = None) -> RunResult:
+    """Train ``spec`` on the Ray cluster; raises the worker's error if the run fails.
+
+    ``callbacks`` are Ray Train run callbacks, e.g. Tune's ``TuneReportCallback`` inside a study trial.
+    """
     prepared = prepared or prepare_data(spec.data)
     ensure_ray()
     _check_resources(spec)
     started = time.perf_counter()
-    result = _trainer(spec, prepared).fit()
+    result = _trainer(spec, prepared, callbacks or []).fit()
     if result.error:
         raise result.error
     returned = result.return_value or {}

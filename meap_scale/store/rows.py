@@ -1,0 +1,84 @@
+"""Rows for the ``runs`` table, built from a run's spec, its prepared data and its outcome."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+from meap_scale.config import RunSpec
+from meap_scale.data import PreparedData
+from meap_scale.models import flops_per_token, param_counts
+
+
+def environment() -> dict:
+    """Package versions and the git commit of this checkout (None outside a git checkout)."""
+    import datasets
+    import ray
+    import torch
+    import transformers
+
+    import meap_scale
+
+    versions = {"meap_scale": meap_scale.__version__, "torch": torch.__version__, "ray": ray.__version__,
+                "transformers": transformers.__version__, "datasets": datasets.__version__,
+                "python": platform.python_version()}
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions_json": json.dumps(versions, sort_keys=True), "git_commit": commit}
+
+
+def hardware(spec: RunSpec) -> str:
+    if spec.use_gpu:
+        import torch
+
+        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "gpu"
+        return f"{spec.workers}x {name}"
+    return f"{spec.workers}x cpu ({platform.processor() or platform.machine()})"
+
+
+def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
+    shape, optim, objective = spec.model.shape, spec.optim, spec.objective
+    counts = param_counts(shape, data.model_vocab_size, spec.model.tie_embeddings)
+    flops = flops_per_token(shape, data.model_vocab_size, spec.data.seq_len, spec.model.tie_embeddings)
+    return {
+        "run_id": spec.run_id, "objective": objective.name, "mask_ratio": objective.mask_ratio,
+        "mask_sampling": objective.mask_sampling, "exclude_special_tokens": objective.exclude_special_tokens,
+        "model_size": spec.model.size, "n_layers": shape.n_layers, "d_model": shape.d_model,
+        "n_heads": shape.n_heads, "n_kv_heads": shape.n_kv_heads, "ffn_dim": shape.ffn_dim,
+        "vocab_size": data.model_vocab_size, "seq_len": spec.data.seq_len,
+        "params_total": counts.total, "params_non_embedding": counts.non_embedding,
+        "tokens_budget": spec.steps * optim.batch_tokens,
+        "flops_per_token_6n": flops.six_n, "flops_per_token_palm": flops.palm,
+        "lr": optim.lr, "min_lr": optim.min_lr, "warmup_fraction": optim.warmup_fraction,
+        "weight_decay": optim.weight_decay, "grad_clip": optim.grad_clip, "beta1": optim.betas[0],
+        "beta2": optim.betas[1], "batch_tokens": optim.batch_tokens, "micro_batch_size": optim.micro_batch_size,
+        "seed": spec.seed, "workers": spec.workers, "use_gpu": spec.use_gpu, "precision": spec.precision,
+        "data_source": spec.data.source, "data_fingerprint": data.fingerprint, "tokenizer": spec.data.tokenizer,
+        "unigram_entropy": data.unigram_entropy, "config_json": spec.to_json(),
+    }
+
+
+def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, started_at: dt.datetime,
+            wall_seconds: float, study: str | None = None, trial_id: str | None = None,
+            error: str | None = None, env: dict | None = None) -> dict:
+    """One ``runs`` row; ``final`` is the last report (empty for a run that failed before reporting)."""
+    row = _spec_columns(spec, data)
+    tokens_seen = final.get("tokens")
+    row.update({
+        "study": study, "trial_id": trial_id, "status": status, "error": error,
+        "tokens_seen": tokens_seen, "epochs": final.get("epoch"),
+        "flops_6nd": row["flops_per_token_6n"] * tokens_seen if tokens_seen else None,
+        "flops_palm": row["flops_per_token_palm"] * tokens_seen if tokens_seen else None,
+        "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
+        "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec),
+        "wall_seconds": wall_seconds, "started_at": started_at,
+        "finished_at": started_at + dt.timedelta(seconds=wall_seconds),
+        **(env or environment()),
+    })
+    return row

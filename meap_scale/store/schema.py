@@ -1,0 +1,74 @@
+"""The results store's tables: explicit, versioned Arrow schemas.
+
+Version history (bump ``SCHEMA_VERSION`` when a column is added; new columns must be nullable so
+files written by older versions still read, with nulls):
+- 1: first version.
+
+Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
+output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
+6 * params_total * tokens_seen, ``flops_palm`` is (6 N' + 12 L d T) * tokens_seen with N' without the
+input embedding.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+RUNS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False),
+    ("study", pa.string()), ("trial_id", pa.string()),
+    pa.field("status", pa.string(), nullable=False),  # finished | failed
+    ("error", pa.string()),
+    ("objective", pa.string()), ("mask_ratio", pa.float64()), ("mask_sampling", pa.string()),
+    ("exclude_special_tokens", pa.bool_()),
+    ("model_size", pa.string()), ("n_layers", pa.int32()), ("d_model", pa.int32()), ("n_heads", pa.int32()),
+    ("n_kv_heads", pa.int32()), ("ffn_dim", pa.int32()), ("vocab_size", pa.int32()), ("seq_len", pa.int32()),
+    ("params_total", pa.int64()), ("params_non_embedding", pa.int64()),
+    ("tokens_budget", pa.int64()), ("tokens_seen", pa.int64()), ("epochs", pa.float64()),
+    ("flops_per_token_6n", pa.float64()), ("flops_per_token_palm", pa.float64()),
+    ("flops_6nd", pa.float64()), ("flops_palm", pa.float64()),
+    ("lr", pa.float64()), ("min_lr", pa.float64()), ("warmup_fraction", pa.float64()),
+    ("weight_decay", pa.float64()), ("grad_clip", pa.float64()), ("beta1", pa.float64()), ("beta2", pa.float64()),
+    ("batch_tokens", pa.int64()), ("micro_batch_size", pa.int32()),
+    ("seed", pa.int64()), ("workers", pa.int32()), ("use_gpu", pa.bool_()), ("precision", pa.string()),
+    ("data_source", pa.string()), ("data_fingerprint", pa.string()), ("tokenizer", pa.string()),
+    ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("unigram_entropy", pa.float64()),
+    ("eval_summary_json", pa.string()),
+    ("tokens_per_s", pa.float64()), ("mfu", pa.float64()), ("hardware", pa.string()), ("wall_seconds", pa.float64()),
+    ("versions_json", pa.string()), ("git_commit", pa.string()), ("config_json", pa.string()),
+    ("started_at", TIMESTAMP), ("finished_at", TIMESTAMP),
+    pa.field("written_at", TIMESTAMP, nullable=False),
+    ("schema_version", pa.int32()),
+])
+
+CURVES = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False), ("step", pa.int64()), ("tokens", pa.int64()),
+    pa.field("metric", pa.string(), nullable=False), ("value", pa.float64()),
+    pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
+])
+
+EVALS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False), ("task", pa.string()), ("condition", pa.string()),
+    ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()), ("stderr", pa.float64()),
+    pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
+])
+
+FITS = pa.schema([
+    pa.field("fit_id", pa.string(), nullable=False), ("study", pa.string()), ("law", pa.string()),
+    ("objective", pa.string()), ("n_convention", pa.string()), ("flops_convention", pa.string()),
+    ("params_json", pa.string()), ("intervals_json", pa.string()), ("n_points", pa.int64()),
+    pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
+])
+
+TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS}
+"""Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins."""
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "runs": ("run_id",),
+    "curves": ("run_id", "step", "metric"),
+    "evals": ("run_id", "task", "condition", "metric"),
+    "fits": ("fit_id",),
+}

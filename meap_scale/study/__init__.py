@@ -1,0 +1,1 @@
+"""Studies: search spaces, presets, and the Ray Tune runner that fills the results store."""

@@ -1,0 +1,70 @@
+"""The command line shared by ``studies/*.py`` and ``meap-scale study``: parse, build, run, summarise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from meap_scale.config import ConfigError
+from meap_scale.data import DataError
+from meap_scale.store import StoreError
+from meap_scale.study.presets import PRESETS, build_study
+
+CPU_NOTE = ("CPU-scale study: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and loss "
+            "differences between them are not evidence about MEAP (docs/design.md, section 10).")
+
+
+def add_study_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=PRESETS, default="laptop",
+                        help="smoke: minutes on a laptop; laptop: under 15 minutes on 2 CPU cores (default); "
+                             "paper: the MEAP paper's sizes, 4096 context, 1M-token batches, 8 GPUs per run")
+    parser.add_argument("--storage", default="results",
+                        help="results store: a local folder or an fsspec URL such as s3://bucket/study (default: results)")
+    parser.add_argument("--workers", type=int, help="DDP workers per run (default: the preset's)")
+    parser.add_argument("--gpus-per-worker", type=int, choices=(0, 1),
+                        help="1: one GPU per worker with NCCL; 0: CPU workers with gloo (default: the preset's)")
+    parser.add_argument("--cpus-per-worker", type=float, help="CPUs Ray reserves per worker (default: the preset's)")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
+    parser.add_argument("--tokens", type=float, help="token budget per run, where the study does not vary it")
+    parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, or hf:NAME[:CONFIG]")
+    parser.add_argument("--name", help="study name (default: <study>-<preset>); the same name resumes the study")
+
+
+def study_from_args(study: str, args: argparse.Namespace):
+    changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
+               "tokens": int(args.tokens) if args.tokens is not None else None,
+               "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
+               "name": args.name, "storage": args.storage, "max_concurrent": args.max_concurrent}
+    return build_study(study, args.preset, **changes)
+
+
+def print_outcome(outcome) -> None:
+    print(f"\nstudy {outcome.spec.name}: {outcome.total} finished runs in the store, {outcome.trained} trained "
+          f"now, {outcome.failed} failed now")
+    for best in outcome.best:
+        print(f"  best {best['objective']:<4} mask_ratio={best['mask_ratio']:<5g} size={best['model_size']:<5} "
+              f"tokens={best['tokens']:<10} lr={best['lr']:<7g} val_loss={best['val_loss_mean']:.4f} "
+              f"± {best['val_loss_std']:.4f} (sd over {best['seeds']} seed(s))")
+    print(f"results store: {outcome.store}  (read it with `meap-scale store ls --storage {outcome.store}`)")
+    print("report: the HTML scaling report is not built yet (planned); the store holds everything it will read")
+    if not outcome.spec.base.use_gpu:
+        print(CPU_NOTE)
+
+
+def run_from_args(study: str, args: argparse.Namespace) -> int:
+    try:
+        spec = study_from_args(study, args)
+        from meap_scale.study.runner import run_study
+
+        outcome = run_study(spec)
+    except (ConfigError, DataError, StoreError) as error:
+        print(f"{study}: error: {error}", file=sys.stderr)
+        return 2
+    print_outcome(outcome)
+    return 0 if outcome.failed == 0 else 1
+
+
+def main(study: str, argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=f"{study}.py", description=f"Run the {study} study on Ray Tune.")
+    add_study_options(parser)
+    return run_from_args(study, parser.parse_args(argv))

@@ -1,0 +1,122 @@
+"""The three studies and their presets: ``smoke`` (minutes on a laptop), ``laptop`` (the CPU default,
+under 15 minutes on 2 cores) and ``paper`` (the MEAP paper's sizes, 4096 context, 1M-token batches,
+GPU workers).
+
+CPU presets are plumbing demos: at their scale MEAP and NTP both retrieve at chance and their loss
+differences are not evidence about MEAP (docs/design.md section 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+from meap_scale.config import ConfigError, DataSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.models import LADDER, padded_vocab_size, param_counts
+from meap_scale.study.space import grid
+from meap_scale.study.spec import StudySpec
+
+PRESETS = ("smoke", "laptop", "paper")
+MEAP_RATIO = 0.15
+"""The paper's best pretraining ratio, used wherever a study compares MEAP with NTP."""
+
+
+def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_every: int) -> RunSpec:
+    return RunSpec(model=ModelSpec(size="debug"), data=DataSpec(seq_len=seq_len),
+                   optim=OptimSpec(lr=3e-3, min_lr=3e-4, batch_tokens=batch_tokens, micro_batch_size=micro),
+                   tokens=tokens, log_every=report_every, eval_every=report_every, eval_blocks=32,
+                   cpus_per_worker=1.0)
+
+
+def _paper_base(size: str, tokens: int) -> RunSpec:
+    return RunSpec(model=ModelSpec(size=size),
+                   data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
+                   optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=8), tokens=tokens, workers=8,
+                   use_gpu=True, log_every=50, eval_every=500, checkpoint_every=1000, eval_blocks=256)
+
+
+BASES: dict[str, Callable[[], RunSpec]] = {
+    "smoke": lambda: _cpu_base(seq_len=64, batch_tokens=1024, micro=16, tokens=65_536, report_every=16),
+    "laptop": lambda: _cpu_base(seq_len=128, batch_tokens=4096, micro=16, tokens=491_520, report_every=20),
+    "paper": lambda: _paper_base("0.1b", tokens=2_621_440_000),
+}
+
+
+def _params(size: str, base: RunSpec) -> int:
+    return param_counts(LADDER[size], padded_vocab_size(base.data.vocab_size), base.model.tie_embeddings).total
+
+
+def mask_ratio_sweep(preset: str) -> StudySpec:
+    """MEAP mask ratio in [0, 0.4] (0 is the NTP baseline) and learning rate, at a fixed size and budget."""
+    base = BASES[preset]()
+    ratios = {"smoke": (0.0, MEAP_RATIO), "laptop": (0.0, 0.1, 0.2, 0.3, 0.4),
+              "paper": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)}[preset]
+    lrs = {"smoke": (3e-3,), "laptop": (1e-3, 3e-3), "paper": (2e-4, 4e-4, 8e-4)}[preset]
+    seeds = {"smoke": (0,), "laptop": (0, 1), "paper": (0, 1, 2)}[preset]
+    return StudySpec(name=f"mask-ratio-{preset}", base=base, seeds=seeds,
+                     space={"objective.mask_ratio": grid(*ratios), "optim.lr": grid(*lrs)})
+
+
+def scaling_grid(preset: str) -> StudySpec:
+    """Model sizes x token budgets, for NTP and MEAP at the paper's ratio."""
+    base = BASES[preset]()
+    sizes = {"smoke": ("debug",), "laptop": ("debug", "xs"), "paper": ("0.1b", "0.3b", "0.5b", "1.1b")}[preset]
+    budgets = {"smoke": (32_768, 65_536), "laptop": (245_760, 491_520, 983_040),
+               "paper": (2**30 * 2, 2**30 * 8, 2**30 * 20)}[preset]
+    return StudySpec(name=f"scaling-grid-{preset}", base=base,
+                     space={"model.size": grid(*sizes), "tokens": grid(*budgets),
+                            "objective.mask_ratio": grid(0.0, MEAP_RATIO)})
+
+
+def isoflop_points(base: RunSpec, sizes: tuple[str, ...], budgets: tuple[float, ...]) -> list[dict]:
+    """For each FLOP budget C, every size with D = C / (6 N) tokens (N total parameters, the Chinchilla
+    convention), rounded down to whole global batches; sizes left with less than one batch are dropped."""
+    batch = base.optim.batch_tokens
+    points = []
+    for flops in budgets:
+        for size in sizes:
+            tokens = int(flops / (6 * _params(size, base))) // batch * batch
+            if tokens >= batch:
+                points.append({"model.size": size, "tokens": tokens})
+    if not points:
+        raise ConfigError("no (size, budget) pair of this IsoFLOP study reaches one global batch")
+    return points
+
+
+def isoflop(preset: str) -> StudySpec:
+    """Along each IsoFLOP line, model sizes with D = C / 6N, for NTP and MEAP."""
+    base = BASES[preset]()
+    sizes = {"smoke": ("debug", "xs"), "laptop": ("debug", "xs", "s"),
+             "paper": ("0.1b", "0.3b", "0.5b", "1.1b")}[preset]
+    budgets = {"smoke": (2e11, 5e11), "laptop": (1e12, 3e12), "paper": (3e18, 1e19, 3e19)}[preset]
+    return StudySpec(name=f"isoflop-{preset}", base=base,
+                     space={"point": grid(*isoflop_points(base, sizes, budgets)),
+                            "objective.mask_ratio": grid(0.0, MEAP_RATIO)})
+
+
+STUDIES: dict[str, Callable[[str], StudySpec]] = {
+    "mask_ratio_sweep": mask_ratio_sweep, "scaling_grid": scaling_grid, "isoflop": isoflop,
+}
+
+
+def build_study(study: str, preset: str, **changes) -> StudySpec:
+    """The preset, with command-line changes: base-run options (workers, use_gpu, data source, ...)
+    and study options (name, storage, max_concurrent)."""
+    if study not in STUDIES:
+        raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    spec = STUDIES[study](preset)
+    data_source = changes.pop("data", None)
+    run_changes = {k: v for k, v in changes.items() if k in RunSpec.__dataclass_fields__ and v is not None}
+    base = spec.base.to_dict()
+    if data_source:
+        base["data"]["source"] = data_source
+    if run_changes.get("workers"):
+        # keep the preset's global batch: shrink micro-batches until the workers divide it
+        sequences = spec.base.sequences_per_step
+        base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size,
+                                                       sequences // run_changes["workers"]))
+    base = RunSpec.from_dict({**base, **run_changes})
+    study_changes = {k: v for k, v in changes.items() if k in StudySpec.__dataclass_fields__ and v is not None}
+    return replace(spec, base=base, **study_changes)

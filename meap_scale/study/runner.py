@@ -1,0 +1,227 @@
+"""``run_study``: a Ray Tune experiment whose trials train runs and write them to the results store.
+
+Ray 2.60 pattern (design.md section 6): a Tune *function* trainable per configuration. A trial
+trains its runs (one per seed) in order: single-worker runs in-process inside the trial, multi-worker
+runs through ``run_training`` (a ``TorchTrainer`` with ``TuneReportCallback``). Before training, a
+trial looks its run id up in the store and skips finished runs, so re-running a study, or resuming
+an interrupted one with ``Tuner.restore``, never trains a finished run twice. Every run, finished or
+failed, becomes a store row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import statistics
+import time
+import traceback
+from dataclasses import dataclass
+
+from meap_scale.config import RunSpec
+from meap_scale.data import PreparedData, prepare_data
+from meap_scale.store import ResultsStore
+from meap_scale.store.rows import environment, run_row
+from meap_scale.store.store import utc_now
+from meap_scale.study.spec import StudySpec
+from meap_scale.train.loop import train_loop_per_worker
+from meap_scale.train.session import latest_checkpoint, local_session
+from meap_scale.train.trainer import ensure_ray, run_training
+
+METRIC, MODE, TIME_ATTR = "val_loss", "min", "tokens_total"
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where a study keeps its store, Tune's experiment state and in-process run checkpoints."""
+
+    store: str
+    tune: str | None
+    checkpoints: str | None
+
+    @classmethod
+    def for_store(cls, store: ResultsStore) -> "Locations":
+        local = store.fs.protocol in ("file", "local") or "file" in store.fs.protocol
+        if local:
+            root = os.path.abspath(store.root)
+            return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, "_checkpoints"))
+        return cls(store.url, None, None)
+
+
+class _Progress:
+    """Adds cumulative tokens over a trial's runs and an ETA to each report for Tune's live table."""
+
+    def __init__(self, runs: list[RunSpec]) -> None:
+        self.total = sum(run.steps * run.optim.batch_tokens for run in runs)
+        self.done = 0
+
+    def decorate(self, metrics: dict, seed: int) -> dict:
+        """Tune's live table shows a trial's first four metrics: tokens, losses and the ETA."""
+        tokens_total = self.done + metrics.get("tokens", 0)
+        speed = metrics.get("tokens_per_s") or 0.0
+        eta = (self.total - tokens_total) / speed if speed else None
+        return {TIME_ATTR: tokens_total, "train_loss": metrics.get("train_loss"), METRIC: metrics.get(METRIC),
+                "eta_s": eta, "seed": seed, **metrics}
+
+
+def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report) -> dict:
+    """The loop inside the trial's own process; resumes from the run's latest local checkpoint."""
+    root = posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
+    config = {"run": run.to_dict(), "data": prepared.to_dict(), "checkpoint_root": root,
+              "resume_from": latest_checkpoint(root) if root else None}
+    return train_loop_per_worker(config, local_session(config, emit=report))
+
+
+def _train_distributed(run: RunSpec, prepared: PreparedData) -> dict:
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    result = run_training(run, prepared, callbacks=[TuneReportCallback()])
+    return {"final": result.final, "curve": result.curve}
+
+
+def _record_failure(store, run, prepared, study, trial_id, started, env) -> None:
+    store.append_run(run_row(run, prepared, final={}, status="failed", started_at=started,
+                             wall_seconds=(utc_now() - started).total_seconds(), study=study,
+                             trial_id=trial_id, error=traceback.format_exc(limit=20), env=env))
+
+
+def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
+    """Train (or find in the store) one run; returns its final train and validation loss."""
+    from ray import tune
+
+    store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
+    stored = store.runs({"run_id": run.run_id, "status": "finished"})
+    if stored.num_rows:
+        return {key: stored[key][0].as_py() for key in ("train_loss", METRIC)}
+    started, clock = utc_now(), time.perf_counter()
+    report = lambda metrics: tune.report(progress.decorate(metrics, run.seed))  # noqa: E731
+    try:
+        out = (_train_in_process(run, prepared, ctx["locations"], report) if run.workers == 1
+               else _train_distributed(run, prepared))
+    except Exception:
+        _record_failure(store, run, prepared, study, trial_id, started, ctx["env"])
+        raise
+    # The curve first: a run row marks the run finished, and it must never lack its curve.
+    store.append_curve(run.run_id, out["curve"])
+    store.append_run(run_row(run, prepared, final=out["final"], status="finished", started_at=started,
+                             wall_seconds=time.perf_counter() - clock, study=study, trial_id=trial_id,
+                             env=ctx["env"]))
+    return out["final"]
+
+
+def trial(config: dict, ctx: dict) -> None:
+    """The Tune function trainable: the runs of one configuration, then the mean over seeds."""
+    from ray import tune
+
+    spec: StudySpec = ctx["spec"]
+    runs = spec.runs_for(config)
+    progress = _Progress(runs)
+    finals = []
+    for run in runs:
+        finals.append(_run_one(run, prepare_data(run.data), ctx, progress))  # prepared once, then cached
+        progress.done += run.steps * run.optim.batch_tokens
+    losses = [final[METRIC] for final in finals]
+    spread = statistics.stdev(losses) if len(losses) > 1 else 0.0
+    tune.report({TIME_ATTR: progress.total, "train_loss": statistics.fmean(f["train_loss"] for f in finals),
+                 METRIC: statistics.fmean(losses), "eta_s": 0.0, "val_loss_std": spread, "seeds": len(losses),
+                 "tokens": runs[-1].steps * runs[-1].optim.batch_tokens})
+
+
+def _resources(base: RunSpec) -> dict:
+    if base.workers == 1:
+        return {"CPU": base.cpus_per_worker, **({"GPU": 1} if base.use_gpu else {})}
+    return {"CPU": 0.1}  # the trial only drives a TorchTrainer whose workers hold the resources
+
+
+def default_concurrency(base: RunSpec) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    if base.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // base.workers))
+    return max(1, int(resources.get("CPU", 1) // (base.workers * base.cpus_per_worker)))
+
+
+def _searcher(spec: StudySpec):
+    if spec.search != "optuna":
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search_seed,
+                        points_to_evaluate=list(spec.points_to_evaluate) or None)
+
+
+def _scheduler(spec: StudySpec):
+    if not spec.asha:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    longest = max(run.steps * run.optim.batch_tokens for run in spec.example_runs()) * len(spec.seeds)
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=longest, grace_period=max(1, longest // 8))
+
+
+def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
+    from ray import tune
+
+    trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx), _resources(spec.base))
+    locations: Locations = ctx["locations"]
+    if locations.tune and tune.Tuner.can_restore(os.path.join(locations.tune, spec.name)):
+        return tune.Tuner.restore(os.path.join(locations.tune, spec.name), trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space={key: dim.to_tune() for key, dim in spec.space.items()},
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=_searcher(spec),
+                                    scheduler=_scheduler(spec), num_samples=spec.num_samples,
+                                    max_concurrent_trials=concurrency),
+        run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune),
+    )
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    spec: StudySpec
+    store: str
+    trained: int
+    """Runs trained (finished) by this invocation; the rest were already in the store."""
+    failed: int
+    total: int
+    """Finished runs of this study in the store."""
+    best: list[dict]
+    """Per objective: the configuration with the lowest mean validation loss, with its seeds' spread."""
+
+
+def _best_per_objective(rows: list[dict]) -> list[dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = (row["objective"], row["mask_ratio"], row["model_size"], row["tokens_budget"], row["lr"])
+        groups.setdefault(key, []).append(row)
+    summaries = []
+    for (objective, ratio, size, tokens, lr), members in groups.items():
+        losses = [m["val_loss"] for m in members if m["val_loss"] is not None and not math.isnan(m["val_loss"])]
+        if losses:
+            summaries.append({"objective": objective, "mask_ratio": ratio, "model_size": size, "tokens": tokens,
+                              "lr": lr, "val_loss_mean": statistics.fmean(losses),
+                              "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0,
+                              "seeds": len(losses)})
+    best: dict[str, dict] = {}
+    for summary in sorted(summaries, key=lambda s: s["val_loss_mean"]):
+        best.setdefault(summary["objective"], summary)
+    return list(best.values())
+
+
+def run_study(spec: StudySpec) -> StudyOutcome:
+    """Run (or resume) the study; every run lands in ``spec.storage``. Bad input fails before any trial."""
+    store = ResultsStore(spec.storage)
+    prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
+    started = utc_now()
+    ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
+           "locations": Locations.for_store(store)}
+    ensure_ray()
+    _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
+    rows = store.runs({"study": spec.name}).to_pylist()
+    finished = [r for r in rows if r["status"] == "finished"]
+    fresh = [r for r in rows if r["written_at"] >= started]
+    return StudyOutcome(spec=spec, store=spec.storage, trained=sum(r["status"] == "finished" for r in fresh),
+                        failed=sum(r["status"] == "failed" for r in fresh), total=len(finished),
+                        best=_best_per_objective(finished))
+

@@ -1,0 +1,99 @@
+"""StudySpec: what a study varies, over which seeds, with which search, stored where.
+
+A Tune trial is one configuration of the search space; it trains one run per seed, in order, and
+reports the mean validation loss over seeds. Every run is a row in the results store, identified
+by its RunSpec's deterministic ``run_id``, so re-running a study skips what is already stored.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from meap_scale.config import ConfigError, ObjectiveSpec, RunSpec
+from meap_scale.study.space import Dimension
+
+SEARCHES = ("grid", "optuna")
+
+
+def _set_path(data: dict, path: str, value: Any) -> None:
+    *parents, leaf = path.split(".")
+    node = data
+    for name in parents:
+        if not isinstance(node.get(name), dict):
+            raise ConfigError(f"search key {path!r}: {name!r} is not a section of the run config")
+        node = node[name]
+    if leaf not in node:
+        raise ConfigError(f"search key {path!r}: {leaf!r} is not an option of the run config; "
+                          f"options here: {', '.join(node)}")
+    node[leaf] = value
+
+
+def apply_overrides(base: RunSpec, overrides: dict[str, Any]) -> RunSpec:
+    """``base`` with dotted-path overrides; a mask ratio of 0 means the NTP baseline."""
+    data = base.to_dict()
+    for path, value in overrides.items():
+        if path == "point":
+            for inner_path, inner_value in value.items():
+                _set_path(data, inner_path, inner_value)
+        else:
+            _set_path(data, path, value)
+    if data["objective"]["mask_ratio"] == 0 and data["objective"]["name"] == "meap":
+        data["objective"] = ObjectiveSpec(name="ntp").to_dict()
+    return RunSpec.from_dict(data)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    """Study name: the Tune experiment's folder and the ``study`` column of every run."""
+    base: RunSpec
+    """Every option a trial does not vary."""
+    space: dict[str, Dimension] = field(default_factory=dict)
+    """Dotted RunSpec paths to vary (see meap_scale.study.space)."""
+    seeds: tuple[int, ...] = (0,)
+    """Each configuration trains once per seed; the trial reports the mean over seeds."""
+    search: str = "grid"
+    """``grid``: every combination of grid dimensions (times ``num_samples`` for sampled ones);
+    ``optuna``: Optuna's TPE sampler (seeded) proposes ``num_samples`` configurations."""
+    num_samples: int = 1
+    """Configurations Optuna proposes (search=optuna), or repeats of the grid (search=grid)."""
+    points_to_evaluate: tuple[dict[str, Any], ...] = ()
+    """Optuna only: configurations tried first, e.g. the paper's defaults as a baseline."""
+    search_seed: int = 0
+    """Seed of the Optuna sampler."""
+    asha: bool = False
+    """Stop unpromising trials early (ASHA on validation loss by tokens seen)."""
+    max_concurrent: int | None = None
+    """Trials at once; default: as many as the cluster's CPUs (or GPUs) fit."""
+    storage: str = "results"
+    """The results store: a local folder or an fsspec URL (s3://, gs://, file://)."""
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\ "):
+            raise ConfigError(f"study name {self.name!r} must be non-empty, without spaces or slashes")
+        if self.search not in SEARCHES:
+            raise ConfigError(f"study search {self.search!r} is not one of {', '.join(SEARCHES)}")
+        if not self.seeds:
+            raise ConfigError("a study needs at least one seed")
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1, got {self.num_samples}")
+        if self.search == "optuna" and not any(d.kind != "grid" for d in self.space.values()):
+            raise ConfigError("search='optuna' needs at least one sampled (choice/uniform/loguniform) dimension")
+        if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
+            raise ConfigError("search='optuna' cannot take grid dimensions; use choice()")
+        for spec in self.example_runs():
+            spec.run_id  # every corner of the space must build a valid RunSpec
+
+    def example_runs(self) -> list[RunSpec]:
+        """A run for every combination of each dimension's corners and seeds: validates the space
+        before any trial starts (an invalid corner raises ConfigError here)."""
+        keys = list(self.space)
+        combos = itertools.product(*(self.space[k].corners() for k in keys)) if keys else [()]
+        return [apply_overrides(self.base, {**dict(zip(keys, combo)), "seed": seed})
+                for combo in combos for seed in self.seeds]
+
+    def runs_for(self, config: dict[str, Any]) -> list[RunSpec]:
+        """The runs (one per seed) of one trial configuration."""
+        return [apply_overrides(self.base, {**config, "seed": seed}) for seed in self.seeds]
