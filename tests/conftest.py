@@ -30,13 +30,32 @@ def prepared():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
-    """One local Ray for the whole session, dashboard on: Train needs its State API to clean up."""
+def _ray_session():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(_ray_session):
+    """One local Ray shared by the session, dashboard on (Train needs its State API to clean up).
+    Started on first use; restarted only if a test had to stop it (see ``no_ray_in_process``)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    return ray
+
+
+@pytest.fixture
+def no_ray_in_process():
+    """For tests that run `ray start`/`ray stop`: `ray stop` ends every Ray process on the machine."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def tiny_run(**overrides) -> RunSpec:

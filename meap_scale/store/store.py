@@ -72,9 +72,12 @@ class ResultsStore:
         """Write ``rows`` as one new file; returns its path (None when there is nothing to write)."""
         if table not in TABLES:
             raise StoreError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-        if not rows:
-            return None
-        data = self._rows_table(table, rows)
+        return self.append_table(table, self._rows_table(table, rows)) if rows else None
+
+    def append_table(self, table: str, data: pa.Table) -> str:
+        """Write an Arrow table that already has ``table``'s schema as one new file (bulk appends)."""
+        if not data.schema.equals(TABLES[table]):
+            raise StoreError(f"an Arrow table for {table!r} must have exactly its schema")
         folder = posixpath.join(self.root, table)
         self.fs.makedirs(folder, exist_ok=True)
         name = f"part-{utc_now():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:12]}.parquet"

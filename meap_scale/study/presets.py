@@ -99,24 +99,30 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 }
 
 
-def build_study(study: str, preset: str, **changes) -> StudySpec:
-    """The preset, with command-line changes: base-run options (workers, use_gpu, data source, ...)
-    and study options (name, storage, max_concurrent)."""
+RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens")
+STUDY_CHANGES = ("name", "storage", "max_concurrent")
+
+
+def build_study(study: str, preset: str, *, data: str | None = None, **changes) -> StudySpec:
+    """The preset, with command-line changes: the base run's ``RUN_CHANGES`` and corpus (``data``), and
+    the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    unknown = sorted(set(changes) - set(RUN_CHANGES) - set(STUDY_CHANGES))
+    if unknown:
+        raise ConfigError(f"cannot change {unknown} of a study preset")
     spec = STUDIES[study](preset)
-    data_source = changes.pop("data", None)
-    run_changes = {k: v for k, v in changes.items() if k in RunSpec.__dataclass_fields__ and v is not None}
+    run_changes = {k: changes[k] for k in RUN_CHANGES if changes.get(k) is not None}
     base = spec.base.to_dict()
-    if data_source:
-        base["data"]["source"] = data_source
+    if data:
+        base["data"]["source"] = data
     if run_changes.get("workers"):
         # keep the preset's global batch: shrink micro-batches until the workers divide it
         sequences = spec.base.sequences_per_step
         base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size,
                                                        sequences // run_changes["workers"]))
     base = RunSpec.from_dict({**base, **run_changes})
-    study_changes = {k: v for k, v in changes.items() if k in StudySpec.__dataclass_fields__ and v is not None}
+    study_changes = {k: changes[k] for k in STUDY_CHANGES if changes.get(k) is not None}
     return replace(spec, base=base, **study_changes)

@@ -1,0 +1,55 @@
+"""`ray job submit` of the smoke study against a head node started by cluster/local.sh, with token auth."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from meap_scale.store import ResultsStore
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_process, tmp_path):
+    dashboard = free_port()
+    bin_dir = str(Path(sys.executable).parent)  # this environment's `ray`, for the script and for us
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(free_port()),
+           "DASHBOARD_PORT": str(dashboard), "RAY_AUTH_MODE": "token",
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("RAY_ADDRESS", None)
+    (tmp_path / "home").mkdir()
+    store = tmp_path / "results"
+
+    def sh(*argv, timeout=600):
+        return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+    started = sh("bash", "cluster/local.sh", "start", "2")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert (tmp_path / "home" / ".ray" / "auth_token").exists()
+        address = f"http://127.0.0.1:{dashboard}"
+        submitted = sh("ray", "job", "submit", "--address", address, "--submission-id", "smoke-job",
+                       "--working-dir", ".", "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke",
+                       "--storage", str(store))
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        status = sh("ray", "job", "status", "--address", address, "smoke-job")
+        assert "job 'smoke-job' succeeded" in (status.stdout + status.stderr).lower()
+        authenticated = sh("ray", "job", "list", "--address", address, timeout=120)
+        assert authenticated.returncode == 0  # with the token from HOME
+        env["HOME"] = str(tmp_path)  # no token here: the cluster must refuse
+        refused = sh("ray", "job", "list", "--address", address, timeout=120)
+        assert refused.returncode != 0
+    finally:
+        sh("bash", "cluster/local.sh", "stop", timeout=120)
+    runs = ResultsStore(str(store)).runs().to_pylist()
+    assert len(runs) == 2 and all(r["status"] == "finished" for r in runs)

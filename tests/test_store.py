@@ -1,0 +1,179 @@
+"""The results store on real Parquet files: round trips, concurrency, crashes, damage and old schemas."""
+
+import datetime as dt
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from meap_scale.store import ResultsStore, StoreError
+from meap_scale.store.schema import TABLES
+
+UTC = dt.timezone.utc
+
+
+def sample_value(field: pa.Field, i: int):
+    kind = field.type
+    if pa.types.is_string(kind):
+        return f"{field.name}-{i}"
+    if pa.types.is_boolean(kind):
+        return i % 2 == 0
+    if pa.types.is_integer(kind):
+        return 1000 + i
+    if pa.types.is_floating(kind):
+        return 0.5 + i
+    if pa.types.is_timestamp(kind):
+        return dt.datetime(2026, 1, 1, 12, 0, i, 123456, tzinfo=UTC)
+    raise AssertionError(kind)
+
+
+def full_row(table: str, i: int = 0) -> dict:
+    return {f.name: sample_value(f, i) for f in TABLES[table] if f.name not in ("written_at", "schema_version")}
+
+
+@pytest.mark.parametrize("table", list(TABLES))
+def test_every_column_round_trips(tmp_path, table):
+    store = ResultsStore(str(tmp_path))
+    rows = [full_row(table, i) for i in range(3)]
+    store.append(table, rows)
+    key = TABLES[table].names[0]
+    read = sorted(store.read(table).to_pylist(), key=lambda r: r[key])
+    assert len(read) == 3
+    for written, got in zip(rows, read):
+        assert {k: got[k] for k in written} == written
+        assert got["schema_version"] == 1 and got["written_at"].tzinfo is not None
+
+
+def test_the_latest_write_of_a_run_wins(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "a", "status": "failed", "error": "boom"})
+    store.append_run({"run_id": "a", "status": "finished", "val_loss": 3.0})
+    store.append_run({"run_id": "b", "status": "finished", "val_loss": 4.0})
+    runs = {r["run_id"]: r for r in store.runs().to_pylist()}
+    assert runs["a"]["status"] == "finished" and runs["a"]["val_loss"] == 3.0 and runs["a"]["error"] is None
+    assert store.has_run("a") and not store.has_run("c")
+    assert store.runs({"val_loss": [3.0, 4.0]}).num_rows == 2
+
+
+def test_failed_runs_do_not_count_as_done(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "x", "status": "failed", "error": "Traceback ..."})
+    assert not store.has_run("x") and store.has_run("x", status="failed")
+
+
+def test_curves_are_stored_in_long_format(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_curve("r", [{"step": 1, "tokens": 10, "train_loss": 5.0, "lr": 1e-3},
+                             {"step": 2, "tokens": 20, "train_loss": 4.0, "val_loss": 4.5, "lr": 5e-4}])
+    curve = store.curves("r").to_pylist()
+    assert {(r["step"], r["metric"]) for r in curve} == {(1, "train_loss"), (1, "lr"), (2, "train_loss"),
+                                                          (2, "val_loss"), (2, "lr")}
+
+
+def _append_from_process(root: str, worker: int) -> None:
+    store = ResultsStore(root)
+    for i in range(5):
+        store.append_run({"run_id": f"w{worker}-r{i}", "status": "finished", "val_loss": float(i)})
+        store.append_run({"run_id": "shared", "status": "finished", "val_loss": float(worker)})
+
+
+def test_sixteen_concurrent_writers_lose_and_duplicate_no_row(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_append_from_process, args=(str(tmp_path), w)) for w in range(16)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(120)
+        assert process.exitcode == 0
+    ids = ResultsStore(str(tmp_path)).runs()["run_id"].to_pylist()
+    assert len(ids) == len(set(ids)) == 16 * 5 + 1
+    assert {f"w{w}-r{i}" for w in range(16) for i in range(5)} <= set(ids)
+
+
+WRITER = """
+import sys
+import pyarrow as pa
+from meap_scale.store import ResultsStore
+from meap_scale.store.schema import CURVES
+store = ResultsStore(sys.argv[1])
+n = 2_000_000
+data = pa.table({"run_id": pa.array(["r%d" % (i % 400) for i in range(n)]), "step": pa.array(range(n)),
+                 "tokens": pa.array(range(n)), "metric": pa.array(["train_loss"] * n),
+                 "value": pa.array([1.0] * n), "written_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
+                 "schema_version": pa.array([1] * n, pa.int32())}, schema=CURVES)
+print("writing", flush=True)
+while True:
+    store.append_table("curves", data)  # nearly all of the loop's time is spent inside the write
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_visible_partial_file(tmp_path):
+    folder = tmp_path / "curves"
+    for attempt in range(5):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "writing"
+        time.sleep(1.5 + attempt * 0.37)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        if any(name.startswith(".tmp-") for name in os.listdir(folder)):
+            break
+    else:
+        pytest.fail("the writer was never caught mid-write")
+    store = ResultsStore(str(tmp_path))
+    curves = store.read("curves")
+    assert not store.problems
+    assert curves.num_rows == 2_000_000  # complete files only; identical rows collapse to one record
+
+
+def test_corrupt_and_foreign_files_are_reported_and_skipped(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "good", "status": "finished"})
+    (tmp_path / "runs" / "part-broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    pq.write_table(pa.table({"something": [1, 2]}), tmp_path / "runs" / "part-foreign.parquet")
+    (tmp_path / "runs" / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning, match="results store: skipping"):
+        runs = store.runs()
+    assert runs["run_id"].to_pylist() == ["good"]
+    reasons = {os.path.basename(p.path): p.reason for p in store.problems}
+    assert reasons.keys() == {"part-broken.parquet", "part-foreign.parquet", "notes.txt"}
+    assert "unreadable" in reasons["part-broken.parquet"] and "missing" in reasons["part-foreign.parquet"]
+
+
+def test_a_file_written_with_an_older_schema_still_reads(tmp_path):
+    old = pa.table({"run_id": ["old"], "status": ["finished"], "val_loss": [3.5],
+                    "written_at": pa.array([dt.datetime(2025, 1, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC"))})
+    (tmp_path / "runs").mkdir()
+    pq.write_table(old, tmp_path / "runs" / "part-v0.parquet")
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "new", "status": "finished", "mfu": 0.3})
+    rows = {r["run_id"]: r for r in store.runs().to_pylist()}
+    assert rows["old"]["val_loss"] == 3.5 and rows["old"]["mfu"] is None and rows["old"]["schema_version"] is None
+    assert rows["new"]["mfu"] == 0.3
+
+
+def test_rows_with_unknown_columns_are_refused(tmp_path):
+    with pytest.raises(StoreError, match=r"no column\(s\) \['val_los'\]"):
+        ResultsStore(str(tmp_path)).append_run({"run_id": "a", "status": "finished", "val_los": 1.0})
+
+
+def test_file_urls_work_and_missing_filesystems_fail_clearly(tmp_path):
+    store = ResultsStore(f"file://{tmp_path}")
+    store.append_run({"run_id": "a", "status": "finished"})
+    assert ResultsStore(str(tmp_path)).has_run("a")
+    with pytest.raises(StoreError, match="gcsfs"):
+        ResultsStore("gs://some-bucket/study")
+
+
+def test_pandas_reads_the_store_folder_directly(tmp_path):
+    import pandas as pd
+
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "a", "status": "finished", "val_loss": 2.0})
+    assert pd.read_parquet(tmp_path / "runs")["val_loss"].tolist() == [2.0]
+    assert store.to_pandas()["run_id"].tolist() == ["a"]

@@ -1,0 +1,88 @@
+"""Studies end to end on a real local Ray: the smoke study script, re-runs, and an interrupted driver."""
+
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from meap_scale.store import ResultsStore
+
+pytestmark = pytest.mark.slow
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def run_script(name: str, *argv: str) -> int:
+    """Run a study script in this process (it joins the session's Ray), as `python studies/NAME.py ARGV`."""
+    saved = sys.argv
+    sys.argv = [str(STUDIES / f"{name}.py"), *argv]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as done:
+        return done.code
+    finally:
+        sys.argv = saved
+    raise AssertionError("a study script must exit with a status")
+
+
+def run_files(store: Path) -> set[str]:
+    return {p.name for p in (store / "runs").glob("part-*.parquet")}
+
+
+def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp_path, capsys):
+    store_path = tmp_path / "results"
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path)) == 0
+    store = ResultsStore(str(store_path))
+    runs = store.runs({"study": "mask-ratio-smoke"}).to_pylist()
+    assert sorted((r["objective"], r["mask_ratio"]) for r in runs) == [("meap", 0.15), ("ntp", 0.0)]
+    for run in runs:
+        assert run["status"] == "finished" and run["tokens_seen"] == 65_536 and run["val_loss"] > 0
+        curve = store.curves(run["run_id"]).to_pylist()
+        assert {p["step"] for p in curve} == {16, 32, 48, 64}
+        assert {p["metric"] for p in curve} >= {"train_loss", "val_loss", "lr", "tokens_per_s"}
+    assert "2 trained now" in capsys.readouterr().out
+    written = run_files(store_path)
+
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path)) == 0
+    assert "0 trained now" in capsys.readouterr().out
+    # Under another name Tune starts afresh, and the store alone prevents retraining.
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path), "--name", "again") == 0
+    assert "0 trained now" in capsys.readouterr().out
+    assert run_files(store_path) == written
+
+
+def test_an_interrupted_study_resumes_without_retraining_finished_runs(ray_cluster, tmp_path):
+    store_path = tmp_path / "results"
+    argv = ["--preset", "smoke", "--storage", str(store_path), "--max-concurrent", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
+    driver = subprocess.Popen([sys.executable, str(STUDIES / "scaling_grid.py"), *argv], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not run_files(store_path) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
+    driver.wait()
+    first = ResultsStore(str(store_path)).runs().to_pylist()
+    assert 1 <= len(first) < 4, "the driver must die mid-study"
+
+    assert run_script("scaling_grid", *argv) == 0
+    runs = {r["run_id"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
+    assert len(runs) == 4 and all(r["status"] == "finished" for r in runs.values())
+    for earlier in first:
+        assert runs[earlier["run_id"]]["written_at"] == earlier["written_at"]  # not trained again
+
+
+def test_bad_study_input_fails_before_any_trial_starts(tmp_path):
+    for argv, message in ((["--preset", "huge"], "invalid choice: 'huge'"),
+                          (["--preset", "smoke", "--tokens", "-5"], "run.tokens must be positive"),
+                          (["--preset", "smoke", "--storage", "gs://bucket/study"], "gcsfs")):
+        done = subprocess.run([sys.executable, str(STUDIES / "mask_ratio_sweep.py"), *argv], capture_output=True,
+                              text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr
+        assert "Started a local Ray instance" not in done.stderr + done.stdout
+        assert not (tmp_path / "results").exists()
