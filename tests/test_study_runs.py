@@ -86,3 +86,39 @@ def test_bad_study_input_fails_before_any_trial_starts(tmp_path):
         assert message in done.stderr
         assert "Started a local Ray instance" not in done.stderr + done.stdout
         assert not (tmp_path / "results").exists()
+
+
+def test_optuna_search_with_asha_and_a_baseline_point(ray_cluster, tmp_path):
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import run_study
+    from meap_scale.study.space import loguniform
+    from meap_scale.study.spec import StudySpec
+
+    smoke = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"))
+    spec = StudySpec(name="optuna", base=smoke.base, search="optuna", num_samples=3, asha=True,
+                     space={"optim.lr": loguniform(1e-3, 1e-2)}, points_to_evaluate=({"optim.lr": 3e-3},),
+                     storage=smoke.storage)
+    outcome = run_study(spec)
+    runs = ResultsStore(spec.storage).runs({"study": "optuna"}).to_pylist()
+    assert len(outcome.trial_configs) == 3 and outcome.failed == 0
+    assert outcome.total == len(runs) == 3 - outcome.stopped_early >= 1
+    assert outcome.trial_configs[0] == {"optim.lr": 3e-3}  # the baseline point runs first
+    assert all(1e-3 <= c["optim.lr"] <= 1e-2 for c in outcome.trial_configs)
+
+
+def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):
+    from dataclasses import replace
+
+    from meap_scale.data import prepare_data
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import run_study
+
+    spec = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"))
+    data = replace(spec.base.data, cache_dir=str(tmp_path / "cache"))
+    spec = replace(spec, base=replace(spec.base, data=data))
+    prepared = prepare_data(data)
+    Path(prepared.split_path("train")).write_bytes(b"damaged after preparation")  # a real, broken cache
+    outcome = run_study(spec)
+    runs = ResultsStore(spec.storage).runs().to_pylist()
+    assert outcome.failed == 2 and outcome.total == 0
+    assert all(r["status"] == "failed" and "Traceback" in r["error"] for r in runs)

@@ -40,7 +40,7 @@ def study_from_args(study: str, args: argparse.Namespace):
 
 def print_outcome(outcome) -> None:
     print(f"\nstudy {outcome.spec.name}: {outcome.total} finished runs in the store, {outcome.trained} trained "
-          f"now, {outcome.failed} failed now")
+          f"now, {outcome.failed} failed now, {outcome.stopped_early} trial(s) stopped early by ASHA")
     for best in outcome.best:
         print(f"  best {best['objective']:<4} mask_ratio={best['mask_ratio']:<5g} size={best['model_size']:<5} "
               f"tokens={best['tokens']:<10} lr={best['lr']:<7g} val_loss={best['val_loss_mean']:.4f} "

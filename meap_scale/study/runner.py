@@ -157,7 +157,9 @@ def _scheduler(spec: StudySpec):
     from ray.tune.schedulers import ASHAScheduler
 
     longest = max(run.steps * run.optim.batch_tokens for run in spec.example_runs()) * len(spec.seeds)
-    return ASHAScheduler(time_attr=TIME_ATTR, max_t=longest, grace_period=max(1, longest // 8))
+    # max_t beyond the last report: a trial that reached max_t would be stopped at its last training
+    # report, before it wrote its runs to the store. ASHA only ever stops trials at its rungs below it.
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=longest + 1, grace_period=max(1, longest // 8))
 
 
 def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
@@ -186,6 +188,10 @@ class StudyOutcome:
     failed: int
     total: int
     """Finished runs of this study in the store."""
+    stopped_early: int
+    """Trials ASHA stopped before they finished: their runs are not stored (a rerun trains them)."""
+    trial_configs: list[dict]
+    """The configuration of every trial Tune ran, in trial order."""
     best: list[dict]
     """Per objective: the configuration with the lowest mean validation loss, with its seeds' spread."""
 
@@ -217,11 +223,13 @@ def run_study(spec: StudySpec) -> StudyOutcome:
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}
     ensure_ray()
-    _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
+    grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
+    trials = [result for result in grid if result.error is None]
     rows = store.runs({"study": spec.name}).to_pylist()
     finished = [r for r in rows if r["status"] == "finished"]
     fresh = [r for r in rows if r["written_at"] >= started]
     return StudyOutcome(spec=spec, store=spec.storage, trained=sum(r["status"] == "finished" for r in fresh),
                         failed=sum(r["status"] == "failed" for r in fresh), total=len(finished),
-                        best=_best_per_objective(finished))
+                        stopped_early=sum("seeds" not in (t.metrics or {}) for t in trials),
+                        trial_configs=[result.config for result in grid], best=_best_per_objective(finished))
 
