@@ -8,6 +8,8 @@ from meap_scale.study.presets import PRESETS, STUDIES, build_study, isoflop_poin
 from meap_scale.study.space import choice, grid, grid_size, loguniform, uniform
 from meap_scale.study.spec import StudySpec, apply_overrides
 
+BASE = RunSpec(eval_every=10)  # studies evaluate at every report
+
 
 @pytest.mark.parametrize("study", list(STUDIES))
 @pytest.mark.parametrize("preset", PRESETS)
@@ -78,18 +80,28 @@ def test_workers_change_keeps_the_global_batch():
     (lambda: loguniform(0.0, 1.0), "loguniform dimension needs low > 0"),
     (lambda: grid(), "needs at least one value"),
     (lambda: choice(), "needs at least one value"),
-    (lambda: StudySpec("s", RunSpec(), space={"optim.lrr": grid(1e-3)}), "'lrr' is not an option"),
-    (lambda: StudySpec("s", RunSpec(), space={"objective.mask_ratio": grid(0.1, 1.5)}),
+    (lambda: StudySpec("s", BASE, space={"optim.lrr": grid(1e-3)}), "'lrr' is not an option"),
+    (lambda: StudySpec("s", BASE, space={"objective.mask_ratio": grid(0.1, 1.5)}),
      "mask_ratio must be in [0, 1)"),
-    (lambda: StudySpec("s", RunSpec(), space={"tokens": grid(-1)}), "run.tokens must be positive"),
-    (lambda: StudySpec("s", RunSpec(), seeds=()), "at least one seed"),
-    (lambda: StudySpec("a b", RunSpec()), "without spaces or slashes"),
-    (lambda: StudySpec("s", RunSpec(), search="random"), "search 'random' is not one of"),
-    (lambda: StudySpec("s", RunSpec(), search="optuna", space={"optim.lr": grid(1e-3)}), "needs at least one"),
-    (lambda: StudySpec("s", RunSpec(), search="optuna", space={"optim.lr": loguniform(1e-4, 1e-3),
+    (lambda: StudySpec("s", BASE, space={"tokens": grid(-1)}), "run.tokens must be positive"),
+    (lambda: StudySpec("s", BASE, seeds=()), "at least one seed"),
+    (lambda: StudySpec("a b", BASE), "without spaces or slashes"),
+    (lambda: StudySpec("s", BASE, search="random"), "search 'random' is not one of"),
+    (lambda: StudySpec("s", BASE, search="optuna", space={"optim.lr": grid(1e-3)}), "needs at least one"),
+    (lambda: StudySpec("s", BASE, search="optuna", space={"optim.lr": loguniform(1e-4, 1e-3),
                                                                "seed": grid(1, 2)}), "cannot take grid"),
 ])
 def test_bad_study_input_fails_with_a_clear_message(make, message):
     with pytest.raises(ConfigError) as error:
         make()
     assert message in str(error.value)
+
+
+def test_studies_evaluate_at_every_report_and_asha_needs_single_worker_runs():
+    base = build_study("mask_ratio_sweep", "smoke").base
+    with pytest.raises(ConfigError, match="evaluate at every report"):
+        StudySpec("s", RunSpec.from_dict({**base.to_dict(), "eval_every": 0}))
+    two = build_study("mask_ratio_sweep", "smoke", workers=2).base
+    assert two.cpus_per_worker == 0.9
+    with pytest.raises(ConfigError, match="asha needs single-worker runs"):
+        StudySpec("s", two, asha=True)

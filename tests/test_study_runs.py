@@ -122,3 +122,12 @@ def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):
     runs = ResultsStore(spec.storage).runs().to_pylist()
     assert outcome.failed == 2 and outcome.total == 0
     assert all(r["status"] == "failed" and "Traceback" in r["error"] for r in runs)
+
+
+def test_multi_worker_runs_train_through_ray_train_inside_trials(ray_cluster, tmp_path, capsys):
+    store_path = tmp_path / "results"
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path), "--workers", "2") == 0
+    runs = ResultsStore(str(store_path)).runs().to_pylist()
+    assert len(runs) == 2 and all(r["workers"] == 2 and r["status"] == "finished" for r in runs)
+    assert all(ResultsStore(str(store_path)).curves(r["run_id"]).num_rows > 0 for r in runs)
+    assert "2 trained now" in capsys.readouterr().out

@@ -32,7 +32,7 @@ def _paper_base(size: str, tokens: int) -> RunSpec:
     return RunSpec(model=ModelSpec(size=size),
                    data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=8), tokens=tokens, workers=8,
-                   use_gpu=True, log_every=50, eval_every=500, checkpoint_every=1000, eval_blocks=256)
+                   use_gpu=True, log_every=200, eval_every=200, checkpoint_every=1000, eval_blocks=256)
 
 
 BASES: dict[str, Callable[[], RunSpec]] = {
@@ -100,6 +100,8 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 
 
 RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens")
+CPU_WORKER_SHARE = 0.9
+"""CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")
 
 
@@ -118,11 +120,14 @@ def build_study(study: str, preset: str, *, data: str | None = None, **changes) 
     base = spec.base.to_dict()
     if data:
         base["data"]["source"] = data
-    if run_changes.get("workers"):
+    workers = run_changes.get("workers")
+    if workers:
         # keep the preset's global batch: shrink micro-batches until the workers divide it
         sequences = spec.base.sequences_per_step
-        base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size,
-                                                       sequences // run_changes["workers"]))
+        base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size, sequences // workers))
+    if workers and workers > 1 and "cpus_per_worker" not in run_changes and not run_changes.get("use_gpu", False) \
+            and not spec.base.use_gpu:
+        base["cpus_per_worker"] = CPU_WORKER_SHARE  # n workers and their trial's driver fit on n cores
     base = RunSpec.from_dict({**base, **run_changes})
     study_changes = {k: changes[k] for k in STUDY_CHANGES if changes.get(k) is not None}
     return replace(spec, base=base, **study_changes)

@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from meap_scale.config import RunSpec
+from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
@@ -41,8 +41,8 @@ class Locations:
 
     @classmethod
     def for_store(cls, store: ResultsStore) -> "Locations":
-        local = store.fs.protocol in ("file", "local") or "file" in store.fs.protocol
-        if local:
+        protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+        if {"file", "local"} & set(protocols):
             root = os.path.abspath(store.root)
             return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, "_checkpoints"))
         return cls(store.url, None, None)
@@ -127,10 +127,30 @@ def trial(config: dict, ctx: dict) -> None:
                  "tokens": runs[-1].steps * runs[-1].optim.batch_tokens})
 
 
+DRIVER_CPU = 0.1
+"""What a multi-worker trial reserves: it only drives a TorchTrainer whose workers hold the resources."""
+
+
 def _resources(base: RunSpec) -> dict:
     if base.workers == 1:
         return {"CPU": base.cpus_per_worker, **({"GPU": 1} if base.use_gpu else {})}
-    return {"CPU": 0.1}  # the trial only drives a TorchTrainer whose workers hold the resources
+    return {"CPU": DRIVER_CPU}
+
+
+def check_fits(base: RunSpec) -> None:
+    """One trial must fit the cluster, or Tune waits forever; a joined cluster may autoscale, so only a
+    local one is checked."""
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    available = ray.cluster_resources()
+    cpus = base.workers * base.cpus_per_worker + (DRIVER_CPU if base.workers > 1 else 0.0)
+    gpus = base.workers if base.use_gpu else 0
+    if cpus > available.get("CPU", 0) + 1e-9 or gpus > available.get("GPU", 0):
+        raise ConfigError(f"one trial needs {cpus:g} CPU(s) and {gpus} GPU(s) but the local Ray cluster has "
+                          f"{available.get('CPU', 0):g} and {available.get('GPU', 0):g}; lower --workers or "
+                          f"--cpus-per-worker")
 
 
 def default_concurrency(base: RunSpec) -> int:
@@ -223,6 +243,7 @@ def run_study(spec: StudySpec) -> StudyOutcome:
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}
     ensure_ray()
+    check_fits(spec.base)
     grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
     trials = [result for result in grid if result.error is None]
     rows = store.runs({"study": spec.name}).to_pylist()

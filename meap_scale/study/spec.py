@@ -83,6 +83,12 @@ class StudySpec:
             raise ConfigError("search='optuna' needs at least one sampled (choice/uniform/loguniform) dimension")
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             raise ConfigError("search='optuna' cannot take grid dimensions; use choice()")
+        if self.base.eval_every != self.base.log_every:
+            raise ConfigError(f"a study's runs must evaluate at every report (Tune needs val_loss in each): "
+                              f"set eval_every = log_every, got {self.base.eval_every} and {self.base.log_every}")
+        if self.asha and self.base.workers > 1:
+            raise ConfigError("asha needs single-worker runs: multi-worker runs report through Ray Train's "
+                              "TuneReportCallback, without the trial's token count that ASHA schedules on")
         for spec in self.example_runs():
             spec.run_id  # every corner of the space must build a valid RunSpec
 
