@@ -68,3 +68,45 @@ def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, ca
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 8 and summary["tokens"] == 4096 and summary["val_loss"] > 0
+
+
+def stored_run(tmp_path):
+    from meap_scale.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "run-a", "status": "finished", "study": "s", "objective": "meap", "mask_ratio": 0.15,
+                      "val_loss": 4.25, "config_json": '{"seed": 0}'})
+    store.append_run({"run_id": "run-b", "status": "failed", "study": "s", "error": "Traceback: boom"})
+    store.append_curve("run-a", [{"step": 1, "tokens": 8, "train_loss": 5.0}, {"step": 2, "tokens": 16,
+                                                                             "train_loss": 4.5}])
+    return str(tmp_path)
+
+
+def test_store_ls_lists_runs_and_filters_by_status(tmp_path, capsys):
+    path = stored_run(tmp_path)
+    assert main(["store", "ls", "--storage", path]) == 0
+    out = capsys.readouterr().out
+    assert "run-a" in out and "run-b" in out and "2 run(s)" in out
+    assert main(["store", "ls", "--storage", path, "--status", "failed"]) == 0
+    out = capsys.readouterr().out
+    assert "run-b" in out and "run-a" not in out
+
+
+def test_store_show_prints_every_column_the_curve_and_the_config(tmp_path, capsys):
+    path = stored_run(tmp_path)
+    assert main(["store", "show", "run-a", "--storage", path]) == 0
+    out = capsys.readouterr().out
+    assert "val_loss" in out and "4.25" in out and "curve: 2 report(s)" in out and '"seed": 0' in out
+    assert main(["store", "show", "missing", "--storage", path]) == 2
+    assert "no run 'missing'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_store_export_writes_a_readable_file(tmp_path, capsys, fmt):
+    import pandas as pd
+
+    path = stored_run(tmp_path / "store")
+    out = tmp_path / f"runs.{fmt}"
+    assert main(["store", "export", "--storage", path, "--format", fmt, "--out", str(out)]) == 0
+    frame = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](out)
+    assert sorted(frame["run_id"]) == ["run-a", "run-b"]
