@@ -94,6 +94,22 @@ def _add_study_command(commands) -> None:
     add_study_options(study)
 
 
+def _add_fit_command(commands) -> None:
+    fit = commands.add_parser("fit", help="fit scaling laws to the results store and store the fits",
+                              description="Fit Chinchilla's approach 3, L = E + A/N^alpha + B/D^beta, per group "
+                                          "of finished runs; print the table and append the fits to the store.")
+    fit.add_argument("--store", default="results", help="the results store (default: results)")
+    fit.add_argument("--group-by", default="objective,mask_ratio",
+                     help="comma-separated runs columns, one law per group (default: objective,mask_ratio)")
+    fit.add_argument("--approach", type=int, choices=(3,), default=3,
+                     help="3: the parametric fit (approach 2, IsoFLOP, is not implemented yet)")
+    fit.add_argument("--n", choices=("total", "non_embedding"), default="total",
+                     help="which parameter count is N: total (Chinchilla) or non-embedding (Kaplan)")
+    fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default: 200)")
+    fit.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    fit.add_argument("--study", help="only runs of this study")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_study_command(commands)
     _add_store_commands(commands)
+    _add_fit_command(commands)
     return parser
 
 
@@ -176,17 +193,34 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from meap_scale.report.fit_tables import fit_table
+    from meap_scale.scaling.from_store import fit_groups, fit_row
+    from meap_scale.store import ResultsStore
+
+    store = ResultsStore(args.store)
+    results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()),
+                         n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed)
+    print(fit_table(results))
+    store.append("fits", [fit_row(r, args.study) for r in results if r.fit is not None])
+    fitted = sum(r.fit is not None for r in results)
+    print(f"{fitted} of {len(results)} group(s) fitted; fits appended to {args.store}")
+    return 0 if fitted == len(results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "study":
         from meap_scale.study.command import run_from_args
 
         return run_from_args(args.study, args)
+    from meap_scale.scaling import ScalingFitError
     from meap_scale.store import StoreError
 
+    commands = {"train": _train, "store": _store, "fit": _fit}
     try:
-        return _train(args) if args.command == "train" else _store(args)
-    except (ConfigError, DataError, StoreError) as error:
+        return commands[args.command](args)
+    except (ConfigError, DataError, StoreError, ScalingFitError) as error:
         print(f"meap-scale: error: {error}", file=sys.stderr)
         return 2
 
