@@ -101,8 +101,8 @@ def _add_fit_command(commands) -> None:
     fit.add_argument("--store", default="results", help="the results store (default: results)")
     fit.add_argument("--group-by", default="objective,mask_ratio",
                      help="comma-separated runs columns, one law per group (default: objective,mask_ratio)")
-    fit.add_argument("--approach", type=int, choices=(3,), default=3,
-                     help="3: the parametric fit (approach 2, IsoFLOP, is not implemented yet)")
+    fit.add_argument("--approach", type=int, choices=(2, 3), default=3,
+                     help="3: parametric L(N, D) (default); 2: IsoFLOP profiles (runs grouped by compute budget)")
     fit.add_argument("--n", choices=("total", "non_embedding"), default="total",
                      help="which parameter count is N: total (Chinchilla) or non-embedding (Kaplan)")
     fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default: 200)")
@@ -194,15 +194,20 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from meap_scale.report.fit_tables import fit_table
-    from meap_scale.scaling.from_store import fit_groups, fit_row
+    from meap_scale.report.fit_tables import fit_table, multiplier_table
+    from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers
     from meap_scale.store import ResultsStore
 
     store = ResultsStore(args.store)
     results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()),
-                         n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed)
+                         n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
+                         approach=args.approach)
     print(fit_table(results))
-    store.append("fits", [fit_row(r, args.study) for r in results if r.fit is not None])
+    found = multipliers(results)
+    if found:
+        print(multiplier_table(found))
+    store.append("fits", [fit_row(r, args.study) for r in results if r.fit is not None]
+                 + multiplier_rows(found, args.study))
     fitted = sum(r.fit is not None for r in results)
     print(f"{fitted} of {len(results)} group(s) fitted; fits appended to {args.store}")
     return 0 if fitted == len(results) else 1

@@ -150,7 +150,7 @@ def test_fit_command_prints_the_table_and_appends_fits(tmp_path, capsys):
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
     out = capsys.readouterr().out
     assert "[objective=meap, mask_ratio=0.15] 48 run(s)" in out and "95% interval" in out
-    fits = ResultsStore(str(tmp_path)).read("fits").to_pylist()
+    fits = [f for f in ResultsStore(str(tmp_path)).read("fits").to_pylist() if f["law"] == "chinchilla-approach-3"]
     assert {f["objective"] for f in fits} == {"ntp", "meap"}
     assert all(f["n_convention"] == "total" and f["flops_convention"] == "C = 6ND" for f in fits)
 
@@ -164,3 +164,25 @@ def test_fit_command_reports_groups_it_cannot_fit(tmp_path, capsys):
     assert "cannot fit: 3 point(s) cannot determine 5 parameters" in capsys.readouterr().out
     assert main(["fit", "--store", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_fit_command_prints_compute_multipliers_over_ntp(tmp_path, capsys):
+    synthetic_store(tmp_path)
+    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
+    out = capsys.readouterr().out
+    assert "compute multiplier over NTP" in out and "objective=meap, mask_ratio=0.15 at C=" in out
+    rows = [f for f in ResultsStore(str(tmp_path)).read("fits").to_pylist() if f["law"] == "compute-multiplier-over-ntp"]
+    assert len(rows) == 1 and rows[0]["objective"] == "meap"
+
+
+def test_fit_command_runs_approach_2_on_isoflop_runs(tmp_path, capsys):
+    from test_scaling_isoflop_compare import isoflop_runs
+
+    n, d, loss, _ = isoflop_runs()
+    ResultsStore(str(tmp_path)).append("runs", [
+        {"run_id": f"r{i}", "status": "finished", "objective": "ntp", "mask_ratio": 0.0, "params_total": int(ni),
+         "tokens_seen": int(di), "val_loss": float(li)} for i, (ni, di, li) in enumerate(zip(n, d, loss))])
+    assert main(["fit", "--store", str(tmp_path), "--approach", "2", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "N* = k C^a (IsoFLOP)" in out and out.count("budget C=") == 4
+    assert ResultsStore(str(tmp_path)).read("fits")["law"].to_pylist() == ["chinchilla-approach-2"]

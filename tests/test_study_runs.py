@@ -54,6 +54,12 @@ def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp
     assert "0 trained now" in capsys.readouterr().out
     assert run_files(store_path) == written
 
+    # A fit over this study's store says plainly that one run per objective cannot determine a law.
+    from meap_scale.cli import main
+
+    assert main(["fit", "--store", str(store_path), "--bootstrap", "0"]) == 1
+    assert capsys.readouterr().out.count("cannot fit: 1 point(s) cannot determine 5 parameters") == 2
+
 
 def test_an_interrupted_study_resumes_without_retraining_finished_runs(ray_cluster, tmp_path):
     store_path = tmp_path / "results"

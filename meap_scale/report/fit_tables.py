@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from meap_scale.scaling.from_store import GroupFit
+from meap_scale.scaling.from_store import GroupFit, Multiplier
 
-COLUMNS = ("E", "A", "B", "alpha", "beta", "a", "b")
+COLUMNS = {"chinchilla-approach-3": ("E", "A", "B", "alpha", "beta", "a", "b"), "isoflop": ("a", "b", "k")}
 
 
 def _group_label(group: dict) -> str:
@@ -21,11 +21,27 @@ def fit_table(results: list[GroupFit]) -> str:
         summary = result.fit.summary()
         intervals = summary["intervals"]
         coverage = f"{100 * result.fit.interval:g}% interval" if intervals else "no bootstrap"
+        isoflop = "budgets" in summary
+        lines.append(f"  {summary['law']}")
         lines.append(f"  {'param':<6} {'value':>12}  {coverage}")
-        for name in COLUMNS:
-            low_high = f"[{intervals[name][0]:.4g}, {intervals[name][1]:.4g}]" if intervals else ""
+        for name in COLUMNS["isoflop" if isoflop else "chinchilla-approach-3"]:
+            low_high = f"[{intervals[name][0]:.4g}, {intervals[name][1]:.4g}]" if name in intervals else ""
             lines.append(f"  {name:<6} {summary['values'][name]:>12.5g}  {low_high}")
-        lines.append(f"  objective {summary['objective']:.6g} over {summary['n_points']} points; N = "
-                     f"{summary['conventions']['n']}, {summary['conventions']['flops']}")
+        if isoflop:
+            lines.extend(f"  budget C={b['compute']:.3g}: N*={b['n_star']:.4g} over {b['sizes']} sizes, "
+                         f"loss {b['loss_star']:.4g}" for b in summary["budgets"])
+        else:
+            lines.append(f"  objective {summary['objective']:.6g} over {summary['n_points']} points")
+        lines.append(f"  N = {summary['conventions']['n']}, {summary['conventions']['flops']}")
         lines.extend(f"  warning: {w}" for w in summary["warnings"])
+    return "\n".join(lines)
+
+
+def multiplier_table(found: list[Multiplier]) -> str:
+    if not found:
+        return ""
+    lines = ["compute multiplier over NTP (NTP compute matching the group's frontier loss, divided by C):"]
+    for m in found:
+        bounds = f" [{m.low:.3g}, {m.high:.3g}]" if m.low is not None else ""
+        lines.append(f"  {_group_label(m.group)} at C={m.compute:.3g}: {m.value:.3g}{bounds}")
     return "\n".join(lines)
