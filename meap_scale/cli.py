@@ -107,6 +107,9 @@ def _add_fit_command(commands) -> None:
                      help="which parameter count is N: total (Chinchilla) or non-embedding (Kaplan)")
     fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default: 200)")
     fit.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    fit.add_argument("--drop-highest", type=int, default=0,
+                     help="approach 3: leave out this many highest-loss runs per group (Epoch AI drop 5)")
+    fit.add_argument("--delta", type=float, default=1e-3, help="approach 3: Huber delta (default: 1e-3)")
     fit.add_argument("--study", help="only runs of this study")
 
 
@@ -201,7 +204,8 @@ def _fit(args: argparse.Namespace) -> int:
     store = ResultsStore(args.store)
     results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()),
                          n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
-                         approach=args.approach)
+                         approach=args.approach,
+                         options={"drop_highest": args.drop_highest, "delta": args.delta} if args.approach == 3 else {})
     print(fit_table(results))
     found = multipliers(results)
     if found:

@@ -186,3 +186,27 @@ def test_fit_command_runs_approach_2_on_isoflop_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "N* = k C^a (IsoFLOP)" in out and out.count("budget C=") == 4
     assert ResultsStore(str(tmp_path)).read("fits")["law"].to_pylist() == ["chinchilla-approach-2"]
+
+
+def test_frontier_and_predictions_come_with_intervals():
+    truth, n, d, loss = synthetic(5)
+    fit = fit_parametric(n, d, loss, bootstrap_samples=80, seed=0, n_jobs=1)
+    frontier = fit.frontier(1e21)
+    for name in ("n_opt", "d_opt", "tokens_per_parameter", "loss"):
+        entry = frontier[name]
+        assert entry["low"] <= entry["value"] <= entry["high"] and entry["se"] > 0, name
+    assert frontier["n_opt"]["value"] == pytest.approx(fit.n_opt(1e21)[()])
+    assert frontier["tokens_per_parameter"]["value"] == pytest.approx(fit.d_opt(1e21)[()] / fit.n_opt(1e21)[()])
+    point = fit.prediction(1e9, 2e10)
+    true_loss = truth["E"] + truth["A"] / 1e9 ** truth["alpha"] + truth["B"] / 2e10 ** truth["beta"]
+    assert point["low"] <= true_loss <= point["high"]
+    assert fit_parametric(n, d, loss).prediction(1e9, 2e10).keys() == {"value"}
+
+
+def test_fit_command_passes_drop_and_delta_to_the_fit(tmp_path, capsys):
+    synthetic_store(tmp_path)
+    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "0", "--drop-highest", "3", "--delta", "0.01"]) == 0
+    assert "objective" in capsys.readouterr().out
+    fits = [f for f in ResultsStore(str(tmp_path)).read("fits").to_pylist() if f["law"] == "chinchilla-approach-3"]
+    params = [__import__("json").loads(f["params_json"]) for f in fits]
+    assert all(p["n_points"] == 45 and p["delta"] == 0.01 for p in params)

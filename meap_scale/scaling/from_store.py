@@ -41,8 +41,9 @@ def _groups(rows: list[dict], group_by: tuple[str, ...]) -> dict[tuple, list[dic
 
 def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] = ("objective", "mask_ratio"),
                n_convention: str = "total", study: str | None = None, bootstrap_samples: int = 0,
-               seed: int = 0, approach: int = 3) -> list[GroupFit]:
-    """Fit approach 2 or 3 per group; a group that cannot be fitted carries its error instead of a number."""
+               seed: int = 0, approach: int = 3, options: dict | None = None) -> list[GroupFit]:
+    """Fit approach 2 or 3 per group; a group that cannot be fitted carries its error instead of a number.
+    ``options`` pass through to the fit function (e.g. drop_highest, delta for approach 3)."""
     if approach not in APPROACHES:
         raise ScalingFitError(f"unknown approach {approach}; approaches: {', '.join(map(str, APPROACHES))}")
     fit_function = APPROACHES[approach]
@@ -66,7 +67,7 @@ def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] = ("objective",
         compute = tuple(6.0 * ni * di for ni, di in zip(n, d) if ni and di)
         try:
             fit = fit_function(n, d, [m["val_loss"] for m in members], bootstrap_samples=bootstrap_samples,
-                               seed=seed, conventions=conventions)
+                               seed=seed, conventions=conventions, **(options or {}))
             fits.append(GroupFit(group, fit, None, ids, compute))
         except ScalingFitError as error:
             fits.append(GroupFit(group, None, str(error), ids, compute))

@@ -175,6 +175,32 @@ class ParametricFit:
         v = natural(self.theta)
         return (np.asarray(compute, float) / 6.0) ** v["b"] / v["G"]
 
+    def _with_interval(self, function) -> dict:
+        value = float(np.asarray(function(natural(self.theta)), dtype=float).ravel()[0])
+        if self.samples is None:
+            return {"value": value}
+        low, high, se = self.interval_of(function)
+        return {"value": value, "low": low, "high": high, "se": se}
+
+    def prediction(self, n: float, d: float) -> dict:
+        """Predicted loss at (N, D), with its bootstrap interval when there are samples."""
+        return self._with_interval(lambda v: v["E"] + v["A"] / n ** v["alpha"] + v["B"] / d ** v["beta"])
+
+    def frontier(self, compute: float) -> dict[str, dict]:
+        """At C FLOPs (C = 6 N D): the optimal N and D, tokens per parameter and the loss there."""
+        def n_opt(v):
+            return v["G"] * (compute / 6.0) ** v["a"]
+
+        def d_opt(v):
+            return (compute / 6.0) ** v["b"] / v["G"]
+
+        def loss(v):
+            return v["E"] + v["A"] / n_opt(v) ** v["alpha"] + v["B"] / d_opt(v) ** v["beta"]
+
+        return {"n_opt": self._with_interval(n_opt), "d_opt": self._with_interval(d_opt),
+                "tokens_per_parameter": self._with_interval(lambda v: d_opt(v) / n_opt(v)),
+                "loss": self._with_interval(loss)}
+
     def interval_of(self, function) -> tuple[float, float, float]:
         """(low, high, standard error) of ``function(values)`` over the bootstrap samples."""
         if self.samples is None:
