@@ -145,14 +145,18 @@ def test_fit_groups_fits_each_objective_from_the_store(tmp_path):
     assert len(results[1].run_ids) == 48  # the failed run is not a point
 
 
-def test_fit_command_prints_the_table_and_appends_fits(tmp_path, capsys):
+def test_fit_command_prints_fits_and_multipliers_and_stores_them(tmp_path, capsys):
     synthetic_store(tmp_path)
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
     out = capsys.readouterr().out
     assert "[objective=meap, mask_ratio=0.15] 48 run(s)" in out and "95% interval" in out
-    fits = [f for f in ResultsStore(str(tmp_path)).read("fits").to_pylist() if f["law"] == "chinchilla-approach-3"]
+    assert "compute multiplier over NTP" in out and "objective=meap, mask_ratio=0.15 at C=" in out
+    stored = ResultsStore(str(tmp_path)).read("fits").to_pylist()
+    fits = [f for f in stored if f["law"] == "chinchilla-approach-3"]
     assert {f["objective"] for f in fits} == {"ntp", "meap"}
     assert all(f["n_convention"] == "total" and f["flops_convention"] == "C = 6ND" for f in fits)
+    multipliers = [f for f in stored if f["law"] == "compute-multiplier-over-ntp"]
+    assert len(multipliers) == 1 and multipliers[0]["objective"] == "meap"
 
 
 def test_fit_command_reports_groups_it_cannot_fit(tmp_path, capsys):
@@ -164,15 +168,6 @@ def test_fit_command_reports_groups_it_cannot_fit(tmp_path, capsys):
     assert "cannot fit: 3 point(s) cannot determine 5 parameters" in capsys.readouterr().out
     assert main(["fit", "--store", str(tmp_path / "empty")]) == 2
     assert "no finished runs" in capsys.readouterr().err
-
-
-def test_fit_command_prints_compute_multipliers_over_ntp(tmp_path, capsys):
-    synthetic_store(tmp_path)
-    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
-    out = capsys.readouterr().out
-    assert "compute multiplier over NTP" in out and "objective=meap, mask_ratio=0.15 at C=" in out
-    rows = [f for f in ResultsStore(str(tmp_path)).read("fits").to_pylist() if f["law"] == "compute-multiplier-over-ntp"]
-    assert len(rows) == 1 and rows[0]["objective"] == "meap"
 
 
 def test_fit_command_runs_approach_2_on_isoflop_runs(tmp_path, capsys):
