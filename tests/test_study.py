@@ -85,6 +85,8 @@ def test_workers_change_keeps_the_global_batch():
      "mask_ratio must be in [0, 1)"),
     (lambda: StudySpec("s", BASE, space={"tokens": grid(-1)}), "run.tokens must be positive"),
     (lambda: StudySpec("s", BASE, seeds=()), "at least one seed"),
+    (lambda: StudySpec("s", BASE, metrics=("accuracy",)), "each must be one of val_loss"),
+    (lambda: StudySpec("s", BASE, metrics=("val_loss", "tokens_per_s")), "several metrics need search='optuna'"),
     (lambda: StudySpec("a b", BASE), "without spaces or slashes"),
     (lambda: StudySpec("s", BASE, search="random"), "search 'random' is not one of"),
     (lambda: StudySpec("s", BASE, search="optuna", space={"optim.lr": grid(1e-3)}), "needs at least one"),

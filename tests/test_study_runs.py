@@ -137,3 +137,19 @@ def test_multi_worker_runs_train_through_ray_train_inside_trials(ray_cluster, tm
     assert len(runs) == 2 and all(r["workers"] == 2 and r["status"] == "finished" for r in runs)
     assert all(ResultsStore(str(store_path)).curves(r["run_id"]).num_rows > 0 for r in runs)
     assert "2 trained now" in capsys.readouterr().out
+
+
+def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster, tmp_path):
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import run_study
+    from meap_scale.study.space import choice
+    from meap_scale.study.spec import StudySpec
+
+    smoke = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"))
+    spec = StudySpec(name="pareto", base=smoke.base, search="optuna", num_samples=2,
+                     metrics=("val_loss", "tokens_per_s"), space={"objective.mask_ratio": choice(0.0, 0.15, 0.3)},
+                     storage=smoke.storage)
+    outcome = run_study(spec)
+    assert len(outcome.trial_configs) == 2 and outcome.failed == 0 and outcome.total >= 1
+    runs = ResultsStore(spec.storage).runs({"study": "pareto"}).to_pylist()
+    assert all(r["tokens_per_s"] > 0 and r["val_loss"] > 0 for r in runs)

@@ -23,7 +23,7 @@ from meap_scale.data import PreparedData, prepare_data
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
-from meap_scale.study.spec import StudySpec
+from meap_scale.study.spec import TRIAL_METRICS, StudySpec
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
 from meap_scale.train.trainer import ensure_ray, run_training
@@ -92,7 +92,7 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
     stored = store.runs({"run_id": run.run_id, "status": "finished"})
     if stored.num_rows:
-        return {key: stored[key][0].as_py() for key in ("train_loss", METRIC)}
+        return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
     started, clock = utc_now(), time.perf_counter()
     report = lambda metrics: tune.report(progress.decorate(metrics, run.seed))  # noqa: E731
     try:
@@ -121,9 +121,9 @@ def trial(config: dict, ctx: dict) -> None:
         finals.append(_run_one(run, prepare_data(run.data), ctx, progress))  # prepared once, then cached
         progress.done += run.steps * run.optim.batch_tokens
     losses = [final[METRIC] for final in finals]
-    spread = statistics.stdev(losses) if len(losses) > 1 else 0.0
-    tune.report({TIME_ATTR: progress.total, "train_loss": statistics.fmean(f["train_loss"] for f in finals),
-                 METRIC: statistics.fmean(losses), "eta_s": 0.0, "val_loss_std": spread, "seeds": len(losses),
+    means = {name: statistics.fmean(final[name] for final in finals) for name in TRIAL_METRICS}
+    tune.report({TIME_ATTR: progress.total, **means, "eta_s": 0.0,
+                 "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0, "seeds": len(losses),
                  "tokens": runs[-1].steps * runs[-1].optim.batch_tokens})
 
 
@@ -163,12 +163,18 @@ def default_concurrency(base: RunSpec) -> int:
 
 
 def _searcher(spec: StudySpec):
+    """Optuna's TPE for one metric; NSGA-II for several (lists for metric and mode, on the searcher only)."""
     if spec.search != "optuna":
         return None
     from ray.tune.search.optuna import OptunaSearch
 
-    return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search_seed,
-                        points_to_evaluate=list(spec.points_to_evaluate) or None)
+    points = list(spec.points_to_evaluate) or None
+    if len(spec.metrics) == 1:
+        return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search_seed, points_to_evaluate=points)
+    from optuna.samplers import NSGAIISampler
+
+    return OptunaSearch(metric=list(spec.metrics), mode=list(spec.modes), points_to_evaluate=points,
+                        sampler=NSGAIISampler(seed=spec.search_seed))
 
 
 def _scheduler(spec: StudySpec):
@@ -192,7 +198,8 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
     return tune.Tuner(
         trainable,
         param_space={key: dim.to_tune() for key, dim in spec.space.items()},
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=_searcher(spec),
+        tune_config=tune.TuneConfig(metric=METRIC if len(spec.metrics) == 1 else None,
+                                    mode=MODE if len(spec.metrics) == 1 else None, search_alg=_searcher(spec),
                                     scheduler=_scheduler(spec), num_samples=spec.num_samples,
                                     max_concurrent_trials=concurrency),
         run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune),

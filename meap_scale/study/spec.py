@@ -15,6 +15,8 @@ from meap_scale.config import ConfigError, ObjectiveSpec, RunSpec
 from meap_scale.study.space import Dimension
 
 SEARCHES = ("grid", "optuna")
+TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}
+"""Metrics every trial reports (means over its seeds) and their natural direction."""
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:
@@ -63,6 +65,9 @@ class StudySpec:
     """Optuna only: configurations tried first, e.g. the paper's defaults as a baseline."""
     search_seed: int = 0
     """Seed of the Optuna sampler."""
+    metrics: tuple[str, ...] = ("val_loss",)
+    """What the search optimises. Two or more (search=optuna) make it multi-objective with Optuna's
+    NSGA-II sampler, e.g. ("val_loss", "tokens_per_s"); a retrieval score joins with the evaluations."""
     asha: bool = False
     """Stop unpromising trials early (ASHA on validation loss by tokens seen)."""
     max_concurrent: int | None = None
@@ -83,6 +88,11 @@ class StudySpec:
             raise ConfigError("search='optuna' needs at least one sampled (choice/uniform/loguniform) dimension")
         if self.search == "optuna" and any(d.kind == "grid" for d in self.space.values()):
             raise ConfigError("search='optuna' cannot take grid dimensions; use choice()")
+        unknown = [m for m in self.metrics if m not in TRIAL_METRICS]
+        if not self.metrics or unknown:
+            raise ConfigError(f"study metrics {list(self.metrics)}: each must be one of {', '.join(TRIAL_METRICS)}")
+        if len(self.metrics) > 1 and (self.search != "optuna" or self.asha):
+            raise ConfigError("several metrics need search='optuna' (NSGA-II) and no asha (it stops on one metric)")
         if self.base.eval_every != self.base.log_every:
             raise ConfigError(f"a study's runs must evaluate at every report (Tune needs val_loss in each): "
                               f"set eval_every = log_every, got {self.base.eval_every} and {self.base.log_every}")
@@ -99,6 +109,10 @@ class StudySpec:
         combos = itertools.product(*(self.space[k].corners() for k in keys)) if keys else [()]
         return [apply_overrides(self.base, {**dict(zip(keys, combo)), "seed": seed})
                 for combo in combos for seed in self.seeds]
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return tuple(TRIAL_METRICS[m] for m in self.metrics)
 
     def runs_for(self, config: dict[str, Any]) -> list[RunSpec]:
         """The runs (one per seed) of one trial configuration."""
