@@ -153,3 +153,12 @@ def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster,
     assert len(outcome.trial_configs) == 2 and outcome.failed == 0 and outcome.total >= 1
     runs = ResultsStore(spec.storage).runs({"study": "pareto"}).to_pylist()
     assert all(r["tokens_per_s"] > 0 and r["val_loss"] > 0 for r in runs)
+
+
+def test_a_relative_store_lands_where_the_study_was_started(ray_cluster, tmp_path, monkeypatch, capsys):
+    """Tune runs each trial in a directory of its own: relative paths are anchored on the driver."""
+    monkeypatch.chdir(tmp_path)
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", "results") == 0
+    assert ResultsStore(str(tmp_path / "results")).runs().num_rows == 2
+    out = capsys.readouterr().out
+    assert "2 finished runs in the store, 2 trained now" in out and f"results store: {tmp_path / 'results'}" in out

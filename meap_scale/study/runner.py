@@ -16,7 +16,7 @@ import posixpath
 import statistics
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
@@ -242,8 +242,24 @@ def _best_per_objective(rows: list[dict]) -> list[dict]:
     return list(best.values())
 
 
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def anchored(spec: StudySpec) -> StudySpec:
+    """Local paths made absolute on the driver: Tune runs every trial in a working directory of its own,
+    where a relative store, run folder or cache would land somewhere else."""
+    storage = spec.storage if _is_url(spec.storage) else os.path.abspath(os.path.expanduser(spec.storage))
+    base = spec.base.to_dict()
+    base["storage_path"] = posixpath.join(storage, "_runs")  # multi-worker runs' Ray Train checkpoints
+    if base["data"]["cache_dir"]:
+        base["data"]["cache_dir"] = os.path.abspath(os.path.expanduser(base["data"]["cache_dir"]))
+    return replace(spec, storage=storage, base=RunSpec.from_dict(base))
+
+
 def run_study(spec: StudySpec) -> StudyOutcome:
     """Run (or resume) the study; every run lands in ``spec.storage``. Bad input fails before any trial."""
+    spec = anchored(spec)
     store = ResultsStore(spec.storage)
     prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
     started = utc_now()
