@@ -1,0 +1,1 @@
+"""Evaluations of trained models: held-out loss by position and key-information retrieval."""

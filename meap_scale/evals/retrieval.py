@@ -1,0 +1,81 @@
+"""Scoring retrieval items two ways: candidate ranking by log-likelihood, and greedy generation.
+
+Ranking is the score that stays informative for small models: every candidate value is appended to
+the item's context and its summed token log-probability compared; the gold value should rank first.
+Chance accuracy is 1 / (number of candidates). Generation is exact match of the greedily generated
+continuation against the gold value.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from meap_scale.data.retrieval import NeedleItem
+
+
+def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    out = model(input_ids=input_ids)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@torch.no_grad()
+def candidate_logprobs(model, item: NeedleItem, device: torch.device | str = "cpu") -> np.ndarray:
+    """Summed log-probability of each candidate's tokens after the item's context, in one padded batch."""
+    rows = [item.input_ids + list(candidate) for candidate in item.candidates]
+    width = max(map(len, rows))
+    batch = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        batch[i, : len(row)] = torch.tensor(row)
+    logprobs = F.log_softmax(_logits(model, batch.to(device)).float(), dim=-1).cpu()  # (C, W, V)
+    start = len(item.input_ids)
+    scores = []
+    for i, candidate in enumerate(item.candidates):
+        positions = torch.arange(start - 1, start - 1 + len(candidate))  # position t predicts token t + 1
+        scores.append(float(logprobs[i, positions, torch.tensor(candidate)].sum()))
+    return np.array(scores)
+
+
+@torch.no_grad()
+def greedy_continuation(model, input_ids: list[int], steps: int, device: torch.device | str = "cpu") -> list[int]:
+    ids = torch.tensor([input_ids], device=device)
+    for _ in range(steps):
+        next_id = _logits(model, ids)[0, -1].argmax()
+        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
+    return ids[0, len(input_ids):].tolist()
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    accuracy: float
+    """Share of items whose gold value ranks first by log-likelihood."""
+    mean_rank: float
+    """Mean 0-based rank of the gold value (chance: (candidates - 1) / 2)."""
+    exact_match: float | None
+    """Share of items whose greedy continuation starts with the gold value (None when not generated)."""
+    chance: float
+    n: int
+    stderr: float
+    """Binomial standard error of ``accuracy``."""
+
+
+def score_items(model, items: list[NeedleItem], tokenizer=None, *, device: torch.device | str = "cpu",
+                generate: bool = False) -> RetrievalScores:
+    """Score ``items``; ``generate`` (needs the tokenizer) adds greedy exact match."""
+    ranks, matches = [], []
+    for item in items:
+        scores = candidate_logprobs(model, item, device)
+        ranks.append(int((scores > scores[item.gold]).sum()))
+        if generate:
+            steps = max(map(len, item.candidates))
+            text = tokenizer.decode(greedy_continuation(model, item.input_ids, steps, device))
+            matches.append(text.strip().startswith(item.value))
+    accuracy = float(np.mean([r == 0 for r in ranks]))
+    return RetrievalScores(accuracy=accuracy, mean_rank=float(np.mean(ranks)),
+                           exact_match=float(np.mean(matches)) if generate else None,
+                           chance=1.0 / len(items[0].candidates), n=len(items),
+                           stderr=math.sqrt(accuracy * (1 - accuracy) / len(items)))

@@ -1,0 +1,89 @@
+"""Needle-in-a-haystack items on held-out text, and their scoring on models whose behaviour is known."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import PreTrainedTokenizerFast
+
+from meap_scale.data.retrieval import TaskError, needle_grid, needle_item
+from meap_scale.evals.retrieval import score_items
+from meap_scale.models import LADDER, build_model
+
+
+@pytest.fixture(scope="module")
+def tokenizer(prepared):
+    return PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+
+
+@pytest.fixture(scope="module")
+def haystack(prepared):
+    """Held-out validation text, never seen in training, as one token stream."""
+    blocks = np.stack(prepared.open_split("val")[:]["tokens"]).reshape(-1)
+    return blocks[: prepared.val_tokens].tolist()
+
+
+class CopyModel(torch.nn.Module):
+    """An induction head by hand: each position predicts the token that followed the longest earlier
+    match (up to 8 tokens) of the text ending there. It retrieves any needle perfectly."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for b, row in enumerate(input_ids.tolist()):
+            for t in range(len(row)):
+                best, follower = 0, None
+                for j in range(t):
+                    k = 0
+                    while k < 8 and k <= j and row[j - k] == row[t - k]:
+                        k += 1
+                    if k > best:
+                        best, follower = k, row[j + 1]
+                if follower is not None:
+                    logits[b, t, follower] = 10.0
+        return logits
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 1.0])
+def test_the_needle_sits_at_the_requested_depth_and_the_answer_is_in_the_context(tokenizer, haystack, depth):
+    item = needle_item(tokenizer, haystack, context_len=200, depth=depth, rng=np.random.default_rng(1))
+    assert len(item.input_ids) == 200 and item.input_ids[0] == tokenizer.bos_token_id
+    haystack_len = 200 - 1 - item.needle_length - len(tokenizer(
+        f" What is the secret word of {item.key}? The secret word of {item.key} is", add_special_tokens=False)["input_ids"])
+    assert item.needle_start == 1 + round(depth * haystack_len)
+    needle = tokenizer.decode(item.input_ids[item.needle_start:item.needle_start + item.needle_length])
+    assert needle == f" The secret word of {item.key} is {item.value}."
+    assert tokenizer.decode(item.input_ids).endswith(f"The secret word of {item.key} is")
+    assert tokenizer.decode(list(item.candidates[item.gold])) == f" {item.value}"
+
+
+def test_items_are_deterministic_per_seed(tokenizer, haystack):
+    grid = dict(context_lens=(96, 128), depths=(0.0, 0.5), per_cell=2, max_context=256)
+    assert needle_grid(tokenizer, haystack, seed=3, **grid) == needle_grid(tokenizer, haystack, seed=3, **grid)
+    assert needle_grid(tokenizer, haystack, seed=3, **grid) != needle_grid(tokenizer, haystack, seed=4, **grid)
+
+
+def test_contexts_longer_than_the_model_maximum_fail_clearly(tokenizer, haystack):
+    with pytest.raises(TaskError, match=r"context length\(s\) \[512\] exceed the model's maximum of 256"):
+        needle_grid(tokenizer, haystack, context_lens=(128, 512), depths=(0.5,), per_cell=1, max_context=256)
+    with pytest.raises(TaskError, match="needle depth must be in"):
+        needle_item(tokenizer, haystack, context_len=128, depth=1.5, rng=np.random.default_rng(0))
+
+
+def test_a_copying_model_retrieves_every_needle(tokenizer, haystack, prepared):
+    items = needle_grid(tokenizer, haystack, context_lens=(64,), depths=(0.0, 0.5, 1.0), per_cell=2,
+                        max_context=256, seed=0)
+    scores = score_items(CopyModel(prepared.model_vocab_size), items, tokenizer, generate=True)
+    assert scores.accuracy == 1.0 and scores.mean_rank == 0.0 and scores.exact_match == 1.0
+
+
+def test_a_random_model_scores_near_chance(tokenizer, haystack, prepared):
+    model = build_model(LADDER["debug"], prepared.model_vocab_size, 256, seed=0).eval()
+    items = needle_grid(tokenizer, haystack, context_lens=(64,), depths=(0.0, 0.5, 1.0), per_cell=20,
+                        max_context=256, seed=1)
+    scores = score_items(model, items)
+    assert scores.chance == 0.1 and scores.n == 60
+    assert scores.accuracy < 0.3  # binomial(60, 0.1): P(>= 18 hits) < 1e-4
+    assert 2.5 < scores.mean_rank < 6.5  # chance: 4.5
