@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from meap_scale.data.retrieval import TaskError, needle_grid, needle_item
-from meap_scale.evals.retrieval import score_items
+from meap_scale.data.retrieval import TaskError, multidoc_grid, needle_grid, needle_item
+from meap_scale.evals.retrieval import score_by_position, score_items
 from meap_scale.models import LADDER, build_model
 
 
@@ -50,10 +50,10 @@ class CopyModel(torch.nn.Module):
 def test_the_needle_sits_at_the_requested_depth_and_the_answer_is_in_the_context(tokenizer, haystack, depth):
     item = needle_item(tokenizer, haystack, context_len=200, depth=depth, rng=np.random.default_rng(1))
     assert len(item.input_ids) == 200 and item.input_ids[0] == tokenizer.bos_token_id
-    haystack_len = 200 - 1 - item.needle_length - len(tokenizer(
+    haystack_len = 200 - 1 - item.span_length - len(tokenizer(
         f" What is the secret word of {item.key}? The secret word of {item.key} is", add_special_tokens=False)["input_ids"])
-    assert item.needle_start == 1 + round(depth * haystack_len)
-    needle = tokenizer.decode(item.input_ids[item.needle_start:item.needle_start + item.needle_length])
+    assert item.span_start == 1 + round(depth * haystack_len)
+    needle = tokenizer.decode(item.input_ids[item.span_start:item.span_start + item.span_length])
     assert needle == f" The secret word of {item.key} is {item.value}."
     assert tokenizer.decode(item.input_ids).endswith(f"The secret word of {item.key} is")
     assert tokenizer.decode(list(item.candidates[item.gold])) == f" {item.value}"
@@ -87,3 +87,33 @@ def test_a_random_model_scores_near_chance(tokenizer, haystack, prepared):
     assert scores.chance == 0.1 and scores.n == 60
     assert scores.accuracy < 0.3  # binomial(60, 0.1): P(>= 18 hits) < 1e-4
     assert 2.5 < scores.mean_rank < 6.5  # chance: 4.5
+
+
+def test_the_control_item_drops_only_the_needle(tokenizer, haystack):
+    grid = dict(context_lens=(128,), depths=(0.5,), per_cell=3, max_context=256, seed=2)
+    items, controls = needle_grid(tokenizer, haystack, **grid), needle_grid(tokenizer, haystack, with_needle=False, **grid)
+    for item, control in zip(items, controls):
+        assert (control.key, control.value, control.candidates, control.gold) == \
+               (item.key, item.value, item.candidates, item.gold)
+        assert len(control.input_ids) == 128 and control.task == "needle_control" and control.span_start == -1
+        assert f"is {item.value}." not in tokenizer.decode(control.input_ids)
+
+
+def test_multidoc_items_put_the_gold_document_at_each_position_with_every_value_in_context(tokenizer, haystack):
+    items = multidoc_grid(tokenizer, haystack, documents=10, doc_tokens=12, per_position=1, max_context=512)
+    assert [item.gold for item in items] == list(range(10))
+    for item in items:
+        text = tokenizer.decode(item.input_ids)
+        assert all(tokenizer.decode(list(c)).strip() in text for c in item.candidates)
+        fact = tokenizer.decode(item.input_ids[item.span_start:item.span_start + item.span_length])
+        assert fact == f" The secret word of {item.key} is {item.value}."
+        assert text.endswith(f"The secret word of {item.key} is")
+    with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
+        multidoc_grid(tokenizer, haystack, documents=10, doc_tokens=12, per_position=1, max_context=64)
+
+
+def test_the_copying_model_finds_the_gold_document_at_every_position(tokenizer, haystack, prepared):
+    items = multidoc_grid(tokenizer, haystack, documents=5, doc_tokens=8, per_position=1, max_context=512, seed=1)
+    by_position = score_by_position(CopyModel(prepared.model_vocab_size), items)
+    assert list(by_position) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert all(s.accuracy == 1.0 and s.chance == 0.2 for s in by_position.values())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meap_scale.data.retrieval import NeedleItem
+from meap_scale.data.retrieval import RetrievalItem
 
 
 def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def candidate_logprobs(model, item: NeedleItem, device: torch.device | str = "cpu") -> np.ndarray:
+def candidate_logprobs(model, item: RetrievalItem, device: torch.device | str = "cpu") -> np.ndarray:
     """Summed log-probability of each candidate's tokens after the item's context, in one padded batch."""
     rows = [item.input_ids + list(candidate) for candidate in item.candidates]
     width = max(map(len, rows))
@@ -63,7 +63,7 @@ class RetrievalScores:
     """Binomial standard error of ``accuracy``."""
 
 
-def score_items(model, items: list[NeedleItem], tokenizer=None, *, device: torch.device | str = "cpu",
+def score_items(model, items: list[RetrievalItem], tokenizer=None, *, device: torch.device | str = "cpu",
                 generate: bool = False) -> RetrievalScores:
     """Score ``items``; ``generate`` (needs the tokenizer) adds greedy exact match."""
     ranks, matches = [], []
@@ -79,3 +79,9 @@ def score_items(model, items: list[NeedleItem], tokenizer=None, *, device: torch
                            exact_match=float(np.mean(matches)) if generate else None,
                            chance=1.0 / len(items[0].candidates), n=len(items),
                            stderr=math.sqrt(accuracy * (1 - accuracy) / len(items)))
+
+
+def score_by_position(model, items: list[RetrievalItem], **options) -> dict[float, RetrievalScores]:
+    """Scores per key-fact position (needle depth, or gold document index / (K - 1)): lost in the middle."""
+    positions = sorted({item.position for item in items})
+    return {p: score_items(model, [i for i in items if i.position == p], **options) for p in positions}
