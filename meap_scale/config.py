@@ -224,6 +224,39 @@ class OptimSpec(_Serialisable):
                  "optim.weight_decay and optim.grad_clip must not be negative")
 
 
+EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc")
+
+
+@dataclass(frozen=True)
+class EvalSpec(_Serialisable):
+    tasks: tuple[str, ...] = ()
+    """Evaluations run on rank 0 after training: heldout, needle, needle_control (the needle removed,
+    the prior a model has over values), multidoc. Empty: none."""
+    context_lens: tuple[int, ...] = ()
+    """Needle context lengths in tokens; default half the model's context and all of it."""
+    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    """Needle depths (0 = start of the haystack, 1 = end)."""
+    per_cell: int = 4
+    """Needle items per (context length, depth); multidoc items per gold position."""
+    documents: int = 8
+    """Documents per multi-document QA item (at most 20)."""
+    doc_tokens: int = 12
+    """Held-out tokens per document, before its key-value sentence."""
+    candidates: int = 10
+    """Candidate values per needle item (chance accuracy = 1 / candidates)."""
+    seed: int = 0
+    """Seed of the eval items: identical for every run that shares it, MEAP or NTP."""
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.tasks if t not in EVAL_TASKS]
+        _require(not unknown, f"evals.tasks {unknown} unknown; tasks: {', '.join(EVAL_TASKS)}")
+        _positive("evals", per_cell=self.per_cell, doc_tokens=self.doc_tokens)
+        _require(all(n > 0 for n in self.context_lens), f"evals.context_lens must be positive: {self.context_lens}")
+        _require(all(0.0 <= d <= 1.0 for d in self.depths) and self.depths, "evals.depths must lie in [0, 1]")
+        _require(2 <= self.documents <= 20, f"evals.documents must be in [2, 20], got {self.documents}")
+        _require(2 <= self.candidates <= 20, f"evals.candidates must be in [2, 20], got {self.candidates}")
+
+
 _NON_IDENTITY_FIELDS = ("name", "storage_path", "max_failures", "fail_at_step", "workers", "cpus_per_worker")
 
 
@@ -237,6 +270,8 @@ class RunSpec(_Serialisable):
     """Corpus, tokenizer and packing."""
     optim: OptimSpec = field(default_factory=OptimSpec)
     """Optimiser, schedule and batch."""
+    evals: EvalSpec = field(default_factory=EvalSpec)
+    """Evaluations after training (none by default)."""
     tokens: int = 2_000_000
     """Data budget D in training tokens; steps = tokens // optim.batch_tokens."""
     seed: int = 0
@@ -286,6 +321,8 @@ class RunSpec(_Serialisable):
                  f"a global batch of {batch_tokens // seq_len} sequences cannot be split into micro-batches of "
                  f"{self.optim.micro_batch_size} on {self.workers} worker(s); choose batch_tokens as a multiple "
                  f"of {per_micro * seq_len}")
+        _require(all(n <= seq_len for n in self.evals.context_lens),
+                 f"evals.context_lens {self.evals.context_lens} exceed the model's context data.seq_len={seq_len}")
         _require(self.tokens >= batch_tokens,
                  f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
 

@@ -162,3 +162,23 @@ def test_a_relative_store_lands_where_the_study_was_started(ray_cluster, tmp_pat
     assert ResultsStore(str(tmp_path / "results")).runs().num_rows == 2
     out = capsys.readouterr().out
     assert "2 finished runs in the store, 2 trained now" in out and f"results store: {tmp_path / 'results'}" in out
+
+
+def test_a_study_with_an_eval_suite_stores_every_evals_rows(ray_cluster, tmp_path):
+    from dataclasses import replace
+
+    from meap_scale.config import EVAL_TASKS, EvalSpec
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import run_study
+
+    spec = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"), name="with-evals")
+    evals = EvalSpec(tasks=EVAL_TASKS, context_lens=(64,), depths=(0.0, 1.0), per_cell=2, documents=2, doc_tokens=1)
+    spec = replace(spec, base=replace(spec.base, evals=evals))
+    assert run_study(spec).total == 2
+    store = ResultsStore(spec.storage)
+    rows = store.read("evals").to_pylist()
+    for run in store.runs().to_pylist():
+        mine = [r for r in rows if r["run_id"] == run["run_id"]]
+        assert {r["task"] for r in mine} == set(EVAL_TASKS)
+        assert set(__import__("json").loads(run["eval_summary_json"])) == {
+            "heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy"}

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meap_scale.data.errors import DataError
+
 KEY_ADJECTIVES = ("blue", "silent", "northern", "hidden", "broken", "golden", "narrow", "ancient", "bright", "empty",
                   "quiet", "distant", "hollow", "crimson", "frozen", "little")
 KEY_NOUNS = ("gate", "tower", "river", "garden", "bridge", "lantern", "harbour", "mill", "chapel", "meadow", "forge",
@@ -30,7 +32,7 @@ VALUES = ("copper", "violet", "falcon", "marble", "cedar", "thunder", "amber", "
           "velvet", "silver", "otter", "quartz", "ember", "pepper", "sparrow", "granite", "cobalt", "juniper")
 
 
-class TaskError(ValueError):
+class TaskError(DataError):
     """A task cannot be built as asked (e.g. a context longer than the model's maximum)."""
 
 

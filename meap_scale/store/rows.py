@@ -66,7 +66,7 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
 
 def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, started_at: dt.datetime,
             wall_seconds: float, study: str | None = None, trial_id: str | None = None,
-            error: str | None = None, env: dict | None = None) -> dict:
+            error: str | None = None, env: dict | None = None, eval_summary: dict | None = None) -> dict:
     """One ``runs`` row; ``final`` is the last report (empty for a run that failed before reporting)."""
     row = _spec_columns(spec, data)
     tokens_seen = final.get("tokens")
@@ -76,6 +76,7 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
         "flops_6nd": row["flops_per_token_6n"] * tokens_seen if tokens_seen else None,
         "flops_palm": row["flops_per_token_palm"] * tokens_seen if tokens_seen else None,
         "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
+        "eval_summary_json": json.dumps(eval_summary, sort_keys=True) if eval_summary else None,
         "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec),
         "wall_seconds": wall_seconds, "started_at": started_at,
         "finished_at": started_at + dt.timedelta(seconds=wall_seconds),

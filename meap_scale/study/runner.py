@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
+from meap_scale.evals.suite import check_suite
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
@@ -76,7 +77,8 @@ def _train_distributed(run: RunSpec, prepared: PreparedData) -> dict:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     result = run_training(run, prepared, callbacks=[TuneReportCallback()])
-    return {"final": result.final, "curve": result.curve}
+    return {"final": result.final, "curve": result.curve, "evals": list(result.evals),
+            "eval_summary": result.eval_summary}
 
 
 def _record_failure(store, run, prepared, study, trial_id, started, env) -> None:
@@ -101,11 +103,12 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     except Exception:
         _record_failure(store, run, prepared, study, trial_id, started, ctx["env"])
         raise
-    # The curve first: a run row marks the run finished, and it must never lack its curve.
+    # Curve and evals first: a run row marks the run finished, and it must never lack them.
     store.append_curve(run.run_id, out["curve"])
+    store.append("evals", [{"run_id": run.run_id, **row} for row in out.get("evals") or []])
     store.append_run(run_row(run, prepared, final=out["final"], status="finished", started_at=started,
                              wall_seconds=time.perf_counter() - clock, study=study, trial_id=trial_id,
-                             env=ctx["env"]))
+                             env=ctx["env"], eval_summary=out.get("eval_summary")))
     return out["final"]
 
 
@@ -261,7 +264,8 @@ def run_study(spec: StudySpec) -> StudyOutcome:
     """Run (or resume) the study; every run lands in ``spec.storage``. Bad input fails before any trial."""
     spec = anchored(spec)
     store = ResultsStore(spec.storage)
-    prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
+    prepared = prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
+    check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}

@@ -227,9 +227,19 @@ class TrainingRun:
                 self._report(step, self._metrics(step, losses, grad_norm, self._elapsed(started)))
                 losses, started = [], time.perf_counter()
             self._maybe_fail(step)
+        evals, summary = self._evaluate_suite()
         return {"curve": self.state.curve, "final": self.state.curve[-1] if self.state.curve else {},
                 "data_digest": hashlib.sha256("".join(self.state.data_digests).encode()).hexdigest(),
-                "resumed_from_step": self.state.resumed_from_step}
+                "resumed_from_step": self.state.resumed_from_step, "evals": evals, "eval_summary": summary}
+
+    def _evaluate_suite(self) -> tuple[list[dict], dict]:
+        """The run's eval suite on the final model, on rank 0 only (after the last collective)."""
+        if not self.spec.evals.tasks or self.session.rank != 0:
+            return [], {}
+        from meap_scale.evals.suite import run_suite
+
+        with self._autocast():
+            return run_suite(self.model, self.data, self.spec.evals, self.spec.data.seq_len, self.device)
 
 
 @contextlib.contextmanager

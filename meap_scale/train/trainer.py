@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
+from meap_scale.evals.suite import check_suite
 from meap_scale.train.loop import train_loop_per_worker
 
 
@@ -30,6 +31,9 @@ class RunResult:
     wall_seconds: float
     resumed_from_step: int | None = None
     """The checkpoint step the final attempt started from (after a restart or a re-run), if any."""
+    evals: tuple[dict, ...] = ()
+    """Rows of the run's eval suite (task, condition, metric, value, n, stderr)."""
+    eval_summary: dict | None = None
 
     @property
     def run_id(self) -> str:
@@ -90,6 +94,7 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
     ``callbacks`` are Ray Train run callbacks, e.g. Tune's ``TuneReportCallback`` inside a study trial.
     """
     prepared = prepared or prepare_data(spec.data)
+    check_suite(prepared, spec.evals, spec.data.seq_len)
     ensure_ray()
     _check_resources(spec)
     started = time.perf_counter()
@@ -101,4 +106,5 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
                      curve=returned.get("curve", []),
                      checkpoint_path=result.checkpoint.path if result.checkpoint else None,
                      data_digest=returned.get("data_digest", ""), wall_seconds=time.perf_counter() - started,
-                     resumed_from_step=returned.get("resumed_from_step"))
+                     resumed_from_step=returned.get("resumed_from_step"), evals=tuple(returned.get("evals", ())),
+                     eval_summary=returned.get("eval_summary") or None)

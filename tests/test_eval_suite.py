@@ -1,0 +1,46 @@
+"""The eval suite a run names: every task's rows, checked before training, run after it."""
+
+import time
+
+import pytest
+
+from conftest import tiny_run
+from meap_scale.config import EVAL_TASKS, ConfigError, EvalSpec
+from meap_scale.data.retrieval import TaskError
+from meap_scale.evals.suite import check_suite, run_suite
+from meap_scale.models import LADDER, build_model
+from meap_scale.train.loop import train_loop_per_worker
+
+
+def test_the_default_retrieval_suite_scores_a_random_debug_model_at_chance(prepared):
+    model = build_model(LADDER["debug"], prepared.model_vocab_size, 256, seed=0)
+    started = time.perf_counter()
+    rows, summary = run_suite(model, prepared, EvalSpec(tasks=EVAL_TASKS), seq_len=256)
+    print(f"default suite on the debug model: {time.perf_counter() - started:.1f} s")  # issue 5: under a minute
+    assert {r["task"] for r in rows} == set(EVAL_TASKS)
+    assert set(summary) == {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy"}
+    for task in ("needle", "needle_control", "multidoc"):
+        overall = {r["metric"]: r for r in rows if r["task"] == task and r["condition"] == "all"}
+        assert overall["accuracy"]["value"] < overall["chance"]["value"] + 3 * max(overall["accuracy"]["stderr"], 0.05)
+        assert {"exact_match", "mean_rank"} <= set(overall)
+    depths = {r["condition"] for r in rows if r["task"] == "needle" and r["condition"] != "all"}
+    assert depths == {f"position={d:g}" for d in EvalSpec().depths}
+
+
+def test_a_suite_that_cannot_fit_the_model_fails_before_training(prepared):
+    with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
+        check_suite(prepared, EvalSpec(tasks=("multidoc",), documents=8, doc_tokens=12), seq_len=64)
+    with pytest.raises(ConfigError, match="evals.context_lens"):
+        tiny_run(evals=EvalSpec(tasks=("needle",), context_lens=(128,)))
+    with pytest.raises(ConfigError, match="evals.tasks"):
+        EvalSpec(tasks=("gsm8k",))
+
+
+def test_a_run_with_evals_returns_their_rows():
+    from meap_scale.data import prepare_data
+
+    spec = tiny_run(evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(64,), depths=(0.0, 1.0), per_cell=1, documents=2,
+                                   doc_tokens=1))
+    out = train_loop_per_worker({"run": spec.to_dict(), "data": prepare_data(spec.data).to_dict()})
+    assert {r["task"] for r in out["evals"]} == set(EVAL_TASKS)
+    assert out["eval_summary"]["heldout_loss"] > 0
