@@ -113,6 +113,23 @@ def _add_fit_command(commands) -> None:
     fit.add_argument("--study", help="only runs of this study")
 
 
+SUITES = {"retrieval": ("needle", "needle_control", "multidoc"), "all": ("heldout", "needle", "needle_control",
+                                                                          "multidoc")}
+
+
+def _add_eval_command(commands) -> None:
+    evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint (retrieval, held-out loss)",
+                                   description="Run an eval suite on a checkpoint written by a training run.")
+    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (holds model/ and run.json)")
+    evaluate.add_argument("--suite", choices=tuple(SUITES), default="retrieval",
+                          help="retrieval: needle, no-needle control, multi-document QA; all: plus held-out loss")
+    evaluate.add_argument("--per-cell", type=int, default=4, help="items per (length, depth) or gold position")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the eval items")
+    evaluate.add_argument("--documents", type=int, default=8, help="documents per multi-document QA item")
+    evaluate.add_argument("--doc-tokens", type=int, default=12, help="held-out tokens per document")
+    evaluate.add_argument("--store", help="also append the rows to this results store's evals table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_command(commands)
     _add_store_commands(commands)
     _add_fit_command(commands)
+    _add_eval_command(commands)
     return parser
 
 
@@ -217,6 +235,37 @@ def _fit(args: argparse.Namespace) -> int:
     return 0 if fitted == len(results) else 1
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import os
+
+    from transformers import LlamaForCausalLM
+
+    from meap_scale.config import EvalSpec
+    from meap_scale.data import prepare_data
+    from meap_scale.evals.suite import check_suite, run_suite
+    from meap_scale.store import ResultsStore
+    from meap_scale.train.checkpoint import MODEL_DIR, RUN_FILE
+
+    run_file = os.path.join(args.checkpoint, RUN_FILE)
+    if not os.path.exists(run_file):
+        raise ConfigError(f"{args.checkpoint} is not a meap-scale checkpoint folder (no {RUN_FILE})")
+    with open(run_file) as handle:
+        spec = RunSpec.from_dict(json.load(handle))
+    evals = EvalSpec(tasks=SUITES[args.suite], per_cell=args.per_cell, seed=args.seed, documents=args.documents,
+                     doc_tokens=args.doc_tokens)
+    data = prepare_data(spec.data)
+    check_suite(data, evals, spec.data.seq_len)
+    model = LlamaForCausalLM.from_pretrained(os.path.join(args.checkpoint, MODEL_DIR))
+    rows, summary = run_suite(model, data, evals, spec.data.seq_len)
+    for row in rows:
+        if row["condition"] == "all" or row["task"] == "heldout":
+            print(f"{row['task']:<15} {row['condition']:<16} {row['metric']:<12} {row['value']:.4g}")
+    print(json.dumps({"run_id": spec.run_id, **summary}))
+    if args.store:
+        ResultsStore(args.store).append("evals", [{"run_id": spec.run_id, **row} for row in rows])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "study":
@@ -226,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     from meap_scale.scaling import ScalingFitError
     from meap_scale.store import StoreError
 
-    commands = {"train": _train, "store": _store, "fit": _fit}
+    commands = {"train": _train, "store": _store, "fit": _fit, "eval": _eval}
     try:
         return commands[args.command](args)
     except (ConfigError, DataError, StoreError, ScalingFitError) as error:

@@ -233,7 +233,8 @@ class EvalSpec(_Serialisable):
     """Evaluations run on rank 0 after training: heldout, needle, needle_control (the needle removed,
     the prior a model has over values), multidoc. Empty: none."""
     context_lens: tuple[int, ...] = ()
-    """Needle context lengths in tokens; default half the model's context and all of it."""
+    """Needle context lengths in tokens; default half the model's context and all of it (all of it alone
+    below 128 tokens)."""
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     """Needle depths (0 = start of the haystack, 1 = end)."""
     per_cell: int = 4

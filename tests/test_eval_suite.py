@@ -44,3 +44,25 @@ def test_a_run_with_evals_returns_their_rows():
     out = train_loop_per_worker({"run": spec.to_dict(), "data": prepare_data(spec.data).to_dict()})
     assert {r["task"] for r in out["evals"]} == set(EVAL_TASKS)
     assert out["eval_summary"]["heldout_loss"] > 0
+
+
+def test_eval_command_evaluates_a_saved_checkpoint(tmp_path, capsys):
+    import json
+
+    from meap_scale.cli import main
+    from meap_scale.data import prepare_data
+    from meap_scale.store import ResultsStore
+
+    spec = tiny_run(checkpoint_every=4)
+    train_loop_per_worker({"run": spec.to_dict(), "data": prepare_data(spec.data).to_dict(),
+                           "checkpoint_root": str(tmp_path / "ckpt")})
+    capsys.readouterr()
+    checkpoint = tmp_path / "ckpt" / "step-00000004"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--per-cell", "1", "--documents", "2", "--doc-tokens", "1",
+                 "--store", str(tmp_path / "store")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["run_id"] == spec.run_id and 0 <= summary["needle_accuracy"] <= 1
+    assert {r["task"] for r in ResultsStore(str(tmp_path / "store")).read("evals").to_pylist()} == \
+           {"needle", "needle_control", "multidoc"}
+    assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
+    assert "not a meap-scale checkpoint folder" in capsys.readouterr().err

@@ -37,10 +37,15 @@ def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
     return rows
 
 
+def default_context_lens(seq_len: int) -> tuple[int, ...]:
+    """Half the model's context and all of it; all of it alone where half leaves too little haystack."""
+    return (seq_len // 2, seq_len) if seq_len >= 128 else (seq_len,)
+
+
 def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[str, list]:
     """The retrieval items of the suite, built once: deterministic per seed, identical for MEAP and NTP."""
     haystack = heldout_tokens(data)
-    lengths = spec.context_lens or (seq_len // 2, seq_len)
+    lengths = spec.context_lens or default_context_lens(seq_len)
     items = {}
     for task, with_needle in (("needle", True), ("needle_control", False)):
         if task in spec.tasks:

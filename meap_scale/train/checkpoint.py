@@ -16,6 +16,8 @@ import torch
 MODEL_DIR = "model"
 STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
+RUN_FILE = "run.json"
+"""The run's RunSpec, so a checkpoint can be evaluated on its own."""
 
 
 @dataclass

@@ -26,7 +26,7 @@ from meap_scale.data.order import BlockOrder
 from meap_scale.data.prepare import PreparedData
 from meap_scale.models import build_model, flops_per_token
 from meap_scale.objectives import IGNORE_INDEX, apply_objective, mask_generator
-from meap_scale.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
 from meap_scale.train.metrics import mfu, peak_flops
 from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
@@ -250,4 +250,6 @@ def _checkpoint_folder(run: TrainingRun, step: int | None) -> Iterator[str | Non
         return
     with tempfile.TemporaryDirectory(prefix=f"meap-ckpt-{step}-") as folder:
         save_checkpoint(folder, run.model, run.optimizer, run.scheduler, run.state)
+        with open(os.path.join(folder, RUN_FILE), "w") as handle:
+            handle.write(run.spec.to_json())  # lets `meap-scale eval` rebuild the data and tokenizer
         yield folder
