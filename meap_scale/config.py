@@ -224,14 +224,15 @@ class OptimSpec(_Serialisable):
                  "optim.weight_decay and optim.grad_clip must not be negative")
 
 
-EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc")
+EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc", "attention")
 
 
 @dataclass(frozen=True)
 class EvalSpec(_Serialisable):
     tasks: tuple[str, ...] = ()
     """Evaluations run on rank 0 after training: heldout, needle, needle_control (the needle removed,
-    the prior a model has over values), multidoc. Empty: none."""
+    the prior a model has over values), multidoc, attention (entropy, needle share and MEAP masking
+    effects on the needle probes). Empty: none."""
     context_lens: tuple[int, ...] = ()
     """Needle context lengths in tokens; default half the model's context and all of it (all of it alone
     below 128 tokens)."""

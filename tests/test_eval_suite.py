@@ -18,7 +18,12 @@ def test_the_default_retrieval_suite_scores_a_random_debug_model_at_chance(prepa
     rows, summary = run_suite(model, prepared, EvalSpec(tasks=EVAL_TASKS), seq_len=256)
     print(f"default suite on the debug model: {time.perf_counter() - started:.1f} s")  # issue 5: under a minute
     assert {r["task"] for r in rows} == set(EVAL_TASKS)
-    assert set(summary) == {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy"}
+    assert set(summary) == {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy",
+                            "attention_entropy", "attention_needle_share", "attention_masked_attention_change",
+                            "attention_unmasked_variance_change"}
+    heads = [r for r in rows if r["task"] == "attention" and r["metric"] == "entropy" and r["condition"] != "all"]
+    assert len(heads) == LADDER["debug"].n_layers * LADDER["debug"].n_heads
+    assert 0 < summary["attention_needle_share"] < 1
     for task in ("needle", "needle_control", "multidoc"):
         overall = {r["metric"]: r for r in rows if r["task"] == task and r["condition"] == "all"}
         assert overall["accuracy"]["value"] < overall["chance"]["value"] + 3 * max(overall["accuracy"]["stderr"], 0.05)

@@ -9,8 +9,10 @@ import torch
 from meap_scale.config import EvalSpec
 from meap_scale.data.prepare import PreparedData
 from meap_scale.data.retrieval import multidoc_grid, needle_grid
+from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import score_by_position, score_items
+from meap_scale.objectives import mask_generator
 
 
 def heldout_tokens(data: PreparedData) -> list[int]:
@@ -48,7 +50,7 @@ def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[
     lengths = spec.context_lens or default_context_lens(seq_len)
     items = {}
     for task, with_needle in (("needle", True), ("needle_control", False)):
-        if task in spec.tasks:
+        if task in spec.tasks or (task == "needle" and "attention" in spec.tasks):
             items[task] = needle_grid(tokenizer, haystack, context_lens=lengths, depths=spec.depths,
                                       per_cell=spec.per_cell, max_context=seq_len, seed=spec.seed,
                                       n_candidates=spec.candidates, with_needle=with_needle)
@@ -89,7 +91,35 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
         rows += [{"task": "heldout", "condition": f"positions={a}-{b}", "metric": "loss", "value": loss}
                  for a, b, loss in zip(result.bucket_edges, result.bucket_edges[1:], result.bucket_loss)]
         summary["heldout_loss"] = result.loss
-    for task, items in _items(data, spec, seq_len, tokenizer).items():
-        rows += _retrieval_rows(task, model, items, tokenizer, device)
-        summary[f"{task}_accuracy"] = _headline(rows, task)
+    items = _items(data, spec, seq_len, tokenizer)
+    for task in ("needle", "needle_control", "multidoc"):
+        if task in spec.tasks:
+            rows += _retrieval_rows(task, model, items[task], tokenizer, device)
+            summary[f"{task}_accuracy"] = _headline(rows, task)
+    if "attention" in spec.tasks:
+        attention = _attention_rows(model, items["needle"], data.mask_id, spec.seed)
+        rows += attention
+        summary.update({f"attention_{r['metric']}": r["value"] for r in attention if r["condition"] == "all"})
     return rows, summary
+
+
+def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:
+    """Entropy per layer/head, the answer position's share on the needle, and MEAP's masking effects
+    (masks at the paper's 15%), averaged over the needle probes."""
+    maps = [attention_maps(model, item.input_ids) for item in probes]
+    per_head = torch.stack([entropy(m) for m in maps]).mean(dim=0)
+    share = torch.stack([span_share(m, item.span_start, item.span_length) for m, item in zip(maps, probes)])
+    effects = [masking_effect(model, item.input_ids, mask_token_id=mask_id, ratio=0.15,
+                              generator=mask_generator(seed, k, 0, 0)) for k, item in enumerate(probes)]
+    n = len(probes)
+    rows = [{"task": "attention", "condition": f"layer={layer},head={head}", "metric": "entropy",
+             "value": float(per_head[layer, head]), "n": n}
+            for layer in range(per_head.shape[0]) for head in range(per_head.shape[1])]
+    rows += [{"task": "attention", "condition": "all", "metric": "entropy", "value": float(per_head.mean()), "n": n},
+             {"task": "attention", "condition": "all", "metric": "needle_share", "value": float(share.mean()), "n": n,
+              "stderr": float(share.mean(dim=(1, 2)).std() / n ** 0.5) if n > 1 else None},
+             {"task": "attention", "condition": "all", "metric": "masked_attention_change",
+              "value": float(np.mean([e.masked_attention_change for e in effects])), "n": n},
+             {"task": "attention", "condition": "all", "metric": "unmasked_variance_change",
+              "value": float(np.mean([e.unmasked_variance_change for e in effects])), "n": n}]
+    return rows
