@@ -63,25 +63,53 @@ class RetrievalScores:
     """Binomial standard error of ``accuracy``."""
 
 
+@dataclass(frozen=True)
+class ItemResult:
+    rank: int
+    """0-based rank of the gold value among the candidates."""
+    match: bool | None
+    """Whether greedy generation produced the gold value (None when not generated)."""
+    position: float
+
+
+def item_results(model, items: list[RetrievalItem], tokenizer=None, *, device: torch.device | str = "cpu",
+                 generate: bool = False) -> list[ItemResult]:
+    """Each item scored once; ``generate`` (needs the tokenizer) adds greedy exact match."""
+    results = []
+    for item in items:
+        scores = candidate_logprobs(model, item, device)
+        match = None
+        if generate:
+            steps = max(map(len, item.candidates))
+            match = tokenizer.decode(greedy_continuation(model, item.input_ids, steps, device)).strip() \
+                .startswith(item.value)
+        results.append(ItemResult(int((scores > scores[item.gold]).sum()), match, item.position))
+    return results
+
+
+def summarize(results: list[ItemResult], chance: float) -> RetrievalScores:
+    accuracy = float(np.mean([r.rank == 0 for r in results]))
+    matches = [r.match for r in results if r.match is not None]
+    return RetrievalScores(accuracy=accuracy, mean_rank=float(np.mean([r.rank for r in results])),
+                           exact_match=float(np.mean(matches)) if matches else None, chance=chance, n=len(results),
+                           stderr=math.sqrt(accuracy * (1 - accuracy) / len(results)))
+
+
+def by_position(results: list[ItemResult], chance: float) -> dict[float, RetrievalScores]:
+    """Scores per key-fact position (needle depth, or gold document index / (K - 1)): lost in the middle."""
+    positions = sorted({r.position for r in results})
+    return {p: summarize([r for r in results if r.position == p], chance) for p in positions}
+
+
+def chance_of(items: list[RetrievalItem]) -> float:
+    return 1.0 / len(items[0].candidates)
+
+
 def score_items(model, items: list[RetrievalItem], tokenizer=None, *, device: torch.device | str = "cpu",
                 generate: bool = False) -> RetrievalScores:
     """Score ``items``; ``generate`` (needs the tokenizer) adds greedy exact match."""
-    ranks, matches = [], []
-    for item in items:
-        scores = candidate_logprobs(model, item, device)
-        ranks.append(int((scores > scores[item.gold]).sum()))
-        if generate:
-            steps = max(map(len, item.candidates))
-            text = tokenizer.decode(greedy_continuation(model, item.input_ids, steps, device))
-            matches.append(text.strip().startswith(item.value))
-    accuracy = float(np.mean([r == 0 for r in ranks]))
-    return RetrievalScores(accuracy=accuracy, mean_rank=float(np.mean(ranks)),
-                           exact_match=float(np.mean(matches)) if generate else None,
-                           chance=1.0 / len(items[0].candidates), n=len(items),
-                           stderr=math.sqrt(accuracy * (1 - accuracy) / len(items)))
+    return summarize(item_results(model, items, tokenizer, device=device, generate=generate), chance_of(items))
 
 
 def score_by_position(model, items: list[RetrievalItem], **options) -> dict[float, RetrievalScores]:
-    """Scores per key-fact position (needle depth, or gold document index / (K - 1)): lost in the middle."""
-    positions = sorted({item.position for item in items})
-    return {p: score_items(model, [i for i in items if i.position == p], **options) for p in positions}
+    return by_position(item_results(model, items, **options), chance_of(items))

@@ -11,7 +11,7 @@ from meap_scale.data.prepare import PreparedData
 from meap_scale.data.retrieval import multidoc_grid, needle_grid
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
-from meap_scale.evals.retrieval import score_by_position, score_items
+from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
 from meap_scale.objectives import mask_generator
 
 
@@ -33,8 +33,10 @@ def _score_rows(task: str, condition: str, scores) -> list[dict]:
 
 
 def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
-    rows = _score_rows(task, "all", score_items(model, items, tokenizer, device=device, generate=True))
-    for position, scores in score_by_position(model, items, device=device).items():
+    """Every item scored once, summarised overall and by position."""
+    results = item_results(model, items, tokenizer, device=device, generate=True)
+    rows = _score_rows(task, "all", summarize(results, chance_of(items)))
+    for position, scores in by_position(results, chance_of(items)).items():
         rows += _score_rows(task, f"position={position:g}", scores)
     return rows
 
