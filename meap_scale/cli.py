@@ -13,7 +13,8 @@ import sys
 import types
 import typing
 
-from meap_scale.config import ConfigError, DataSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec, field_docs
+from meap_scale.config import (ConfigError, DataSpec, EvalSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec,
+                               field_docs)
 from meap_scale.data import DataError
 
 # (section, spec class, fields left out of the command line, flag renames)
@@ -22,7 +23,8 @@ _SECTIONS = (
     ("objective", ObjectiveSpec, ("sft_variant", "sft_min_answer_tokens"), {"name": "objective"}),
     ("data", DataSpec, (), {"source": "data"}),
     ("optim", OptimSpec, (), {}),
-    ("run", RunSpec, ("model", "objective", "data", "optim"), {"use_gpu": "gpu"}),
+    ("evals", EvalSpec, (), {name: f"eval_{name}" for name in EvalSpec.__dataclass_fields__}),
+    ("run", RunSpec, ("model", "objective", "data", "optim", "evals"), {"use_gpu": "gpu"}),
 )
 
 CPU_SCALE_NOTE = ("Note: a CPU-scale run is a plumbing check. At this size MEAP and NTP both retrieve at chance "
@@ -44,9 +46,13 @@ def _argument_options(hint) -> dict:
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if base is bool:
         return {"action": argparse.BooleanOptionalAction}
+    converters = {int: _integer, float: float}
     if typing.get_origin(base) is tuple:
-        return {"nargs": 2, "type": float, "metavar": ("B1", "B2")}
-    return {"type": {int: _integer, float: float}.get(base, str), "metavar": "VALUE"}
+        items = typing.get_args(base)
+        if len(items) == 2 and items[1] is Ellipsis:  # tuple[X, ...]: one or more values
+            return {"nargs": "+", "type": converters.get(items[0], str), "metavar": "VALUE"}
+        return {"nargs": len(items), "type": converters.get(items[0], str), "metavar": "VALUE"}
+    return {"type": converters.get(base, str), "metavar": "VALUE"}
 
 
 def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, renames) -> None:
@@ -170,6 +176,7 @@ def summary(result) -> dict:
         "unigram_entropy": data.unigram_entropy,
         "tokens_per_s": final.get("tokens_per_s"),
         "mfu": final.get("mfu"),
+        **(result.eval_summary or {}),
         "wall_seconds": round(result.wall_seconds, 1),
         "checkpoint": result.checkpoint_path,
     }

@@ -35,6 +35,14 @@ def test_options_land_in_the_right_spec_fields():
     assert spec.use_gpu and spec.data.seq_len == 128 and spec.workers == 2
 
 
+def test_eval_options_set_the_runs_eval_suite():
+    args = build_parser().parse_args(["train", "--eval-tasks", "needle", "multidoc", "--eval-depths", "0", "0.5",
+                                      "--eval-seed", "3", "--seed", "1", "--eval-context-lens", "128"])
+    spec = spec_from_args(args)
+    assert spec.evals.tasks == ("needle", "multidoc") and spec.evals.depths == (0.0, 0.5)
+    assert spec.evals.seed == 3 and spec.seed == 1 and spec.evals.context_lens == (128,)
+
+
 def test_counts_must_be_whole_numbers():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--tokens", "2.5"])
@@ -64,10 +72,12 @@ def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, 
 @pytest.mark.slow
 def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, capsys):
     rc = main(["train", "--workers", "2", "--tokens", "4096", "--seq-len", "64", "--batch-tokens", "512",
-               "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--json"])
+               "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--eval-tasks", "heldout", "needle",
+               "--eval-depths", "0", "1", "--eval-per-cell", "1", "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 8 and summary["tokens"] == 4096 and summary["val_loss"] > 0
+    assert summary["heldout_loss"] > 0 and 0 <= summary["needle_accuracy"] <= 1
 
 
 def stored_run(tmp_path):
