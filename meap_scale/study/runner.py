@@ -88,7 +88,7 @@ def _record_failure(store, run, prepared, study, trial_id, started, env) -> None
 
 
 def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
-    """Train (or find in the store) one run; returns its final train and validation loss."""
+    """Train (or find in the store) one run; returns its final metrics (at least ``TRIAL_METRICS``)."""
     from ray import tune
 
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
