@@ -117,3 +117,18 @@ def test_the_copying_model_finds_the_gold_document_at_every_position(tokenizer, 
     by_position = score_by_position(CopyModel(prepared.model_vocab_size), items)
     assert list(by_position) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert all(s.accuracy == 1.0 and s.chance == 0.2 for s in by_position.values())
+
+
+def test_two_hop_items_need_both_needles_and_hide_them_among_distractors(tokenizer, haystack):
+    from meap_scale.data.retrieval import two_hop_item
+
+    item = two_hop_item(tokenizer, haystack, context_len=160, rng=np.random.default_rng(5), distractors=2)
+    text = tokenizer.decode(item.input_ids)
+    assert len(item.input_ids) == 160 and item.task == "two_hop"
+    hop = text.split(f"{item.key.capitalize()} leads to ")[1].split(".")[0]
+    assert f"The secret word of {hop} is {item.value}." in text
+    assert text.count("The secret word of") == 3  # the answer's binding and two distractors
+    values_in_text = [tokenizer.decode(list(c)).strip() for c in item.candidates
+                      if f"is {tokenizer.decode(list(c)).strip()}." in text]
+    assert len(values_in_text) == 3 and item.value in values_in_text
+    assert text.endswith(f"Where {item.key} leads, the secret word is")

@@ -156,3 +156,39 @@ def multidoc_grid(tokenizer, haystack: list[int], *, documents: int, doc_tokens:
              for g in range(documents) for _ in range(per_position)]
     _check_length([max(len(item.input_ids) for item in items)], max_context)
     return items
+
+
+def two_hop_item(tokenizer, haystack: list[int], *, context_len: int, rng: np.random.Generator,
+                 distractors: int = 2, n_candidates: int = 10) -> RetrievalItem:
+    """Multi-needle reasoning: the answer needs two needles ("X leads to Y." and "The secret word of Y
+    is V."), hidden among ``distractors`` other bindings whose values are candidates too."""
+    if not 2 + distractors <= n_candidates <= len(VALUES):
+        raise TaskError(f"n_candidates must be in [{2 + distractors}, {len(VALUES)}], got {n_candidates}")
+    keys: list[str] = []
+    while len(keys) < 2 + distractors:
+        key = _key(rng)
+        if key not in keys:
+            keys.append(key)
+    start_key, middle, *others = keys
+    values = [str(v) for v in rng.choice(VALUES, size=n_candidates, replace=False)]
+    needles = [_encode(tokenizer, f" {start_key.capitalize()} leads to {middle}."),
+               _encode(tokenizer, _fact(middle, values[0]))]
+    needles += [_encode(tokenizer, _fact(key, values[1 + k])) for k, key in enumerate(others)]
+    question = _encode(tokenizer, f" Where {start_key} leads, the secret word is")
+    fill = context_len - 1 - sum(map(len, needles)) - len(question)
+    if fill < len(needles) or len(haystack) < fill:
+        raise TaskError(f"context_len={context_len} cannot hold {len(needles)} needles and a haystack")
+    start = int(rng.integers(0, len(haystack) - fill + 1))
+    text = haystack[start:start + fill]
+    cuts = sorted(int(c) for c in rng.choice(fill, size=len(needles), replace=False))
+    order = rng.permutation(len(needles))
+    ids, previous = [tokenizer.bos_token_id], 0
+    for cut, k in zip(cuts, order):
+        ids += text[previous:cut] + needles[k]
+        previous = cut
+    ids += text[previous:] + question
+    gold = int(rng.integers(n_candidates))
+    values[0], values[gold] = values[gold], values[0]  # put the answer at a random candidate index
+    return RetrievalItem(task="two_hop", input_ids=ids, candidates=tuple(tuple(_encode(tokenizer, f" {v}"))
+                                                                         for v in values),
+                         gold=gold, position=0.0, span_start=-1, span_length=0, value=values[gold], key=start_key)
