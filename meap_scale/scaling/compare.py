@@ -15,7 +15,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.parametric import ParametricFit, natural
+from meap_scale.scaling.parametric import ParametricFit, natural, percentile_interval
 
 LOG_C_RANGE = (math.log(1e6), math.log(1e40))
 
@@ -58,6 +58,4 @@ def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compu
     count = min(len(treatment.samples), len(baseline.samples))
     t, b = natural(treatment.samples[:count]), natural(baseline.samples[:count])
     draws = np.array([_multiplier(_scalar(t, k), _scalar(b, k), compute) for k in range(count)])
-    tail = 50.0 * (1.0 - interval)
-    low, high = np.percentile(draws, [tail, 100 - tail])  # inf draws sort last
-    return float(low), float(high)
+    return percentile_interval(draws, interval)

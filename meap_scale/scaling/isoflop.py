@@ -17,6 +17,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.scaling.parametric import percentile_interval
 
 BUDGET_GAP = math.log(1.25)
 """Runs whose compute differs by less than 25% from their neighbour share a budget."""
@@ -99,12 +100,8 @@ class IsoflopFit:
     def intervals(self) -> dict[str, tuple[float, float, float]]:
         if self.samples is None:
             return {}
-        tail = 50.0 * (1.0 - self.interval)
-        out = {}
-        for name, draws in (("a", self.samples[:, 0]), ("b", 1.0 - self.samples[:, 0])):
-            low, high = np.percentile(draws, [tail, 100 - tail])
-            out[name] = (float(low), float(high), float(np.std(draws, ddof=1)))
-        return out
+        return {name: (*percentile_interval(draws, self.interval), float(np.std(draws, ddof=1)))
+                for name, draws in (("a", self.samples[:, 0]), ("b", 1.0 - self.samples[:, 0]))}
 
     def summary(self) -> dict:
         return {"law": "N* = k C^a (IsoFLOP)", "values": {"a": self.a, "b": self.b, "k": math.exp(self.log_k)},

@@ -106,6 +106,14 @@ def bootstrap(theta: np.ndarray, points: Points, delta: float, samples: int, see
     return out
 
 
+def percentile_interval(draws, interval: float) -> tuple[float, float]:
+    """Central percentile interval of bootstrap draws with coverage ``interval``; NaN draws are ignored,
+    infinite ones sort last."""
+    tail = 50.0 * (1.0 - interval)
+    low, high = np.nanpercentile(np.asarray(draws, dtype=float), [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def natural(theta: np.ndarray) -> dict[str, np.ndarray]:
     """(a, b, e, alpha, beta) -> E, A, B, alpha, beta and the frontier quantities, vectorised."""
     theta = np.atleast_2d(theta)
@@ -206,9 +214,7 @@ class ParametricFit:
         if self.samples is None:
             raise ScalingFitError("no bootstrap samples: fit with bootstrap > 0 for intervals")
         draws = np.asarray(function(natural(self.samples)), dtype=float)
-        tail = 50.0 * (1.0 - self.interval)
-        low, high = np.nanpercentile(draws, [tail, 100.0 - tail])
-        return float(low), float(high), float(np.nanstd(draws, ddof=1))
+        return (*percentile_interval(draws, self.interval), float(np.nanstd(draws, ddof=1)))
 
     def intervals(self) -> dict[str, tuple[float, float, float]]:
         names = (*PARAMS, "a", "b")

@@ -18,7 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.store import ResultsStore
@@ -27,7 +27,7 @@ from meap_scale.store.store import utc_now
 from meap_scale.study.spec import TRIAL_METRICS, StudySpec
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
-from meap_scale.train.trainer import ensure_ray, run_training
+from meap_scale.train.trainer import check_local_cluster, ensure_ray, run_training
 
 METRIC, MODE, TIME_ATTR = "val_loss", "min", "tokens_total"
 
@@ -141,19 +141,8 @@ def _resources(base: RunSpec) -> dict:
 
 
 def check_fits(base: RunSpec) -> None:
-    """One trial must fit the cluster, or Tune waits forever; a joined cluster may autoscale, so only a
-    local one is checked."""
-    import ray
-
-    if os.environ.get("RAY_ADDRESS"):
-        return
-    available = ray.cluster_resources()
-    cpus = base.workers * base.cpus_per_worker + (DRIVER_CPU if base.workers > 1 else 0.0)
-    gpus = base.workers if base.use_gpu else 0
-    if cpus > available.get("CPU", 0) + 1e-9 or gpus > available.get("GPU", 0):
-        raise ConfigError(f"one trial needs {cpus:g} CPU(s) and {gpus} GPU(s) but the local Ray cluster has "
-                          f"{available.get('CPU', 0):g} and {available.get('GPU', 0):g}; lower --workers or "
-                          f"--cpus-per-worker")
+    """One trial (its workers, plus the driving trial of a multi-worker run) must fit a local cluster."""
+    check_local_cluster(base, extra_cpu=DRIVER_CPU if base.workers > 1 else 0.0)
 
 
 def default_concurrency(base: RunSpec) -> int:

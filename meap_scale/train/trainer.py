@@ -53,14 +53,15 @@ def ensure_ray() -> None:
         ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
 
 
-def _check_resources(spec: RunSpec) -> None:
-    """A local cluster cannot grow: say so instead of letting the trainer wait forever."""
+def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
+    """A local cluster cannot grow: say so instead of letting the trainer (or a Tune trial that drives it,
+    reserving ``extra_cpu``) wait forever. A joined cluster may autoscale, so it is not checked."""
     import ray
 
     if os.environ.get("RAY_ADDRESS"):
         return
     available = ray.cluster_resources()
-    needs = {"CPU": spec.workers * spec.cpus_per_worker, "GPU": spec.workers if spec.use_gpu else 0}
+    needs = {"CPU": spec.workers * spec.cpus_per_worker + extra_cpu, "GPU": spec.workers if spec.use_gpu else 0}
     short = {k: (v, available.get(k, 0)) for k, v in needs.items() if v > available.get(k, 0) + 1e-9}
     if short:
         detail = ", ".join(f"{k}: needs {need:g}, cluster has {have:g}" for k, (need, have) in short.items())
@@ -96,7 +97,7 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
     prepared = prepared or prepare_data(spec.data)
     check_suite(prepared, spec.evals, spec.data.seq_len)
     ensure_ray()
-    _check_resources(spec)
+    check_local_cluster(spec)
     started = time.perf_counter()
     result = _trainer(spec, prepared, callbacks or []).fit()
     if result.error:
