@@ -119,8 +119,8 @@ def _add_fit_command(commands) -> None:
     fit.add_argument("--study", help="only runs of this study")
 
 
-SUITES = {"retrieval": ("needle", "needle_control", "multidoc"), "all": ("heldout", "needle", "needle_control",
-                                                                          "multidoc")}
+SUITES = {"retrieval": ("needle", "needle_control", "multidoc", "two_hop"),
+          "all": ("heldout", "needle", "needle_control", "multidoc", "two_hop", "attention")}
 
 
 def _add_eval_command(commands) -> None:
@@ -128,11 +128,14 @@ def _add_eval_command(commands) -> None:
                                    description="Run an eval suite on a checkpoint written by a training run.")
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (holds model/ and run.json)")
     evaluate.add_argument("--suite", choices=tuple(SUITES), default="retrieval",
-                          help="retrieval: needle, no-needle control, multi-document QA; all: plus held-out loss")
+                          help="retrieval: needle, no-needle control, multi-document QA, two-hop; all: plus held-out "
+                               "loss and the attention analysis")
     evaluate.add_argument("--per-cell", type=int, default=4, help="items per (length, depth) or gold position")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the eval items")
     evaluate.add_argument("--documents", type=int, default=8, help="documents per multi-document QA item")
     evaluate.add_argument("--doc-tokens", type=int, default=12, help="held-out tokens per document")
+    evaluate.add_argument("--qa-file", default="",
+                          help="multi-document QA from a local lost-in-the-middle file (JSON lines, .gz allowed)")
     evaluate.add_argument("--store", help="also append the rows to this results store's evals table")
 
 
@@ -259,7 +262,7 @@ def _eval(args: argparse.Namespace) -> int:
     with open(run_file) as handle:
         spec = RunSpec.from_dict(json.load(handle))
     evals = EvalSpec(tasks=SUITES[args.suite], per_cell=args.per_cell, seed=args.seed, documents=args.documents,
-                     doc_tokens=args.doc_tokens)
+                     doc_tokens=args.doc_tokens, qa_file=args.qa_file)
     data = prepare_data(spec.data)
     check_suite(data, evals, spec.data.seq_len)
     model = LlamaForCausalLM.from_pretrained(os.path.join(args.checkpoint, MODEL_DIR))

@@ -224,15 +224,15 @@ class OptimSpec(_Serialisable):
                  "optim.weight_decay and optim.grad_clip must not be negative")
 
 
-EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc", "attention")
+EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc", "two_hop", "attention")
 
 
 @dataclass(frozen=True)
 class EvalSpec(_Serialisable):
     tasks: tuple[str, ...] = ()
     """Evaluations run on rank 0 after training: heldout, needle, needle_control (the needle removed,
-    the prior a model has over values), multidoc, attention (entropy, needle share and MEAP masking
-    effects on the needle probes). Empty: none."""
+    the prior a model has over values), multidoc, two_hop (the answer needs two needles), attention
+    (entropy, needle and answer-value share, MEAP masking effects on the needle probes). Empty: none."""
     context_lens: tuple[int, ...] = ()
     """Needle context lengths in tokens; default half the model's context and all of it (all of it alone
     below 128 tokens)."""
@@ -248,6 +248,10 @@ class EvalSpec(_Serialisable):
     """Candidate values per needle item (chance accuracy = 1 / candidates)."""
     seed: int = 0
     """Seed of the eval items: identical for every run that shares it, MEAP or NTP."""
+    qa_file: str = ""
+    """Real multi-document QA: a local file in the lost-in-the-middle format (JSON lines, .gz allowed, e.g.
+    nq-open-20_total_documents_gold_at_9.jsonl.gz); multidoc then reads it (keeping ``documents`` per
+    question) instead of building synthetic documents."""
 
     def __post_init__(self) -> None:
         unknown = [t for t in self.tasks if t not in EVAL_TASKS]

@@ -64,3 +64,25 @@ def tiny_run(**overrides) -> RunSpec:
                 tokens=2048, log_every=1, eval_blocks=8)
     base.update(overrides)
     return RunSpec(**base)
+
+
+def _nq_record(question: str, answer: str, gold_at: int, documents: int) -> dict:
+    """A record shaped like the lost-in-the-middle paper's nq-open files."""
+    ctxs = [{"id": str(k), "title": f"Page {k}", "text": f"Filler passage number {k} about nothing.",
+             "hasanswer": False, "isgold": False} for k in range(documents - 1)]
+    ctxs.insert(gold_at, {"id": "g", "title": "Gold", "text": f"The answer to this is {answer} indeed.",
+                          "hasanswer": True, "isgold": True})
+    return {"question": question, "answers": [answer], "ctxs": ctxs}
+
+
+@pytest.fixture
+def qa_file(tmp_path):
+    import gzip
+    import json
+
+    path = tmp_path / "nq-open-6_total_documents.jsonl.gz"
+    records = [_nq_record(f"who wrote book {k}", answer, gold_at=k % 6, documents=6)
+               for k, answer in enumerate(["Moses", "David", "Solomon", "Isaiah", "Jeremiah", "Daniel"])]
+    with gzip.open(path, "wt") as handle:
+        handle.writelines(json.dumps(r) + "\n" for r in records)
+    return path

@@ -19,22 +19,26 @@ def test_the_default_retrieval_suite_scores_a_random_debug_model_at_chance(prepa
     print(f"default suite on the debug model: {time.perf_counter() - started:.1f} s")  # issue 5: under a minute
     assert {r["task"] for r in rows} == set(EVAL_TASKS)
     assert set(summary) == {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy",
-                            "attention_entropy", "attention_needle_share", "attention_masked_attention_change",
+                            "two_hop_accuracy", "attention_entropy", "attention_needle_share",
+                            "attention_value_share", "attention_masked_attention_change",
                             "attention_unmasked_variance_change"}
     heads = [r for r in rows if r["task"] == "attention" and r["metric"] == "entropy" and r["condition"] != "all"]
     assert len(heads) == LADDER["debug"].n_layers * LADDER["debug"].n_heads
-    assert 0 < summary["attention_needle_share"] < 1
-    for task in ("needle", "needle_control", "multidoc"):
+    assert 0 < summary["attention_value_share"] < summary["attention_needle_share"] < 1  # the value is in the needle
+    for task in ("needle", "needle_control", "multidoc", "two_hop"):
         overall = {r["metric"]: r for r in rows if r["task"] == task and r["condition"] == "all"}
         assert overall["accuracy"]["value"] < overall["chance"]["value"] + 3 * max(overall["accuracy"]["stderr"], 0.05)
         assert {"exact_match", "mean_rank"} <= set(overall)
-    depths = {r["condition"] for r in rows if r["task"] == "needle" and r["condition"] != "all"}
-    assert depths == {f"position={d:g}" for d in EvalSpec().depths}
+    conditions = {r["condition"] for r in rows if r["task"] == "needle" and r["condition"] != "all"}
+    depths = {f"position={d:g}" for d in EvalSpec().depths}
+    assert conditions == depths | {f"length={n},{d}" for n in (128, 256) for d in depths}  # the depth x length grid
 
 
 def test_a_suite_that_cannot_fit_the_model_fails_before_training(prepared):
     with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
         check_suite(prepared, EvalSpec(tasks=("multidoc",), documents=8, doc_tokens=12), seq_len=64)
+    with pytest.raises(TaskError, match="cannot hold 2 needles"):
+        check_suite(prepared, EvalSpec(tasks=("two_hop",), context_lens=(32,)), seq_len=64)
     with pytest.raises(ConfigError, match="evals.context_lens"):
         tiny_run(evals=EvalSpec(tasks=("needle",), context_lens=(128,)))
     with pytest.raises(ConfigError, match="evals.tasks"):
@@ -68,6 +72,18 @@ def test_eval_command_evaluates_a_saved_checkpoint(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["run_id"] == spec.run_id and 0 <= summary["needle_accuracy"] <= 1
     assert {r["task"] for r in ResultsStore(str(tmp_path / "store")).read("evals").to_pylist()} == \
-           {"needle", "needle_control", "multidoc"}
+           {"needle", "needle_control", "multidoc", "two_hop"}
     assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
     assert "not a meap-scale checkpoint folder" in capsys.readouterr().err
+
+
+def test_a_lost_in_the_middle_file_replaces_the_synthetic_documents(prepared, qa_file):
+    model = build_model(LADDER["debug"], prepared.model_vocab_size, 256, seed=0)
+    spec = EvalSpec(tasks=("multidoc",), qa_file=str(qa_file), documents=6, candidates=4)
+    rows, summary = run_suite(model, prepared, spec, seq_len=256)
+    accuracy = {r["condition"]: r for r in rows if r["metric"] == "accuracy"}
+    assert set(accuracy) == {"all"} | {f"position={p:g}" for p in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)}
+    assert accuracy["all"]["n"] == 6 and 0 <= summary["multidoc_accuracy"] <= 1
+    assert {r["value"] for r in rows if r["metric"] == "chance"} == {0.25}
+    with pytest.raises(TaskError, match="does not exist"):
+        check_suite(prepared, EvalSpec(tasks=("multidoc",), qa_file="no/such/file.jsonl"), seq_len=256)

@@ -30,6 +30,12 @@ class CopyModel(torch.nn.Module):
         super().__init__()
         self.vocab = vocab
 
+    def generate(self, input_ids, max_new_tokens, **_):
+        """Greedy, the whole context recomputed per token: the interface of a Hugging Face model's."""
+        for _ in range(max_new_tokens):
+            input_ids = torch.cat([input_ids, self(input_ids)[:, -1:].argmax(dim=-1)], dim=1)
+        return input_ids
+
     def forward(self, input_ids):
         logits = torch.zeros(*input_ids.shape, self.vocab)
         for b, row in enumerate(input_ids.tolist()):
@@ -57,6 +63,8 @@ def test_the_needle_sits_at_the_requested_depth_and_the_answer_is_in_the_context
     assert needle == f" The secret word of {item.key} is {item.value}."
     assert tokenizer.decode(item.input_ids).endswith(f"The secret word of {item.key} is")
     assert tokenizer.decode(list(item.candidates[item.gold])) == f" {item.value}"
+    gold = item.candidates[item.gold]
+    assert tuple(item.input_ids[item.value_start:item.value_start + len(gold)]) == gold  # the value, token for token
 
 
 def test_items_are_deterministic_per_seed(tokenizer, haystack):
@@ -108,6 +116,8 @@ def test_multidoc_items_put_the_gold_document_at_each_position_with_every_value_
         fact = tokenizer.decode(item.input_ids[item.span_start:item.span_start + item.span_length])
         assert fact == f" The secret word of {item.key} is {item.value}."
         assert text.endswith(f"The secret word of {item.key} is")
+        gold = item.candidates[item.gold]
+        assert tuple(item.input_ids[item.value_start:item.value_start + len(gold)]) == gold
     with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
         multidoc_grid(tokenizer, haystack, documents=10, doc_tokens=12, per_position=1, max_context=64)
 
@@ -132,3 +142,68 @@ def test_two_hop_items_need_both_needles_and_hide_them_among_distractors(tokeniz
                       if f"is {tokenizer.decode(list(c)).strip()}." in text]
     assert len(values_in_text) == 3 and item.value in values_in_text
     assert text.endswith(f"Where {item.key} leads, the secret word is")
+    answer = tokenizer.decode(item.input_ids[item.span_start:item.span_start + item.span_length])
+    assert answer == f" The secret word of {hop} is {item.value}."
+    gold = item.candidates[item.gold]
+    assert tuple(item.input_ids[item.value_start:item.value_start + len(gold)]) == gold
+
+
+def test_two_hop_grids_are_deterministic_and_refuse_contexts_beyond_the_model(tokenizer, haystack):
+    from meap_scale.data.retrieval import two_hop_grid
+
+    grid = dict(context_lens=(96, 128), per_cell=3, max_context=128)
+    items = two_hop_grid(tokenizer, haystack, seed=2, **grid)
+    assert items == two_hop_grid(tokenizer, haystack, seed=2, **grid)
+    assert [len(item.input_ids) for item in items] == [96] * 3 + [128] * 3
+    with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
+        two_hop_grid(tokenizer, haystack, seed=2, **{**grid, "max_context": 64})
+    short = two_hop_grid(tokenizer, haystack, context_lens=(64,), per_cell=3, max_context=64, seed=2)
+    bindings = [tokenizer.decode(item.input_ids).count("The secret word of") for item in short]
+    assert set(bindings) <= {1, 2}  # 64 tokens hold the answer's binding and at most one distractor
+    assert [tokenizer.decode(item.input_ids).count("The secret word of") for item in items] == [3] * 6
+    assert short == two_hop_grid(tokenizer, haystack, context_lens=(64,), per_cell=3, max_context=64, seed=2)
+
+
+def test_a_lost_in_the_middle_file_gives_items_with_the_gold_document_where_the_file_puts_it(tokenizer, qa_file):
+    from meap_scale.data.retrieval import qa_file_items, read_qa_file
+
+    items = qa_file_items(tokenizer, read_qa_file(str(qa_file)), documents=6, max_context=512, n_candidates=4)
+    assert [item.position for item in items] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    for item in items:
+        gold_doc = tokenizer.decode(item.input_ids[item.span_start:item.span_start + item.span_length])
+        assert gold_doc.startswith(f"Document [{round(item.position * 5) + 1}](Title: Gold)")
+        assert f"The answer to this is {item.value} indeed." in gold_doc
+        assert tokenizer.decode(list(item.candidates[item.gold])) == f" {item.value}" and len(item.candidates) == 4
+        assert tokenizer.decode(item.input_ids).endswith(f"Question: {item.key}\nAnswer:")
+    fewer = qa_file_items(tokenizer, read_qa_file(str(qa_file)), documents=3, max_context=512, n_candidates=4)
+    assert [item.position for item in fewer] == [0.0, 0.0, 0.5, 0.5, 1.0, 1.0]  # same relative depth, 3 documents
+    with pytest.raises(TaskError, match="exceed the model's maximum of 64"):
+        qa_file_items(tokenizer, read_qa_file(str(qa_file)), documents=6, max_context=64)
+
+
+def test_a_file_not_in_the_lost_in_the_middle_format_is_refused(tokenizer, tmp_path):
+    from meap_scale.data.retrieval import read_qa_file
+
+    with pytest.raises(TaskError, match="does not exist"):
+        read_qa_file(str(tmp_path / "missing.jsonl"))
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "q", "answers": ["a"], "ctxs": [{"title": "t", "text": "x"}]}\n')
+    with pytest.raises(TaskError, match="line 1: not in the lost-in-the-middle format"):
+        read_qa_file(str(broken))
+
+
+def test_batched_kv_cache_generation_matches_recomputing_the_whole_context(prepared):
+    from meap_scale.evals.retrieval import greedy_continuations
+
+    model = build_model(LADDER["debug"], prepared.model_vocab_size, 256, seed=3).eval()
+    generator = torch.Generator().manual_seed(0)
+    contexts = [torch.randint(4, prepared.model_vocab_size, (n,), generator=generator).tolist()
+                for n in (20, 33, 20, 20, 7)]
+    expected = []
+    for ids in contexts:
+        ids = torch.tensor([ids])
+        for _ in range(6):
+            with torch.no_grad():
+                ids = torch.cat([ids, model(input_ids=ids).logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
+        expected.append(ids[0, -6:].tolist())
+    assert greedy_continuations(model, contexts, steps=6, batch_size=2) == expected

@@ -52,10 +52,21 @@ class RetrievalItem:
     span_length: int
     value: str
     key: str
+    value_start: int = -1
+    """Token index where the gold value's tokens (exactly ``candidates[gold]``) sit in the context; -1 where
+    the value is absent (a control item)."""
 
 
 def _fact(key: str, value: str) -> str:
     return f" The secret word of {key} is {value}."
+
+
+def _fact_ids(tokenizer, key: str, value: str) -> tuple[list[int], int]:
+    """The fact's tokens and the value's offset in them. Encoded in pieces so the value's tokens are those
+    of its candidate: BPE would otherwise be free to merge the value with the full stop, and neither
+    copying nor the attention on the answer span could then be measured on the value alone."""
+    prefix = _encode(tokenizer, _fact(key, value)[: -len(value) - 2])
+    return prefix + _encode(tokenizer, f" {value}") + _encode(tokenizer, "."), len(prefix)
 
 
 def _question(key: str) -> str:
@@ -81,7 +92,7 @@ def needle_item(tokenizer, haystack: list[int], *, context_len: int, depth: floa
     key = _key(rng)
     values = rng.choice(VALUES, size=n_candidates, replace=False)
     gold = int(rng.integers(n_candidates))
-    needle = _encode(tokenizer, _fact(key, values[gold]))
+    needle, value_offset = _fact_ids(tokenizer, key, str(values[gold]))
     question = _encode(tokenizer, _question(key))
     fill = context_len - 1 - len(needle) - len(question)
     if fill < 1:
@@ -98,7 +109,7 @@ def needle_item(tokenizer, haystack: list[int], *, context_len: int, depth: floa
     return RetrievalItem(task="needle" if needle else "needle_control", input_ids=ids,
                          candidates=tuple(tuple(_encode(tokenizer, f" {v}")) for v in values), gold=gold,
                          position=depth, span_start=1 + at if needle else -1, span_length=len(needle),
-                         value=str(values[gold]), key=key)
+                         value=str(values[gold]), key=key, value_start=1 + at + value_offset if needle else -1)
 
 
 def _check_length(lengths, max_context: int) -> None:
@@ -133,19 +144,20 @@ def multidoc_item(tokenizer, haystack: list[int], *, documents: int, doc_tokens:
         if key not in keys:
             keys.append(key)
     values = [str(v) for v in rng.choice(VALUES, size=documents, replace=False)]
-    ids, span_start, span_length = [tokenizer.bos_token_id], -1, 0
+    ids, span_start, span_length, value_start = [tokenizer.bos_token_id], -1, 0, -1
     for k in range(documents):
         start = int(rng.integers(0, len(haystack) - doc_tokens + 1))
-        fact = _encode(tokenizer, _fact(keys[k], values[k]))
+        fact, value_offset = _fact_ids(tokenizer, keys[k], values[k])
         ids += haystack[start:start + doc_tokens]
         if k == gold_position:
-            span_start, span_length = len(ids), len(fact)
+            span_start, span_length, value_start = len(ids), len(fact), len(ids) + value_offset
         ids += fact
     ids += _encode(tokenizer, _question(keys[gold_position]))
     return RetrievalItem(task="multidoc", input_ids=ids, candidates=tuple(tuple(_encode(tokenizer, f" {v}"))
                                                                           for v in values),
                          gold=gold_position, position=gold_position / (documents - 1), span_start=span_start,
-                         span_length=span_length, value=values[gold_position], key=keys[gold_position])
+                         span_length=span_length, value=values[gold_position], key=keys[gold_position],
+                         value_start=value_start)
 
 
 def multidoc_grid(tokenizer, haystack: list[int], *, documents: int, doc_tokens: int, per_position: int,
@@ -161,7 +173,8 @@ def multidoc_grid(tokenizer, haystack: list[int], *, documents: int, doc_tokens:
 def two_hop_item(tokenizer, haystack: list[int], *, context_len: int, rng: np.random.Generator,
                  distractors: int = 2, n_candidates: int = 10) -> RetrievalItem:
     """Multi-needle reasoning: the answer needs two needles ("X leads to Y." and "The secret word of Y
-    is V."), hidden among ``distractors`` other bindings whose values are candidates too."""
+    is V."), hidden among ``distractors`` other bindings whose values are candidates too. The span is
+    the answer's needle; its position is the needle's depth in the context."""
     if not 2 + distractors <= n_candidates <= len(VALUES):
         raise TaskError(f"n_candidates must be in [{2 + distractors}, {len(VALUES)}], got {n_candidates}")
     keys: list[str] = []
@@ -171,9 +184,9 @@ def two_hop_item(tokenizer, haystack: list[int], *, context_len: int, rng: np.ra
             keys.append(key)
     start_key, middle, *others = keys
     values = [str(v) for v in rng.choice(VALUES, size=n_candidates, replace=False)]
-    needles = [_encode(tokenizer, f" {start_key.capitalize()} leads to {middle}."),
-               _encode(tokenizer, _fact(middle, values[0]))]
-    needles += [_encode(tokenizer, _fact(key, values[1 + k])) for k, key in enumerate(others)]
+    facts = [_fact_ids(tokenizer, middle, values[0])]
+    facts += [_fact_ids(tokenizer, key, values[1 + k]) for k, key in enumerate(others)]
+    needles = [_encode(tokenizer, f" {start_key.capitalize()} leads to {middle}.")] + [ids for ids, _ in facts]
     question = _encode(tokenizer, f" Where {start_key} leads, the secret word is")
     fill = context_len - 1 - sum(map(len, needles)) - len(question)
     if fill < len(needles) or len(haystack) < fill:
@@ -182,13 +195,120 @@ def two_hop_item(tokenizer, haystack: list[int], *, context_len: int, rng: np.ra
     text = haystack[start:start + fill]
     cuts = sorted(int(c) for c in rng.choice(fill, size=len(needles), replace=False))
     order = rng.permutation(len(needles))
-    ids, previous = [tokenizer.bos_token_id], 0
+    ids, previous, span_start = [tokenizer.bos_token_id], 0, -1
     for cut, k in zip(cuts, order):
-        ids += text[previous:cut] + needles[k]
+        ids += text[previous:cut]
+        if k == 1:
+            span_start = len(ids)
+        ids += needles[k]
         previous = cut
     ids += text[previous:] + question
     gold = int(rng.integers(n_candidates))
     values[0], values[gold] = values[gold], values[0]  # put the answer at a random candidate index
     return RetrievalItem(task="two_hop", input_ids=ids, candidates=tuple(tuple(_encode(tokenizer, f" {v}"))
                                                                          for v in values),
-                         gold=gold, position=0.0, span_start=-1, span_length=0, value=values[gold], key=start_key)
+                         gold=gold, position=round(span_start / len(ids), 2), span_start=span_start,
+                         span_length=len(needles[1]), value=values[gold], key=start_key,
+                         value_start=span_start + facts[0][1])
+
+
+def two_hop_grid(tokenizer, haystack: list[int], *, context_lens: tuple[int, ...], per_cell: int, max_context: int,
+                 seed: int = 0, n_candidates: int = 10, distractors: int = 2) -> list[RetrievalItem]:
+    """``per_cell`` two-hop items per context length, needles at random depths, with ``distractors``
+    bindings or as many as a short context holds (a 64-token context holds one)."""
+    _check_length(context_lens, max_context)
+    rng = np.random.default_rng(seed)
+    return [_fitting_two_hop(tokenizer, haystack, n, rng, n_candidates, distractors)
+            for n in context_lens for _ in range(per_cell)]
+
+
+def _fitting_two_hop(tokenizer, haystack: list[int], context_len: int, rng: np.random.Generator, n_candidates: int,
+                     distractors: int) -> RetrievalItem:
+    """The item with the most distractors (up to ``distractors``) that fits; deterministic, as the generator
+    is rewound before each fewer-distractor try."""
+    state = rng.bit_generator.state
+    for count in range(distractors, 0, -1):
+        try:
+            return two_hop_item(tokenizer, haystack, context_len=context_len, rng=rng, distractors=count,
+                                n_candidates=n_candidates)
+        except TaskError:
+            rng.bit_generator.state = state
+    return two_hop_item(tokenizer, haystack, context_len=context_len, rng=rng, distractors=0, n_candidates=n_candidates)
+
+
+QA_INSTRUCTION = ("Write a high-quality answer for the given question using only the provided search results "
+                  "(some of which might be irrelevant).")
+"""The lost-in-the-middle paper's QA prompt (Liu et al., 2023), so scores on its files are comparable."""
+
+
+def read_qa_file(path: str) -> list[dict]:
+    """Questions in the lost-in-the-middle format: JSON lines (optionally gzipped), each with ``question``,
+    ``answers`` and ``ctxs`` (documents with ``title``, ``text`` and exactly one ``isgold``)."""
+    import gzip
+    import json
+    import os
+
+    if not os.path.isfile(path):
+        raise TaskError(f"QA file {path} does not exist")
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    for number, record in enumerate(records, 1):
+        missing = [k for k in ("question", "answers", "ctxs") if k not in record]
+        golds = sum(bool(c.get("isgold")) for c in record.get("ctxs", ()))
+        if missing or golds != 1 or not record["answers"]:
+            raise TaskError(f"{path} line {number}: not in the lost-in-the-middle format (needs question, answers "
+                            f"and ctxs with one isgold document; missing {missing}, {golds} gold)")
+    if len({r["answers"][0] for r in records}) < 2:
+        raise TaskError(f"{path}: needs at least two questions with different answers (the distractor candidates)")
+    return records
+
+
+def _documents(record: dict, documents: int) -> tuple[list[dict], int]:
+    """The gold document and the first ``documents - 1`` others, the gold one at the same relative depth."""
+    ctxs = record["ctxs"]
+    gold_index = next(i for i, c in enumerate(ctxs) if c.get("isgold"))
+    kept = min(documents, len(ctxs))
+    others = [c for i, c in enumerate(ctxs) if i != gold_index][: kept - 1]
+    at = round(gold_index / max(len(ctxs) - 1, 1) * (kept - 1))
+    return others[:at] + [ctxs[gold_index]] + others[at:], at
+
+
+def qa_file_items(tokenizer, records: list[dict], *, documents: int, max_context: int, seed: int = 0,
+                  n_candidates: int = 10) -> list[RetrievalItem]:
+    """Multi-document QA items from real questions: the gold answer ranked among answers to other questions
+    of the file (likelihood score), and generation matched against the first listed answer."""
+    rng = np.random.default_rng(seed)
+    answers = sorted({r["answers"][0] for r in records})
+    items = []
+    for record in records:
+        docs, gold_position = _documents(record, documents)
+        ids = [tokenizer.bos_token_id] + _encode(tokenizer, QA_INSTRUCTION + "\n\n")
+        for k, doc in enumerate(docs):
+            text = _encode(tokenizer, f"Document [{k + 1}](Title: {doc.get('title', '')}) {doc['text']}\n")
+            if k == gold_position:
+                span_start, span_length = len(ids), len(text)
+            ids += text
+        ids += _encode(tokenizer, f"\nQuestion: {record['question']}\nAnswer:")
+        value = record["answers"][0]
+        others = [a for a in answers if a not in record["answers"]]
+        distractors = [str(a) for a in rng.choice(others, size=min(n_candidates - 1, len(others)), replace=False)]
+        gold = int(rng.integers(len(distractors) + 1))
+        values = distractors[:gold] + [value] + distractors[gold:]
+        candidates = tuple(tuple(_encode(tokenizer, f" {v}")) for v in values)
+        items.append(RetrievalItem(task="multidoc", input_ids=ids, candidates=candidates, gold=gold,
+                                   position=gold_position / max(len(docs) - 1, 1), span_start=span_start,
+                                   span_length=span_length, value=value, key=record["question"],
+                                   value_start=_find(ids[span_start:span_start + span_length], candidates[gold],
+                                                     offset=span_start)))
+    _check_length([max(len(item.input_ids) for item in items)], max_context)
+    return items
+
+
+def _find(ids: list[int], part: tuple[int, ...], offset: int) -> int:
+    """Where ``part`` first occurs in ``ids`` (plus ``offset``); -1 when the answer's tokens are not there
+    as such (BPE may split it differently inside the document)."""
+    for i in range(len(ids) - len(part) + 1):
+        if tuple(ids[i:i + len(part)]) == part:
+            return offset + i
+    return -1

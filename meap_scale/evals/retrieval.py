@@ -41,12 +41,28 @@ def candidate_logprobs(model, item: RetrievalItem, device: torch.device | str = 
 
 
 @torch.no_grad()
-def greedy_continuation(model, input_ids: list[int], steps: int, device: torch.device | str = "cpu") -> list[int]:
-    ids = torch.tensor([input_ids], device=device)
-    for _ in range(steps):
-        next_id = _logits(model, ids)[0, -1].argmax()
-        ids = torch.cat([ids, next_id.view(1, 1)], dim=1)
-    return ids[0, len(input_ids):].tolist()
+def _greedy_batch(model, batch: torch.Tensor, steps: int) -> torch.Tensor:
+    """Greedy decoding of equal-length contexts through ``generate`` (KV cache on; no padding, so no
+    position shifts); exactly ``steps`` tokens, end-of-text included."""
+    out = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), max_new_tokens=steps,
+                         min_new_tokens=steps, do_sample=False, use_cache=True, pad_token_id=0)
+    return out[:, batch.shape[1]:]
+
+
+def greedy_continuations(model, contexts: list[list[int]], steps: int, device: torch.device | str = "cpu",
+                         batch_size: int = 16) -> list[list[int]]:
+    """``steps`` greedy tokens after each context, batched by context length."""
+    by_length: dict[int, list[int]] = {}
+    for index, ids in enumerate(contexts):
+        by_length.setdefault(len(ids), []).append(index)
+    out: list[list[int]] = [[] for _ in contexts]
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = torch.tensor([contexts[i] for i in chunk], device=device)
+            for i, tokens in zip(chunk, _greedy_batch(model, batch, steps).tolist()):
+                out[i] = tokens
+    return out
 
 
 @dataclass(frozen=True)
@@ -74,17 +90,18 @@ class ItemResult:
 
 def item_results(model, items: list[RetrievalItem], tokenizer=None, *, device: torch.device | str = "cpu",
                  generate: bool = False) -> list[ItemResult]:
-    """Each item scored once; ``generate`` (needs the tokenizer) adds greedy exact match."""
-    results = []
+    """Each item scored once; ``generate`` (an HF causal LM and the tokenizer) adds greedy exact match."""
+    ranks = []
     for item in items:
         scores = candidate_logprobs(model, item, device)
-        match = None
-        if generate:
-            steps = max(map(len, item.candidates))
-            match = tokenizer.decode(greedy_continuation(model, item.input_ids, steps, device)).strip() \
-                .startswith(item.value)
-        results.append(ItemResult(int((scores > scores[item.gold]).sum()), match, item.position))
-    return results
+        ranks.append(int((scores > scores[item.gold]).sum()))
+    matches: list[bool | None] = [None] * len(items)
+    if generate:
+        steps = max(len(c) for item in items for c in item.candidates)
+        continuations = greedy_continuations(model, [item.input_ids for item in items], steps, device)
+        matches = [tokenizer.decode(tokens).strip().startswith(item.value)
+                   for item, tokens in zip(items, continuations)]
+    return [ItemResult(rank, match, item.position) for rank, match, item in zip(ranks, matches, items)]
 
 
 def summarize(results: list[ItemResult], chance: float) -> RetrievalScores:

@@ -8,7 +8,7 @@ import torch
 
 from meap_scale.config import EvalSpec
 from meap_scale.data.prepare import PreparedData
-from meap_scale.data.retrieval import multidoc_grid, needle_grid
+from meap_scale.data.retrieval import multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
@@ -32,12 +32,24 @@ def _score_rows(task: str, condition: str, scores) -> list[dict]:
     return rows
 
 
+POSITIONED = ("needle", "needle_control", "multidoc")
+"""Tasks whose key fact sits at chosen positions (needle depths, gold documents), scored per position too."""
+
+
 def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
-    """Every item scored once, summarised overall and by position."""
+    """Every item scored once, summarised overall, by position, and for the needle by (length, depth): the
+    depth x length grid."""
     results = item_results(model, items, tokenizer, device=device, generate=True)
-    rows = _score_rows(task, "all", summarize(results, chance_of(items)))
-    for position, scores in by_position(results, chance_of(items)).items():
-        rows += _score_rows(task, f"position={position:g}", scores)
+    chance = chance_of(items)
+    rows = _score_rows(task, "all", summarize(results, chance))
+    if task in POSITIONED:
+        for position, scores in by_position(results, chance).items():
+            rows += _score_rows(task, f"position={position:g}", scores)
+    if task in ("needle", "needle_control"):
+        for length in sorted({len(item.input_ids) for item in items}):
+            cell = [r for r, item in zip(results, items) if len(item.input_ids) == length]
+            for position, scores in by_position(cell, chance).items():
+                rows += _score_rows(task, f"length={length},position={position:g}", scores)
     return rows
 
 
@@ -56,7 +68,13 @@ def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[
             items[task] = needle_grid(tokenizer, haystack, context_lens=lengths, depths=spec.depths,
                                       per_cell=spec.per_cell, max_context=seq_len, seed=spec.seed,
                                       n_candidates=spec.candidates, with_needle=with_needle)
-    if "multidoc" in spec.tasks:
+    if "two_hop" in spec.tasks:
+        items["two_hop"] = two_hop_grid(tokenizer, haystack, context_lens=lengths, per_cell=spec.per_cell,
+                                        max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
+    if "multidoc" in spec.tasks and spec.qa_file:
+        items["multidoc"] = qa_file_items(tokenizer, read_qa_file(spec.qa_file), documents=spec.documents,
+                                          max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
+    elif "multidoc" in spec.tasks:
         items["multidoc"] = multidoc_grid(tokenizer, haystack, documents=spec.documents, doc_tokens=spec.doc_tokens,
                                           per_position=spec.per_cell, max_context=seq_len, seed=spec.seed)
     return items
@@ -94,7 +112,7 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
                  for a, b, loss in zip(result.bucket_edges, result.bucket_edges[1:], result.bucket_loss)]
         summary["heldout_loss"] = result.loss
     items = _items(data, spec, seq_len, tokenizer)
-    for task in ("needle", "needle_control", "multidoc"):
+    for task in ("needle", "needle_control", "multidoc", "two_hop"):
         if task in spec.tasks:
             rows += _retrieval_rows(task, model, items[task], tokenizer, device)
             summary[f"{task}_accuracy"] = _headline(rows, task)
@@ -106,11 +124,14 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
 
 
 def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:
-    """Entropy per layer/head, the answer position's share on the needle, and MEAP's masking effects
-    (masks at the paper's 15%), averaged over the needle probes."""
+    """Entropy per layer/head, the answer position's share on the needle and on the answer value alone (the
+    paper's answer-span share), and MEAP's masking effects (masks at the paper's 15%), averaged over the
+    needle probes."""
     maps = [attention_maps(model, item.input_ids) for item in probes]
     per_head = torch.stack([entropy(m) for m in maps]).mean(dim=0)
     share = torch.stack([span_share(m, item.span_start, item.span_length) for m, item in zip(maps, probes)])
+    value = torch.stack([span_share(m, item.value_start, len(item.candidates[item.gold]))
+                         for m, item in zip(maps, probes)])
     effects = [masking_effect(model, item.input_ids, mask_token_id=mask_id, ratio=0.15,
                               generator=mask_generator(seed, k, 0, 0)) for k, item in enumerate(probes)]
     n = len(probes)
@@ -119,9 +140,17 @@ def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:
             for layer in range(per_head.shape[0]) for head in range(per_head.shape[1])]
     rows += [{"task": "attention", "condition": "all", "metric": "entropy", "value": float(per_head.mean()), "n": n},
              {"task": "attention", "condition": "all", "metric": "needle_share", "value": float(share.mean()), "n": n,
-              "stderr": float(share.mean(dim=(1, 2)).std() / n ** 0.5) if n > 1 else None},
+              "stderr": _stderr(share)},
+             {"task": "attention", "condition": "all", "metric": "value_share", "value": float(value.mean()), "n": n,
+              "stderr": _stderr(value)},
              {"task": "attention", "condition": "all", "metric": "masked_attention_change",
               "value": float(np.mean([e.masked_attention_change for e in effects])), "n": n},
              {"task": "attention", "condition": "all", "metric": "unmasked_variance_change",
               "value": float(np.mean([e.unmasked_variance_change for e in effects])), "n": n}]
     return rows
+
+
+def _stderr(shares: torch.Tensor) -> float | None:
+    """Standard error over probes of the (probes, layers, heads) shares' per-probe mean."""
+    n = shares.shape[0]
+    return float(shares.mean(dim=(1, 2)).std() / n ** 0.5) if n > 1 else None
