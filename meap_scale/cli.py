@@ -16,6 +16,7 @@ import typing
 from meap_scale.config import (ConfigError, DataSpec, EvalSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec,
                                field_docs)
 from meap_scale.data import DataError
+from meap_scale.evals.harness import COMMONSENSE
 
 # (section, spec class, fields left out of the command line, flag renames)
 _SECTIONS = (
@@ -127,15 +128,20 @@ def _add_eval_command(commands) -> None:
     evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint (retrieval, held-out loss)",
                                    description="Run an eval suite on a checkpoint written by a training run.")
     evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (holds model/ and run.json)")
-    evaluate.add_argument("--suite", choices=tuple(SUITES), default="retrieval",
+    evaluate.add_argument("--suite", choices=(*SUITES, "harness"), default="retrieval",
                           help="retrieval: needle, no-needle control, multi-document QA, two-hop; all: plus held-out "
-                               "loss and the attention analysis")
+                               "loss and the attention analysis; harness: commonsense benchmarks through "
+                               "lm-evaluation-harness (optional dependency, needs their data locally)")
     evaluate.add_argument("--per-cell", type=int, default=4, help="items per (length, depth) or gold position")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the eval items")
     evaluate.add_argument("--documents", type=int, default=8, help="documents per multi-document QA item")
     evaluate.add_argument("--doc-tokens", type=int, default=12, help="held-out tokens per document")
     evaluate.add_argument("--qa-file", default="",
                           help="multi-document QA from a local lost-in-the-middle file (JSON lines, .gz allowed)")
+    evaluate.add_argument("--harness-tasks", default=",".join(COMMONSENSE),
+                          help="harness suite: comma-separated task names (default: the MEAP paper's seven)")
+    evaluate.add_argument("--harness-include", help="harness suite: a folder of extra task YAML files (local data)")
+    evaluate.add_argument("--limit", type=int, help="harness suite: at most this many documents per task")
     evaluate.add_argument("--store", help="also append the rows to this results store's evals table")
 
 
@@ -245,27 +251,34 @@ def _fit(args: argparse.Namespace) -> int:
     return 0 if fitted == len(results) else 1
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _load_checkpoint(path: str):
+    """The run's spec and model from a checkpoint folder a training run wrote."""
     import os
 
     from transformers import LlamaForCausalLM
 
-    from meap_scale.config import EvalSpec
+    from meap_scale.train.checkpoint import MODEL_DIR, RUN_FILE
+
+    run_file = os.path.join(path, RUN_FILE)
+    if not os.path.exists(run_file):
+        raise ConfigError(f"{path} is not a meap-scale checkpoint folder (no {RUN_FILE})")
+    with open(run_file) as handle:
+        spec = RunSpec.from_dict(json.load(handle))
+    return spec, LlamaForCausalLM.from_pretrained(os.path.join(path, MODEL_DIR)).eval()
+
+
+def _eval(args: argparse.Namespace) -> int:
     from meap_scale.data import prepare_data
     from meap_scale.evals.suite import check_suite, run_suite
     from meap_scale.store import ResultsStore
-    from meap_scale.train.checkpoint import MODEL_DIR, RUN_FILE
 
-    run_file = os.path.join(args.checkpoint, RUN_FILE)
-    if not os.path.exists(run_file):
-        raise ConfigError(f"{args.checkpoint} is not a meap-scale checkpoint folder (no {RUN_FILE})")
-    with open(run_file) as handle:
-        spec = RunSpec.from_dict(json.load(handle))
+    spec, model = _load_checkpoint(args.checkpoint)
+    data = prepare_data(spec.data)
+    if args.suite == "harness":
+        return _harness(args, spec, model, data)
     evals = EvalSpec(tasks=SUITES[args.suite], per_cell=args.per_cell, seed=args.seed, documents=args.documents,
                      doc_tokens=args.doc_tokens, qa_file=args.qa_file)
-    data = prepare_data(spec.data)
     check_suite(data, evals, spec.data.seq_len)
-    model = LlamaForCausalLM.from_pretrained(os.path.join(args.checkpoint, MODEL_DIR))
     rows, summary = run_suite(model, data, evals, spec.data.seq_len)
     for row in rows:
         if row["condition"] == "all" or row["task"] == "heldout":
@@ -274,6 +287,28 @@ def _eval(args: argparse.Namespace) -> int:
     if args.store:
         ResultsStore(args.store).append("evals", [{"run_id": spec.run_id, **row} for row in rows])
     return 0
+
+
+def _harness(args: argparse.Namespace, spec: RunSpec, model, data) -> int:
+    """Exit 0 when some task ran; 1 when every one was skipped (their data is not on this machine)."""
+    from transformers import PreTrainedTokenizerFast
+
+    from meap_scale.evals.harness import run_harness
+    from meap_scale.store import ResultsStore
+
+    tasks = tuple(t.strip() for t in args.harness_tasks.split(",") if t.strip())
+    result = run_harness(model, PreTrainedTokenizerFast.from_pretrained(data.tokenizer_path), tasks,
+                         max_length=spec.data.seq_len, include=args.harness_include, limit=args.limit)
+    for task, why in result.skipped.items():
+        print(f"skipped {task}: {why}", file=sys.stderr)
+    for row in result.rows:
+        print(f"{row['task']:<24} {row['metric']:<9} {row['value']:.4f} ± {row['stderr'] or 0:.4f}  (n={row['n']})")
+    if args.store and result.rows:
+        ResultsStore(args.store).append("evals", [{"run_id": spec.run_id, **row} for row in result.rows])
+    if not result.rows:
+        print("no harness task could run: their data is not available on this machine (download them with "
+              "`datasets` where there is a network, or point --harness-include at local task files)", file=sys.stderr)
+    return 0 if result.rows else 1
 
 
 def main(argv: list[str] | None = None) -> int:

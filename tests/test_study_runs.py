@@ -172,7 +172,7 @@ def test_a_study_with_an_eval_suite_stores_every_evals_rows(ray_cluster, tmp_pat
     from meap_scale.study.runner import run_study
 
     spec = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"), name="with-evals")
-    evals = EvalSpec(tasks=EVAL_TASKS, context_lens=(64,), depths=(0.0, 1.0), per_cell=2, documents=2, doc_tokens=1)
+    evals = EvalSpec(tasks=EVAL_TASKS, context_lens=(56,), depths=(0.0, 1.0), per_cell=2, documents=2, doc_tokens=1)
     spec = replace(spec, base=replace(spec.base, evals=evals))
     assert run_study(spec).total == 2
     store = ResultsStore(spec.storage)

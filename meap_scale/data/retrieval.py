@@ -118,6 +118,17 @@ def _check_length(lengths, max_context: int) -> None:
         raise TaskError(f"context length(s) {too_long} exceed the model's maximum of {max_context} tokens")
 
 
+def _checked(items: list[RetrievalItem], max_context: int) -> list[RetrievalItem]:
+    """The items, if every context and its longest candidate answer fit the model: positions past its
+    maximum were never trained, so an answer scored there would measure extrapolation, not retrieval."""
+    _check_length(sorted({len(item.input_ids) for item in items}), max_context)
+    longest = max(len(item.input_ids) + max(map(len, item.candidates)) for item in items)
+    if longest > max_context:
+        raise TaskError(f"a context plus its answer takes {longest} tokens, over the model's maximum of "
+                        f"{max_context}: leave room for the answer (shorter contexts or documents)")
+    return items
+
+
 def needle_grid(tokenizer, haystack: list[int], *, context_lens: tuple[int, ...], depths: tuple[float, ...],
                 per_cell: int, max_context: int, seed: int = 0, n_candidates: int = 10,
                 with_needle: bool = True) -> list[RetrievalItem]:
@@ -125,9 +136,9 @@ def needle_grid(tokenizer, haystack: list[int], *, context_lens: tuple[int, ...]
     The control grid (``with_needle=False``) with the same seed has the same keys, values and haystacks."""
     _check_length(context_lens, max_context)
     rng = np.random.default_rng(seed)
-    return [needle_item(tokenizer, haystack, context_len=n, depth=d, rng=rng, n_candidates=n_candidates,
-                        with_needle=with_needle)
-            for n in context_lens for d in depths for _ in range(per_cell)]
+    return _checked([needle_item(tokenizer, haystack, context_len=n, depth=d, rng=rng, n_candidates=n_candidates,
+                                 with_needle=with_needle)
+                     for n in context_lens for d in depths for _ in range(per_cell)], max_context)
 
 
 def multidoc_item(tokenizer, haystack: list[int], *, documents: int, doc_tokens: int, gold_position: int,
@@ -166,8 +177,7 @@ def multidoc_grid(tokenizer, haystack: list[int], *, documents: int, doc_tokens:
     rng = np.random.default_rng(seed)
     items = [multidoc_item(tokenizer, haystack, documents=documents, doc_tokens=doc_tokens, gold_position=g, rng=rng)
              for g in range(documents) for _ in range(per_position)]
-    _check_length([max(len(item.input_ids) for item in items)], max_context)
-    return items
+    return _checked(items, max_context)
 
 
 def two_hop_item(tokenizer, haystack: list[int], *, context_len: int, rng: np.random.Generator,
@@ -218,8 +228,8 @@ def two_hop_grid(tokenizer, haystack: list[int], *, context_lens: tuple[int, ...
     bindings or as many as a short context holds (a 64-token context holds one)."""
     _check_length(context_lens, max_context)
     rng = np.random.default_rng(seed)
-    return [_fitting_two_hop(tokenizer, haystack, n, rng, n_candidates, distractors)
-            for n in context_lens for _ in range(per_cell)]
+    return _checked([_fitting_two_hop(tokenizer, haystack, n, rng, n_candidates, distractors)
+                     for n in context_lens for _ in range(per_cell)], max_context)
 
 
 def _fitting_two_hop(tokenizer, haystack: list[int], context_len: int, rng: np.random.Generator, n_candidates: int,
@@ -301,8 +311,7 @@ def qa_file_items(tokenizer, records: list[dict], *, documents: int, max_context
                                    span_length=span_length, value=value, key=record["question"],
                                    value_start=_find(ids[span_start:span_start + span_length], candidates[gold],
                                                      offset=span_start)))
-    _check_length([max(len(item.input_ids) for item in items)], max_context)
-    return items
+    return _checked(items, max_context)
 
 
 def _find(ids: list[int], part: tuple[int, ...], offset: int) -> int:

@@ -49,18 +49,18 @@ def _greedy_batch(model, batch: torch.Tensor, steps: int) -> torch.Tensor:
     return out[:, batch.shape[1]:]
 
 
-def greedy_continuations(model, contexts: list[list[int]], steps: int, device: torch.device | str = "cpu",
+def greedy_continuations(model, contexts: list[list[int]], steps: list[int], device: torch.device | str = "cpu",
                          batch_size: int = 16) -> list[list[int]]:
-    """``steps`` greedy tokens after each context, batched by context length."""
-    by_length: dict[int, list[int]] = {}
-    for index, ids in enumerate(contexts):
-        by_length.setdefault(len(ids), []).append(index)
+    """``steps[i]`` greedy tokens after ``contexts[i]``, batched by (context length, steps)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, (ids, count) in enumerate(zip(contexts, steps)):
+        groups.setdefault((len(ids), count), []).append(index)
     out: list[list[int]] = [[] for _ in contexts]
-    for indices in by_length.values():
+    for (_, count), indices in groups.items():
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             batch = torch.tensor([contexts[i] for i in chunk], device=device)
-            for i, tokens in zip(chunk, _greedy_batch(model, batch, steps).tolist()):
+            for i, tokens in zip(chunk, _greedy_batch(model, batch, count).tolist()):
                 out[i] = tokens
     return out
 
@@ -97,8 +97,8 @@ def item_results(model, items: list[RetrievalItem], tokenizer=None, *, device: t
         ranks.append(int((scores > scores[item.gold]).sum()))
     matches: list[bool | None] = [None] * len(items)
     if generate:
-        steps = max(len(c) for item in items for c in item.candidates)
-        continuations = greedy_continuations(model, [item.input_ids for item in items], steps, device)
+        continuations = greedy_continuations(model, [item.input_ids for item in items],
+                                             [max(map(len, item.candidates)) for item in items], device)
         matches = [tokenizer.decode(tokens).strip().startswith(item.value)
                    for item, tokens in zip(items, continuations)]
     return [ItemResult(rank, match, item.position) for rank, match, item in zip(ranks, matches, items)]

@@ -53,9 +53,15 @@ def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
     return rows
 
 
+ANSWER_ROOM = 8
+"""Tokens a default needle context leaves free for the answer (the values take at most four)."""
+
+
 def default_context_lens(seq_len: int) -> tuple[int, ...]:
-    """Half the model's context and all of it; all of it alone where half leaves too little haystack."""
-    return (seq_len // 2, seq_len) if seq_len >= 128 else (seq_len,)
+    """Half the model's context and all of it but the answer's room; the full one alone where half leaves
+    too little haystack."""
+    full = seq_len - ANSWER_ROOM
+    return (seq_len // 2, full) if seq_len >= 128 else (full,)
 
 
 def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[str, list]:

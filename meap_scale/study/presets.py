@@ -1,6 +1,7 @@
 """The three studies and their presets: ``smoke`` (minutes on a laptop), ``laptop`` (the CPU default,
 under 15 minutes on 2 cores) and ``paper`` (the MEAP paper's sizes, 4096 context, 1M-token batches,
-GPU workers).
+GPU workers). Every preset runs the whole eval suite after each run (retrieval, attention, held-out loss),
+sized to its context: the paper preset at 1k-4k tokens with 20-document QA.
 
 CPU presets are plumbing demos: at their scale MEAP and NTP both retrieve at chance and their loss
 differences are not evidence about MEAP (docs/design.md section 10).
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from meap_scale.config import ConfigError, DataSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.config import EVAL_TASKS, ConfigError, DataSpec, EvalSpec, ModelSpec, OptimSpec, RunSpec
 from meap_scale.models import LADDER, padded_vocab_size, param_counts
 from meap_scale.study.space import grid
 from meap_scale.study.spec import StudySpec
@@ -21,23 +22,28 @@ MEAP_RATIO = 0.15
 """The paper's best pretraining ratio, used wherever a study compares MEAP with NTP."""
 
 
-def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_every: int) -> RunSpec:
+def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_every: int,
+              evals: EvalSpec) -> RunSpec:
     return RunSpec(model=ModelSpec(size="debug"), data=DataSpec(seq_len=seq_len),
                    optim=OptimSpec(lr=3e-3, min_lr=3e-4, batch_tokens=batch_tokens, micro_batch_size=micro),
                    tokens=tokens, log_every=report_every, eval_every=report_every, eval_blocks=32,
-                   cpus_per_worker=1.0)
+                   cpus_per_worker=1.0, evals=evals)
 
 
 def _paper_base(size: str, tokens: int) -> RunSpec:
     return RunSpec(model=ModelSpec(size=size),
                    data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=8), tokens=tokens, workers=8,
-                   use_gpu=True, log_every=200, eval_every=200, checkpoint_every=1000, eval_blocks=256)
+                   use_gpu=True, log_every=200, eval_every=200, checkpoint_every=1000, eval_blocks=256,
+                   evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096), per_cell=10, documents=20,
+                                  doc_tokens=150))
 
 
 BASES: dict[str, Callable[[], RunSpec]] = {
-    "smoke": lambda: _cpu_base(seq_len=64, batch_tokens=1024, micro=16, tokens=65_536, report_every=16),
-    "laptop": lambda: _cpu_base(seq_len=128, batch_tokens=4096, micro=16, tokens=491_520, report_every=20),
+    "smoke": lambda: _cpu_base(seq_len=64, batch_tokens=1024, micro=16, tokens=65_536, report_every=16,
+                               evals=EvalSpec(tasks=EVAL_TASKS, per_cell=1, documents=2, doc_tokens=1)),
+    "laptop": lambda: _cpu_base(seq_len=128, batch_tokens=4096, micro=16, tokens=491_520, report_every=20,
+                                evals=EvalSpec(tasks=EVAL_TASKS, per_cell=2, documents=4, doc_tokens=6)),
     "paper": lambda: _paper_base("0.1b", tokens=2_621_440_000),
 }
 
