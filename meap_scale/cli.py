@@ -145,6 +145,18 @@ def _add_eval_command(commands) -> None:
     evaluate.add_argument("--store", help="also append the rows to this results store's evals table")
 
 
+def _add_report_command(commands) -> None:
+    report = commands.add_parser("report", help="write the HTML scaling report of a results store",
+                                 description="One self-contained HTML file (scripts, styles and data inline; it "
+                                             "opens offline): summary, scaling fits, MEAP vs NTP, mask-ratio sweep, "
+                                             "retrieval, curves, all runs, provenance.")
+    report.add_argument("--store", default="results", help="the results store (default: results)")
+    report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
+    report.add_argument("--study", help="only runs of this study")
+    report.add_argument("--figures", help="also write every figure as SVG and PNG into this folder")
+    report.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for fit bands (default: 100)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_store_commands(commands)
     _add_fit_command(commands)
     _add_eval_command(commands)
+    _add_report_command(commands)
     return parser
 
 
@@ -311,6 +324,19 @@ def _harness(args: argparse.Namespace, spec: RunSpec, model, data) -> int:
     return 0 if result.rows else 1
 
 
+def _report(args: argparse.Namespace) -> int:
+    from meap_scale.report.build import build_report
+
+    built = build_report(args.store, args.out, study=args.study, figures_dir=args.figures, bootstrap=args.bootstrap)
+    print(f"wrote {built.path} ({built.size_bytes / 1e6:.1f} MB, {len(built.figures)} figures, "
+          f"{built.seconds:.1f} s); sections: {', '.join(built.sections)}")
+    if built.missing:
+        print(f"not shown (the store lacks their data): {', '.join(built.missing)}")
+    if args.figures:
+        print(f"figures as SVG and PNG in {args.figures}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "study":
@@ -320,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     from meap_scale.scaling import ScalingFitError
     from meap_scale.store import StoreError
 
-    commands = {"train": _train, "store": _store, "fit": _fit, "eval": _eval}
+    commands = {"train": _train, "store": _store, "fit": _fit, "eval": _eval, "report": _report}
     try:
         return commands[args.command](args)
     except (ConfigError, DataError, StoreError, ScalingFitError) as error:

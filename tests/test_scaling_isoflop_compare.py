@@ -57,12 +57,19 @@ def test_budgets_are_grouped_by_nearby_compute():
 
 @pytest.mark.parametrize("factors, budgets, message", [
     ((0.5, 1, 2), (1e18,), "at least two compute budgets"),
-    ((0.5, 2), (1e18, 1e19), "at least three model sizes"),
+    ((0.5, 2), (1e18, 1e19), "at least three distinct model sizes"),
 ])
 def test_isoflop_degenerate_designs_fail_clearly(factors, budgets, message):
     n, d, loss, _ = isoflop_runs(factors=factors, budgets=budgets)
     with pytest.raises(ScalingFitError, match=message):
         fit_isoflop(n, d, loss)
+
+
+def test_seeds_of_one_size_do_not_count_as_sizes_of_a_budget():
+    n, d, loss, _ = isoflop_runs(factors=(0.5, 2), budgets=(1e18, 1e19))
+    repeated = [np.tile(column, 3) for column in (n, d, loss)]  # three seeds of each (size, budget)
+    with pytest.raises(ScalingFitError, match=r"three distinct model sizes.*\[2, 2\]"):
+        fit_isoflop(*repeated)
 
 
 def test_the_same_law_is_worth_exactly_its_own_compute():

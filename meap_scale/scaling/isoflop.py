@@ -37,6 +37,8 @@ def group_budgets(compute: np.ndarray) -> np.ndarray:
 
 def fit_parabola(x: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """Coefficients (c0, c1, c2) of loss = c0 + c1 x + c2 x^2, fitted with a soft-L1 loss."""
+    if np.unique(x).size < 3:
+        raise ScalingFitError("a parabola needs at least three distinct model sizes")
     center = x.mean()
     with warnings.catch_warnings():  # resamples may repeat sizes; the soft-L1 fit below copes
         warnings.simplefilter("ignore", np.exceptions.RankWarning)
@@ -140,12 +142,12 @@ def fit_isoflop(n, d, loss, *, bootstrap_samples: int = 0, interval: float = 0.9
     n, d, loss = _check(n, d, loss)
     compute = 6.0 * n * d
     labels = group_budgets(compute)
-    counts = np.bincount(labels)
+    counts = np.array([np.unique(n[labels == b]).size for b in range(labels.max() + 1)])
     if counts.size < 2:
         raise ScalingFitError("IsoFLOP needs at least two compute budgets")
     if counts.min() < 3:
-        raise ScalingFitError(f"every budget needs at least three model sizes for a parabola; sizes per budget: "
-                              f"{counts.tolist()}")
+        raise ScalingFitError(f"every budget needs at least three distinct model sizes for a parabola; sizes per "
+                              f"budget: {counts.tolist()}")
     log_n = np.log(n)
     budget_c = np.array([np.exp(np.log(compute[labels == b]).mean()) for b in range(counts.size)])
     x_star, l_star = _optima(log_n, loss, labels)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from meap_scale.config import ConfigError
@@ -46,9 +47,22 @@ def print_outcome(outcome) -> None:
               f"tokens={best['tokens']:<10} lr={best['lr']:<7g} val_loss={best['val_loss_mean']:.4f} "
               f"± {best['val_loss_std']:.4f} (sd over {best['seeds']} seed(s))")
     print(f"results store: {outcome.store}  (read it with `meap-scale store ls --storage {outcome.store}`)")
-    print("report: the HTML scaling report is not built yet (planned); the store holds everything it will read")
     if not outcome.spec.base.use_gpu:
         print(CPU_NOTE)
+
+
+def report_path(store: str, study: str) -> str:
+    """Next to a local store; in the working directory when the store is remote (s3://, gs://)."""
+    name = f"report-{study}.html"
+    return name if "://" in store else os.path.join(store, name)
+
+
+def write_report(outcome) -> None:
+    from meap_scale.report.build import build_report
+
+    built = build_report(outcome.store, report_path(outcome.store, outcome.spec.name), study=outcome.spec.name)
+    print(f"report: {built.path}  (open it in a browser; rebuild with `meap-scale report --store {outcome.store} "
+          f"--study {outcome.spec.name}`)")
 
 
 def run_from_args(study: str, args: argparse.Namespace) -> int:
@@ -61,6 +75,7 @@ def run_from_args(study: str, args: argparse.Namespace) -> int:
         print(f"{study}: error: {error}", file=sys.stderr)
         return 2
     print_outcome(outcome)
+    write_report(outcome)
     return 0 if outcome.failed == 0 else 1
 
 

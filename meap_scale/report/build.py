@@ -1,0 +1,107 @@
+"""``build_report``: the results store in, one self-contained HTML file (and optionally figure files) out."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+
+from meap_scale.report import sections as S
+from meap_scale.report.data import load_report_data
+from meap_scale.report.page import render
+from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.scaling.from_store import GroupFit, fit_groups
+from meap_scale.store import ResultsStore
+
+CPU_BANNER = ("CPU-scale runs only: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and their "
+              "loss differences are not evidence about MEAP (docs/design.md section 10).")
+CHANCE_BANNER = ("Every retrieval score in this store is within two standard errors of chance: no run retrieves "
+                 "key information yet, for either objective.")
+FIGURE_FORMATS = ("svg", "png")
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    path: str
+    sections: tuple[str, ...]
+    missing: tuple[str, ...]
+    figures: tuple[str, ...]
+    size_bytes: int
+    seconds: float
+
+
+GROUPS = {3: ("objective", "mask_ratio"), 2: ("study", "objective", "mask_ratio")}
+"""One law per objective over every run; IsoFLOP profiles per study, whose runs share compute budgets."""
+
+
+def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int) -> list[GroupFit]:
+    """The fits of ``approach``; none (rather than an error) when the store has nothing to fit."""
+    try:
+        return fit_groups(store, group_by=GROUPS[approach], study=study, bootstrap_samples=bootstrap,
+                          approach=approach)
+    except ScalingFitError:
+        return []
+
+
+def _version() -> str:
+    try:
+        return version("meap-scale")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_report(store_url: str, out: str, *, study: str | None = None, figures_dir: str | None = None,
+                 bootstrap: int = 100) -> BuiltReport:
+    """Write the report for ``store_url`` (one ``study`` or all) to ``out``; ``figures_dir`` also gets every
+    figure as SVG and PNG. Fits are made here, with ``bootstrap`` resamples for their bands."""
+    started = time.perf_counter()
+    store = ResultsStore(store_url)
+    data = load_report_data(store, study)
+    fits, isoflops = _fits(store, study, bootstrap, 3), _fits(store, study, bootstrap, 2)
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops), S.meap_vs_ntp(data, fits),
+             S.mask_ratio(data, S.importances(data)), S.retrieval(data), S.curves(data)]
+    if data.runs:
+        built.append(S.Section("runs", "All runs", "Every run in the store: click a column to sort, type to filter.",
+                               run_columns=S.RUN_COLUMNS))
+    built.append(S.provenance(data, generated, _version()))
+    sections = [s for s in built if isinstance(s, S.Section)]
+    missing = [s for s in built if isinstance(s, S.Missing)]
+    figures = {f.name: f.spec for s in sections for f in s.figures}
+    banners = []
+    if not data.runs:
+        banners.append(f"The store at {store.url} has no runs" + (f" for study {study!r}" if study else "")
+                       + ": run a study (python studies/mask_ratio_sweep.py) and build the report again.")
+    elif not any(r["use_gpu"] for r in data.runs):
+        banners.append(CPU_BANNER)
+    if S.at_chance(data):
+        banners.append(CHANCE_BANNER)
+    title = f"meap-scale report: {study}" if study else "meap-scale report"
+    page = render(title, f"{len(data.runs)} runs from {store.url}, generated {generated}", banners, sections,
+                  missing, figures, S.run_records(data))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as handle:
+        handle.write(page)
+    if figures_dir:
+        export_figures(figures, figures_dir)
+    return BuiltReport(path=os.path.abspath(out), sections=tuple(s.key for s in sections),
+                       missing=tuple(m.key for m in missing), figures=tuple(figures),
+                       size_bytes=len(page.encode()), seconds=time.perf_counter() - started)
+
+
+def export_figures(figures: dict[str, dict], folder: str) -> list[str]:
+    """Every figure as ``<name>.svg`` and ``<name>.png`` (rendered offline by vl-convert), for papers."""
+    import vl_convert
+
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, spec in figures.items():
+        path = os.path.join(folder, name)
+        with open(f"{path}.svg", "w", encoding="utf-8") as handle:
+            handle.write(vl_convert.vegalite_to_svg(spec))
+        with open(f"{path}.png", "wb") as handle:
+            handle.write(vl_convert.vegalite_to_png(spec, scale=2))
+        written += [f"{path}.svg", f"{path}.png"]
+    return written
