@@ -44,7 +44,10 @@ def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp
         curve = store.curves(run["run_id"]).to_pylist()
         assert {p["step"] for p in curve} == {16, 32, 48, 64}
         assert {p["metric"] for p in curve} >= {"train_loss", "val_loss", "lr", "tokens_per_s"}
-    assert "2 trained now" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 trained now" in printed and f"report: {store_path / 'report-mask-ratio-smoke.html'}" in printed
+    page = (store_path / "report-mask-ratio-smoke.html").read_text()
+    assert "CPU-scale runs only: a plumbing demo" in page and 'id="fig-needle_heatmap"' in page
     written = run_files(store_path)
 
     assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path)) == 0
