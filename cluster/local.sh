@@ -1,39 +1,65 @@
 #!/usr/bin/env bash
-# Start or stop a one-machine Ray cluster with token authentication, for `ray job submit`.
+# A Ray cluster on this machine, with token authentication, for `ray job submit` and the dashboard.
 #
-#   cluster/local.sh start [NUM_CPUS]   # head node; prints how to submit a study
+#   cluster/local.sh start [NUM_CPUS] [--worker-cpus M]   # head node (+ a second node with M CPUs)
+#   cluster/local.sh status                                # nodes and resources (`ray status`)
 #   cluster/local.sh stop
 #
-# Ports: RAY_PORT (default 6379) and DASHBOARD_PORT (default 8265). Token: ~/.ray/auth_token, created
-# on first start (`ray get-auth-token --generate`); clients need RAY_AUTH_MODE=token and that file.
-# Note: `stop` runs `ray stop`, which stops every Ray process of this user on the machine.
+# The second node is a separate raylet on the same machine with its own CPUs and temp dir, so multi-node
+# placement (e.g. --placement STRICT_SPREAD) can be tried without a second machine; both share local storage.
+# Ports: RAY_PORT (default 6379) and DASHBOARD_PORT (default 8265); the dashboard listens on 127.0.0.1.
+# Token: ~/.ray/auth_token, created on first start (`ray get-auth-token --generate`); clients need
+# RAY_AUTH_MODE=token and that file. `stop` runs `ray stop`: it stops every Ray process of this user.
 set -euo pipefail
 action=${1:-}
+shift || true
 port=${RAY_PORT:-6379}
 dashboard_port=${DASHBOARD_PORT:-8265}
 export RAY_AUTH_MODE=token
 
+usage() {
+  echo "usage: cluster/local.sh start [NUM_CPUS] [--worker-cpus M] | status | stop" >&2
+  exit 2
+}
+
 case "$action" in
   start)
+    cpus=() worker_cpus=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --worker-cpus) worker_cpus=${2:?--worker-cpus needs a number}; shift 2 ;;
+        [0-9]*) cpus=(--num-cpus "$1"); shift ;;
+        *) usage ;;
+      esac
+    done
     [ -s "$HOME/.ray/auth_token" ] || ray get-auth-token --generate >/dev/null
-    cpus=()
-    [ -n "${2:-}" ] && cpus=(--num-cpus "$2")
     ray start --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" \
       --disable-usage-stats "${cpus[@]}"
+    if [ -n "$worker_cpus" ]; then
+      # its own temp dir: nodes sharing one would share (and garbage-collect) each other's job files
+      ray start --address "127.0.0.1:$port" --num-cpus "$worker_cpus" --disable-usage-stats \
+        --temp-dir "${TMPDIR:-/tmp}/ray-node2-$port"
+      for _ in $(seq 60); do  # the head learns of the new node within seconds
+        [ "$(ray status --address "127.0.0.1:$port" 2>/dev/null | grep -c ' node_')" -ge 2 ] && break
+        sleep 1
+      done
+    fi
     cat <<MSG
 
-Ray head is up with token authentication (token: $HOME/.ray/auth_token).
+Ray is up with token authentication (token: $HOME/.ray/auth_token)$([ -n "$worker_cpus" ] && echo ", two nodes").
 Dashboard: http://127.0.0.1:$dashboard_port
 Submit a study from the repository root:
   RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:$dashboard_port --working-dir . -- \\
     python studies/mask_ratio_sweep.py --preset smoke --storage $PWD/results
 MSG
     ;;
+  status)
+    ray status --address "127.0.0.1:$port"
+    ;;
   stop)
     ray stop
     ;;
   *)
-    echo "usage: cluster/local.sh start [NUM_CPUS] | stop" >&2
-    exit 2
+    usage
     ;;
 esac

@@ -263,7 +263,9 @@ class EvalSpec(_Serialisable):
         _require(2 <= self.candidates <= 20, f"evals.candidates must be in [2, 20], got {self.candidates}")
 
 
-_NON_IDENTITY_FIELDS = ("name", "storage_path", "max_failures", "fail_at_step", "workers", "cpus_per_worker")
+PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+_NON_IDENTITY_FIELDS = ("name", "storage_path", "max_failures", "fail_at_step", "workers", "cpus_per_worker",
+                        "placement")
 
 
 @dataclass(frozen=True)
@@ -288,6 +290,8 @@ class RunSpec(_Serialisable):
     """One GPU per worker, NCCL; otherwise CPU workers with gloo."""
     cpus_per_worker: float = 1.0
     """CPUs Ray reserves per worker (fractions allowed, e.g. 0.5 on a 2-core laptop)."""
+    placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers: PACK fills nodes first; STRICT_SPREAD puts every worker on its own node."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """``auto``: bf16 autocast on GPU, fp32 on CPU."""
     compile: bool = False
@@ -315,6 +319,7 @@ class RunSpec(_Serialisable):
         _positive("run", tokens=self.tokens, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
                   eval_blocks=self.eval_blocks, log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
         _one_of("run", "precision", self.precision, PRECISIONS)
+        _one_of("run", "placement", self.placement, PLACEMENTS)
         _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.max_failures >= 0,
                  "run.eval_every, run.checkpoint_every and run.max_failures must not be negative")
         _require(self.objective.name != "meap_sft",

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from meap_scale.config import ConfigError
+from meap_scale.config import PLACEMENTS, ConfigError
 from meap_scale.data import DataError
 from meap_scale.store import StoreError
 from meap_scale.study.presets import PRESETS, build_study
@@ -25,6 +25,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus-per-worker", type=int, choices=(0, 1),
                         help="1: one GPU per worker with NCCL; 0: CPU workers with gloo (default: the preset's)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs Ray reserves per worker (default: the preset's)")
+    parser.add_argument("--placement", choices=PLACEMENTS,
+                        help="how Ray places a run's workers; STRICT_SPREAD: each on its own node (default: PACK)")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=float, help="token budget per run, where the study does not vary it")
     parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, or hf:NAME[:CONFIG]")
@@ -33,6 +35,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def study_from_args(study: str, args: argparse.Namespace):
     changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
+               "placement": args.placement,
                "tokens": int(args.tokens) if args.tokens is not None else None,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.storage, "max_concurrent": args.max_concurrent}

@@ -105,7 +105,7 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 }
 
 
-RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens")
+RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement")
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")

@@ -65,18 +65,18 @@ class _Progress:
                 "eta_s": eta, "seed": seed, **metrics}
 
 
-def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report) -> dict:
+def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str) -> dict:
     """The loop inside the trial's own process; resumes from the run's latest local checkpoint."""
     root = posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
     config = {"run": run.to_dict(), "data": prepared.to_dict(), "checkpoint_root": root,
-              "resume_from": latest_checkpoint(root) if root else None}
+              "resume_from": latest_checkpoint(root) if root else None, "study": study}
     return train_loop_per_worker(config, local_session(config, emit=report))
 
 
-def _train_distributed(run: RunSpec, prepared: PreparedData) -> dict:
+def _train_distributed(run: RunSpec, prepared: PreparedData, study: str) -> dict:
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    result = run_training(run, prepared, callbacks=[TuneReportCallback()])
+    result = run_training(run, prepared, callbacks=[TuneReportCallback()], study=study)
     return {"final": result.final, "curve": result.curve, "evals": list(result.evals),
             "eval_summary": result.eval_summary}
 
@@ -98,8 +98,8 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     started, clock = utc_now(), time.perf_counter()
     report = lambda metrics: tune.report(progress.decorate(metrics, run.seed))  # noqa: E731
     try:
-        out = (_train_in_process(run, prepared, ctx["locations"], report) if run.workers == 1
-               else _train_distributed(run, prepared))
+        out = (_train_in_process(run, prepared, ctx["locations"], report, study) if run.workers == 1
+               else _train_distributed(run, prepared, study))
     except Exception:
         _record_failure(store, run, prepared, study, trial_id, started, ctx["env"])
         raise
@@ -180,6 +180,23 @@ def _scheduler(spec: StudySpec):
     return ASHAScheduler(time_attr=TIME_ATTR, max_t=longest + 1, grace_period=max(1, longest // 8))
 
 
+def _short(config: dict) -> list[str]:
+    parts = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            parts += _short(value)
+        else:
+            parts.append(f"{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
+                         else f"{key.rsplit('.', 1)[-1]}={value}")
+    return parts
+
+
+def trial_name(trial) -> str:
+    """What the trial varies, e.g. ``4f2a1_00003_mask_ratio=0.15,lr=0.003``: Tune's table, logs and the
+    dashboard's trial views then say which configuration is which."""
+    return f"{trial.trial_id}_{','.join(_short(trial.config))}"
+
+
 def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
     from ray import tune
 
@@ -193,7 +210,7 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
         tune_config=tune.TuneConfig(metric=METRIC if len(spec.metrics) == 1 else None,
                                     mode=MODE if len(spec.metrics) == 1 else None, search_alg=_searcher(spec),
                                     scheduler=_scheduler(spec), num_samples=spec.num_samples,
-                                    max_concurrent_trials=concurrency),
+                                    max_concurrent_trials=concurrency, trial_name_creator=trial_name),
         run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune),
     )
 

@@ -30,16 +30,18 @@ from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, s
 from meap_scale.train.metrics import mfu, peak_flops
 from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
+from meap_scale.train.telemetry import telemetry_for
 
 
 def train_loop_per_worker(config: dict, session: Session | None = None) -> dict:
-    """Train one run; ``config`` holds ``run`` (RunSpec dict) and ``data`` (PreparedData dict).
+    """Train one run; ``config`` holds ``run`` (RunSpec dict), ``data`` (PreparedData dict) and optionally
+    ``study`` (the name its live metrics are tagged with).
 
     The session defaults to the Ray Train worker's, or a standalone one. Returns rank 0's curve
     (every report), the final metrics and the data digest of all ranks.
     """
     return TrainingRun(RunSpec.from_dict(config["run"]), PreparedData.from_dict(config["data"]),
-                       session or current_session(config)).run()
+                       session or current_session(config), study=config.get("study")).run()
 
 
 def _device(spec: RunSpec, session: Session) -> torch.device:
@@ -60,8 +62,9 @@ def chain_digest(previous: str, blocks: np.ndarray) -> str:
 class TrainingRun:
     """The state of one rank: model, optimiser, data order and the metrics gathered between reports."""
 
-    def __init__(self, spec: RunSpec, data: PreparedData, session: Session) -> None:
+    def __init__(self, spec: RunSpec, data: PreparedData, session: Session, study: str | None = None) -> None:
         self.spec, self.data, self.session = spec, data, session
+        self.telemetry = telemetry_for(spec, study, session.rank)
         self.device = _device(spec, session)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -189,6 +192,9 @@ class TrainingRun:
                           self.session.world_size)
         if utilisation is not None:
             metrics["mfu"] = utilisation
+        if self.device.type == "cuda":
+            metrics["gpu_memory_bytes"] = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         return metrics
 
     def _report(self, step: int, metrics: dict) -> None:
@@ -199,6 +205,8 @@ class TrainingRun:
         if self.session.rank == 0:
             self.state.curve.append(metrics)
         self.state.step, self.state.data_digests = step, digests or self.state.data_digests
+        if self.telemetry:
+            self.telemetry.record(metrics)
         with _checkpoint_folder(self, step if checkpoint else None) as folder:
             self.session.report(metrics, folder)
 

@@ -67,17 +67,22 @@ def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
         detail = ", ".join(f"{k}: needs {need:g}, cluster has {have:g}" for k, (need, have) in short.items())
         raise ConfigError(f"the local Ray cluster is too small for {spec.workers} worker(s) ({detail}); "
                           f"lower --workers or --cpus-per-worker")
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if spec.placement == "STRICT_SPREAD" and spec.workers > nodes:
+        raise ConfigError(f"placement STRICT_SPREAD puts each of {spec.workers} workers on its own node; the local "
+                          f"cluster has {nodes} node(s)")
 
 
-def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list):
+def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list, study: str | None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": spec.to_dict(), "data": prepared.to_dict()},
-        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu, resources_per_worker=resources),
+        train_loop_config={"run": spec.to_dict(), "data": prepared.to_dict(), "study": study},
+        scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu, resources_per_worker=resources,
+                                     placement_strategy=spec.placement),
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
         run_config=RunConfig(
             name=spec.run_id,
@@ -89,17 +94,19 @@ def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list):
     )
 
 
-def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks: list | None = None) -> RunResult:
+def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks: list | None = None,
+                 study: str | None = None) -> RunResult:
     """Train ``spec`` on the Ray cluster; raises the worker's error if the run fails.
 
-    ``callbacks`` are Ray Train run callbacks, e.g. Tune's ``TuneReportCallback`` inside a study trial.
+    ``callbacks`` are Ray Train run callbacks, e.g. Tune's ``TuneReportCallback`` inside a study trial;
+    ``study`` tags the run's live metrics.
     """
     prepared = prepared or prepare_data(spec.data)
     check_suite(prepared, spec.evals, spec.data.seq_len)
     ensure_ray()
     check_local_cluster(spec)
     started = time.perf_counter()
-    result = _trainer(spec, prepared, callbacks or []).fit()
+    result = _trainer(spec, prepared, callbacks or [], study).fit()
     if result.error:
         raise result.error
     returned = result.return_value or {}
