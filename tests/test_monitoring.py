@@ -28,25 +28,28 @@ def scrape(port: int) -> list[tuple[str, dict, float]]:
     return samples
 
 
-def test_a_training_run_exports_its_metrics_with_their_tags(ray_cluster):
+def test_a_training_run_exports_its_metrics_with_their_tags(ray_cluster, tmp_path):
     from meap_scale.train.trainer import run_training
 
     port = next(node["MetricsExportPort"] for node in ray_cluster.nodes() if node["Alive"])
     spec = tiny_run(objective=ObjectiveSpec(name="meap", mask_ratio=0.2), tokens=512 * 1500, log_every=50,
-                    eval_every=500, cpus_per_worker=0.5)  # ~30 s: several of the agent's 10 s export periods
+                    eval_every=500, cpus_per_worker=0.5,  # ~30 s: several of the agent's 10 s export periods
+                    storage_path=str(tmp_path / "runs"))  # a fresh run: one already finished would resume at its end
     errors: list[BaseException] = []
     runner = threading.Thread(target=lambda: _run(run_training, spec, errors))
     runner.start()
     ours: dict[str, tuple[dict, float]] = {}
     deadline = time.monotonic() + 180
+    seen: list = []
     while time.monotonic() < deadline and not errors:
-        ours = {name: (tags, value) for name, tags, value in scrape(port) if tags.get("run") == spec.run_id}
+        seen = scrape(port)
+        ours = {name: (tags, value) for name, tags, value in seen if tags.get("run") == spec.run_id}
         if {"tokens_per_s", "train_loss", "val_loss", "tokens", "lr"} <= set(ours):
             break
         time.sleep(2)
     runner.join()
     assert not errors, errors
-    assert {"tokens_per_s", "train_loss", "val_loss", "tokens", "lr"} <= set(ours), sorted(ours)
+    assert {"tokens_per_s", "train_loss", "val_loss", "tokens", "lr"} <= set(ours), (port, seen[:5])
     assert set(ours) <= set(GAUGES)
     tags, _ = ours["train_loss"]
     assert {k: tags[k] for k in ("study", "objective", "mask_ratio", "model_size", "rank")} == \
