@@ -2,28 +2,20 @@
 2-worker DDP study whose workers must sit on different nodes (STRICT_SPREAD), one shared store."""
 
 import json
-import os
 import subprocess
-import sys
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
 from meap_scale.store import ResultsStore
-from test_ray_job import REPO, free_port
+from test_ray_job import REPO, cluster_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_a_strict_spread_ddp_study_runs_across_two_nodes(no_ray_in_process, tmp_path):
-    dashboard = free_port()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(free_port()),
-           "DASHBOARD_PORT": str(dashboard), "RAY_AUTH_MODE": "token",
-           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-    env.pop("RAY_ADDRESS", None)
-    (tmp_path / "home").mkdir()
-    store, address = tmp_path / "shared" / "results", f"http://127.0.0.1:{dashboard}"
+    env, address = cluster_env(tmp_path)
+    store = tmp_path / "shared" / "results"
 
     def sh(*argv, timeout=600):
         return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -20,14 +20,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_process, tmp_path):
+def cluster_env(tmp_path: Path) -> tuple[dict, str]:
+    """The environment cluster/local.sh and the `ray` CLI run in (its own HOME, so its own token; free
+    ports; this environment's `ray` first on the PATH), and the dashboard address."""
     dashboard = free_port()
-    bin_dir = str(Path(sys.executable).parent)  # this environment's `ray`, for the script and for us
     env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(free_port()),
            "DASHBOARD_PORT": str(dashboard), "RAY_AUTH_MODE": "token",
-           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
     (tmp_path / "home").mkdir()
+    return env, f"http://127.0.0.1:{dashboard}"
+
+
+def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_process, tmp_path):
+    env, address = cluster_env(tmp_path)
     store = tmp_path / "results"
 
     def sh(*argv, timeout=600):
@@ -37,7 +43,6 @@ def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_proce
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         assert (tmp_path / "home" / ".ray" / "auth_token").exists()
-        address = f"http://127.0.0.1:{dashboard}"
         submitted = sh("ray", "job", "submit", "--address", address, "--submission-id", "smoke-job",
                        "--working-dir", ".", "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke",
                        "--storage", str(store))
