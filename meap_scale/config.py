@@ -132,7 +132,9 @@ class ObjectiveSpec(_Serialisable):
     """``ntp``: next-token prediction; ``meap``: MEAP pretraining; ``meap_sft``: MEAP fine-tuning."""
     mask_ratio: float | None = None
     """Fraction of input positions replaced by [MASK], in [0, 1). Default: 0 for ntp, 0.15 for meap
-    (the paper's best pretraining ratio), 0.10 for meap_sft (of the answer tokens)."""
+    (the paper's best pretraining ratio), 0.10 for meap_sft (of the answer tokens). ``meap`` at ratio 0
+    is the NTP baseline and becomes ``ntp`` (the reference's k = max(1, int(L * ratio)) would mask one
+    token per row), in the CLI and in studies alike."""
     mask_sampling: Literal["per_row", "shared_columns"] = "per_row"
     """``per_row``: independent positions per row; ``shared_columns``: one set of positions for the
     whole micro-batch, as the reference code does."""
@@ -148,6 +150,8 @@ class ObjectiveSpec(_Serialisable):
         _one_of("objective", "name", self.name, OBJECTIVES)
         _one_of("objective", "mask_sampling", self.mask_sampling, MASK_SAMPLINGS)
         _one_of("objective", "sft_variant", self.sft_variant, SFT_VARIANTS)
+        if self.name == "meap" and self.mask_ratio == 0:
+            object.__setattr__(self, "name", "ntp")
         if self.mask_ratio is None:
             object.__setattr__(self, "mask_ratio", DEFAULT_MASK_RATIO[self.name])
         _require(isinstance(self.mask_ratio, (int, float)) and 0.0 <= self.mask_ratio < 1.0,
@@ -264,8 +268,11 @@ class EvalSpec(_Serialisable):
 
 
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-_NON_IDENTITY_FIELDS = ("name", "storage_path", "max_failures", "fail_at_step", "workers", "cpus_per_worker",
-                        "placement")
+IDENTITY_VERSION = 2
+"""Bumped when the identity's fields or meaning change (2: weight-changing fields only, stream-keyed masks)."""
+OBJECTIVE_IDENTITY = {"ntp": ("name",), "meap": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens"),
+                      "meap_sft": tuple(f.name for f in dataclasses.fields(ObjectiveSpec))}
+"""The objective fields that change what a run trains on (NTP masks nothing, so its mask settings do not)."""
 
 
 @dataclass(frozen=True)
@@ -350,12 +357,35 @@ class RunSpec(_Serialisable):
         return self.sequences_per_step // (self.optim.micro_batch_size * self.workers)
 
     @property
+    def precision_used(self) -> str:
+        """The precision the run trains in: ``auto`` resolves to bf16 on GPU, fp32 on CPU."""
+        if self.precision != "auto":
+            return self.precision
+        return "bf16" if self.use_gpu else "fp32"
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that changes the trained weights, and nothing else.
+
+        Model, objective (with its mask sampling), data (not where it is cached), optimiser with the
+        global batch (not the micro-batch: accumulation and DDP give the same mean gradient), the tokens
+        actually trained, the seed and the precision used. Not identity: workers, CPUs, placement,
+        micro-batch size, logging, validation and checkpoint cadence, evals, names and storage. MEAP
+        masks are keyed by stream position (``meap_scale.objectives.StreamPlace``), so they are the same
+        whatever the resources.
+        """
+        data = self.to_dict()
+        data["data"].pop("cache_dir")
+        data["optim"].pop("micro_batch_size")
+        return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
+                "objective": {k: data["objective"][k] for k in OBJECTIVE_IDENTITY[self.objective.name]},
+                "optim": data["optim"], "tokens": self.steps * self.optim.batch_tokens, "seed": self.seed,
+                "precision": self.precision_used}
+
+    @property
     def run_id(self) -> str:
-        """The name, or a readable id plus a hash of everything that changes the result."""
+        """The name, or a readable id plus a hash of the run's ``identity``."""
         if self.name:
             return self.name
-        identity = {k: v for k, v in self.to_dict().items() if k not in _NON_IDENTITY_FIELDS}
-        identity["data"].pop("cache_dir")  # where blocks are cached does not change them
-        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
         ratio = f"{self.objective.mask_ratio:g}" if self.objective.name != "ntp" else ""
         return f"{self.objective.name}{ratio}-{self.model.size}-s{self.seed}-{digest}"

@@ -15,11 +15,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from meap_scale.config import ObjectiveSpec
 
 IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class StreamPlace:
+    """Where a batch's rows sit in a run's token stream: every random choice an objective makes is keyed
+    by it, never by rank, micro-step or worker count."""
+
+    seed: int
+    """The run's seed."""
+    step: int
+    """Optimiser step (``shared_columns`` masks one set of columns per step, for the whole global batch)."""
+    positions: tuple[int, ...]
+    """Global sequence index of each row in the run's token stream."""
+
+    def scores(self, sampling: str, candidates: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """Mask scores for ``meap_mask``: one row per sequence (``per_row``) or one per step (``shared_columns``)."""
+        if sampling == "shared_columns":
+            return mask_scores(self.seed, [self.step], candidates, stream="step", device=device)
+        return mask_scores(self.seed, self.positions, candidates, device=device)
 
 
 @dataclass(frozen=True)
@@ -35,12 +55,23 @@ def mask_count(length: int, ratio: float) -> int:
     return max(1, int(length * ratio))
 
 
-def mask_generator(seed: int, step: int, micro_step: int, rank: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator seeded by (seed, step, micro-step, rank) so a resumed run redraws the same masks."""
-    mixed = ((seed * 1_000_003 + step) * 1_000_033 + micro_step) * 1_000_037 + rank
-    generator = torch.Generator(device=device)
-    generator.manual_seed(mixed % (2**63 - 1))
-    return generator
+MASK_STREAMS = {"row": 0, "step": 1, "probe": 2}
+"""Independent random streams: a training row's masks, a shared-columns step's masks, an eval probe's masks."""
+
+
+def mask_scores(seed: int, keys: Sequence[int], candidates: int, *, stream: str = "row",
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """(len(keys), candidates) uniform scores; the top k of a row pick its masked positions.
+
+    Row i is drawn from its own generator seeded by (seed, stream, keys[i]). Training passes each row's
+    global sequence index in the token stream (``meap_scale.data.order``; the epoch is part of that
+    index), so a sequence is masked the same way whatever the number of workers, the micro-batch size
+    or the accumulation, and a resumed run redraws the same masks. Drawn on the host (a few kB per
+    row) and moved once.
+    """
+    tag = MASK_STREAMS[stream]
+    rows = [np.random.default_rng([seed, tag, int(key)]).random(candidates) for key in keys]
+    return torch.from_numpy(np.stack(rows)).to(device)
 
 
 def _top_k_positions(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,25 +85,24 @@ def meap_mask(
     input_ids: torch.Tensor,
     ratio: float,
     *,
-    generator: torch.Generator,
-    sampling: str = "per_row",
+    scores: torch.Tensor,
     eligible: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Boolean (B, L) mask of the positions MEAP replaces by [MASK].
 
-    ``per_row`` draws k positions per row independently (one vectorised draw on the generator's
-    device); ``shared_columns`` draws one set of k columns for the whole batch, as the reference code
-    does. ``eligible`` (B, L) marks positions that may be masked; ineligible ones are never chosen, so
-    a row with fewer than k eligible positions gets fewer masks (and in shared mode a row skips the
-    shared columns it cannot mask). Position L-1 is never masked.
+    ``scores`` holds uniform draws over the L-1 maskable positions (see ``mask_scores``): (B, L-1)
+    masks each row by its own k highest scores (``per_row``); (1, L-1) masks the same k columns in every
+    row (``shared_columns``, as the reference code does). ``eligible`` (B, L) marks positions that may
+    be masked; ineligible ones are never chosen, so a row with fewer than k eligible positions gets fewer
+    masks (and in shared mode a row skips the shared columns it cannot mask). Position L-1 is never masked.
     """
     batch, length = input_ids.shape
     candidates = length - 1
-    rows = batch if sampling == "per_row" else 1
-    scores = torch.rand(rows, candidates, generator=generator, device=generator.device)
-    scores = scores.to(input_ids.device).expand(batch, candidates)
-    if sampling == "shared_columns":
-        chosen = _top_k_positions(scores[:1], mask_count(length, ratio)).expand(batch, candidates)
+    if scores.shape[1] != candidates or scores.shape[0] not in (1, batch):
+        raise ValueError(f"mask scores of shape {tuple(scores.shape)} do not fit inputs of shape {(batch, length)}")
+    scores = scores.to(input_ids.device)
+    if scores.shape[0] == 1 and batch > 1:
+        chosen = _top_k_positions(scores, mask_count(length, ratio)).expand(batch, candidates)
         if eligible is not None:
             chosen = chosen & eligible[:, :candidates]
     else:
@@ -98,21 +128,21 @@ def ntp(tokens: torch.Tensor, *, pad_token_id: int | None = None) -> Batch:
     return Batch(tokens[:, :-1], _ignore(tokens[:, 1:], pad_token_id))
 
 
-def meap(tokens: torch.Tensor, spec: ObjectiveSpec, *, mask_token_id: int, generator: torch.Generator,
+def meap(tokens: torch.Tensor, spec: ObjectiveSpec, *, mask_token_id: int, place: StreamPlace,
          special_token_ids: Sequence[int] = (), pad_token_id: int | None = None) -> Batch:
     """MEAP pretraining over a (B, L+1) block: masked inputs, clean labels, loss on every position."""
     inputs = tokens[:, :-1]
     eligible = _not_special(inputs, special_token_ids) if spec.exclude_special_tokens and special_token_ids else None
-    mask = meap_mask(inputs, spec.mask_ratio, generator=generator, sampling=spec.mask_sampling, eligible=eligible)
+    scores = place.scores(spec.mask_sampling, inputs.shape[1] - 1, inputs.device)
+    mask = meap_mask(inputs, spec.mask_ratio, scores=scores, eligible=eligible)
     return Batch(inputs.masked_fill(mask, mask_token_id), _ignore(tokens[:, 1:], pad_token_id))
 
 
-def _answer_mask_positions(answer: torch.Tensor, ratio: float, generator: torch.Generator) -> torch.Tensor:
+def _answer_mask_positions(answer: torch.Tensor, ratio: float, scores: torch.Tensor) -> torch.Tensor:
     """Boolean (n,) mask of max(1, int(|answer| * ratio)) answer positions; the last position is never masked."""
     eligible = answer.clone()
     eligible[-1] = False
     count = mask_count(int(answer.sum()), ratio)
-    scores = torch.rand(1, answer.numel(), generator=generator, device=generator.device).to(answer.device)
     return _top_k_positions(scores.masked_fill(~eligible, -1.0), count)[0]
 
 
@@ -132,7 +162,7 @@ def _shifted(inputs: torch.Tensor, clean: torch.Tensor, keep_target: torch.Tenso
 
 
 def meap_sft(tokens: torch.Tensor, answer_mask: torch.Tensor, spec: ObjectiveSpec, *, mask_token_id: int,
-             generator: torch.Generator, pad_token_id: int) -> Batch:
+             place: StreamPlace, pad_token_id: int) -> Batch:
     """MEAP fine-tuning on (B, T) prompt+answer rows, right-padded with ``pad_token_id``.
 
     ``paper`` (the paper's description): each sample is followed by a copy of itself with
@@ -146,9 +176,10 @@ def meap_sft(tokens: torch.Tensor, answer_mask: torch.Tensor, spec: ObjectiveSpe
     """
     lengths = (tokens != pad_token_id).sum(dim=1)
     originals, copies = [], []
-    for row, answer, length in zip(tokens, answer_mask, lengths.tolist()):
+    for row, answer, length, position in zip(tokens, answer_mask, lengths.tolist(), place.positions):
         row, answer = row[:length], answer[:length].bool()
-        masked = _answer_mask_positions(answer, spec.mask_ratio, generator)
+        scores = mask_scores(place.seed, [position], length, device=row.device)
+        masked = _answer_mask_positions(answer, spec.mask_ratio, scores)
         short = int(answer.sum()) < spec.sft_min_answer_tokens
         masked_row = row.masked_fill(masked, mask_token_id)
         if spec.sft_variant == "code":
@@ -166,7 +197,7 @@ def apply_objective(
     spec: ObjectiveSpec,
     *,
     mask_token_id: int,
-    generator: torch.Generator,
+    place: StreamPlace,
     special_token_ids: Sequence[int] = (),
     pad_token_id: int | None = None,
     answer_mask: torch.Tensor | None = None,
@@ -174,14 +205,15 @@ def apply_objective(
     """The one entry point the training loop calls: a block of tokens in, the Batch the loss sees out.
 
     Pretraining objectives take (B, L+1) packed blocks; ``meap_sft`` takes (B, T) padded rows plus
-    ``answer_mask`` and needs ``pad_token_id``.
+    ``answer_mask`` and needs ``pad_token_id``. ``place`` says where the rows sit in the run's token
+    stream; masks depend on nothing else.
     """
     if spec.name == "ntp":
         return ntp(tokens, pad_token_id=pad_token_id)
     if spec.name == "meap":
-        return meap(tokens, spec, mask_token_id=mask_token_id, generator=generator,
+        return meap(tokens, spec, mask_token_id=mask_token_id, place=place,
                     special_token_ids=special_token_ids, pad_token_id=pad_token_id)
     if answer_mask is None or pad_token_id is None:
         raise ValueError("objective 'meap_sft' needs answer_mask and pad_token_id")
-    return meap_sft(tokens, answer_mask, spec, mask_token_id=mask_token_id, generator=generator,
+    return meap_sft(tokens, answer_mask, spec, mask_token_id=mask_token_id, place=place,
                     pad_token_id=pad_token_id)

@@ -7,7 +7,7 @@ import torch
 
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.models import LADDER, build_model
-from meap_scale.objectives import mask_generator
+from meap_scale.objectives import mask_scores
 
 
 def uniform_causal(length: int) -> torch.Tensor:
@@ -40,11 +40,11 @@ def test_real_attention_maps_are_causal_distributions(model):
 
 def test_masking_effect_compares_clean_and_masked_inputs(model):
     ids = torch.randint(4, 256, (48,)).tolist()
-    effect = masking_effect(model, ids, mask_token_id=3, ratio=0.15, generator=mask_generator(0, 0, 0, 0))
+    effect = masking_effect(model, ids, mask_token_id=3, ratio=0.15, scores=mask_scores(0, [0], 47))
     assert effect.masked_positions == 7  # int(48 * 0.15)
     assert math.isfinite(effect.masked_attention_change) and math.isfinite(effect.unmasked_variance_change)
     # masking with the token already there changes nothing: both effects vanish
     flat = [7] * 48
-    none = masking_effect(model, flat, mask_token_id=7, ratio=0.15, generator=mask_generator(0, 0, 0, 0))
+    none = masking_effect(model, flat, mask_token_id=7, ratio=0.15, scores=mask_scores(0, [0], 47))
     assert none.masked_attention_change == pytest.approx(0.0, abs=1e-6)
     assert none.unmasked_variance_change == pytest.approx(0.0, abs=1e-6)

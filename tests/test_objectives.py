@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from meap_scale.config import ObjectiveSpec
-from meap_scale.objectives import IGNORE_INDEX, apply_objective, mask_count, mask_generator, meap_mask
+from meap_scale.objectives import IGNORE_INDEX, StreamPlace, apply_objective, mask_count, mask_scores, meap_mask
 
 MASK, PAD, BOS, EOS = 3, 0, 1, 2
 
@@ -16,9 +16,13 @@ def masked_positions(tokens, batch):
     return batch.input_ids == MASK
 
 
-def meap_batch(tokens, step=0, micro_step=0, rank=0, seed=0, **spec):
+def place(rows, start=0, step=0, seed=0):
+    return StreamPlace(seed, step, tuple(range(start, start + rows)))
+
+
+def meap_batch(tokens, step=0, start=0, seed=0, **spec):
     return apply_objective(tokens, ObjectiveSpec(name="meap", **spec), mask_token_id=MASK,
-                           generator=mask_generator(seed, step, micro_step, rank))
+                           place=place(len(tokens), start, step, seed))
 
 
 @pytest.mark.parametrize("ratio, length, expected", [(0.15, 64, 9), (0.0, 64, 1), (0.05, 10, 1), (0.5, 256, 128)])
@@ -50,14 +54,24 @@ def test_labels_are_the_clean_next_tokens_and_unmasked_inputs_unchanged():
     assert (batch.labels != IGNORE_INDEX).all()
 
 
-def test_masks_are_deterministic_per_seed_step_micro_step_and_rank():
+def test_masks_are_keyed_by_seed_and_stream_position_alone():
     tokens = block()
-    same = [meap_batch(tokens, step=5, micro_step=1, rank=1).input_ids for _ in range(2)]
+    same = [meap_batch(tokens, step=5, start=40).input_ids for _ in range(2)]
     assert torch.equal(*same)
-    variants = [dict(step=6, micro_step=1, rank=1), dict(step=5, micro_step=0, rank=1),
-                dict(step=5, micro_step=1, rank=0), dict(step=5, micro_step=1, rank=1, seed=9)]
-    for variant in variants:
+    for variant in (dict(step=5, start=48), dict(step=5, start=40, seed=9)):
         assert not torch.equal(meap_batch(tokens, **variant).input_ids, same[0]), variant
+    # per row the step does not matter: a sequence is masked alike in any step, micro-batch or rank
+    assert torch.equal(meap_batch(tokens, step=6, start=40).input_ids, same[0])
+    halves = [meap_batch(tokens[:4], step=5, start=40).input_ids, meap_batch(tokens[4:], step=5, start=44).input_ids]
+    assert torch.equal(torch.cat(halves), same[0])
+
+
+def test_shared_columns_are_keyed_by_the_optimiser_step():
+    tokens = block()
+    shared = dict(mask_sampling="shared_columns")
+    first = meap_batch(tokens[:4], step=3, start=0, **shared).input_ids == MASK
+    assert torch.equal(first[0], (meap_batch(tokens[4:], step=3, start=4, **shared).input_ids == MASK)[0])
+    assert not torch.equal(first[0], (meap_batch(tokens[:4], step=4, start=0, **shared).input_ids == MASK)[0])
 
 
 def test_per_row_sampling_draws_different_positions_for_each_row():
@@ -76,7 +90,7 @@ def test_excluded_special_tokens_are_never_masked_and_the_count_is_kept():
     tokens = block(batch=32)
     tokens[:, ::4] = EOS
     spec = ObjectiveSpec(name="meap", mask_ratio=0.5, exclude_special_tokens=True)
-    batch = apply_objective(tokens, spec, mask_token_id=MASK, generator=mask_generator(0, 0, 0, 0),
+    batch = apply_objective(tokens, spec, mask_token_id=MASK, place=place(32),
                             special_token_ids=(BOS, EOS, PAD, MASK))
     mask = batch.input_ids == MASK
     assert not mask[tokens[:, :-1] == EOS].any()
@@ -92,16 +106,18 @@ def test_reference_behaviour_may_mask_special_tokens():
 def test_ntp_shifts_without_masking_and_ignores_padding_labels():
     tokens = block()
     tokens[-1, -5:] = PAD
-    batch = apply_objective(tokens, ObjectiveSpec(name="ntp"), mask_token_id=MASK,
-                            generator=mask_generator(0, 0, 0, 0), pad_token_id=PAD)
+    batch = apply_objective(tokens, ObjectiveSpec(name="ntp"), mask_token_id=MASK, place=place(8),
+                            pad_token_id=PAD)
     assert torch.equal(batch.input_ids, tokens[:, :-1])
     assert (batch.labels[-1, -5:] == IGNORE_INDEX).all()
     assert torch.equal(batch.labels[:-1], tokens[:-1, 1:])
 
 
-def test_meap_mask_runs_on_the_generator_device_and_returns_bool():
-    mask = meap_mask(block(), 0.15, generator=mask_generator(0, 0, 0, 0))
+def test_meap_mask_returns_bool_and_refuses_scores_of_another_shape():
+    mask = meap_mask(block(), 0.15, scores=mask_scores(0, range(8), 64))
     assert mask.dtype == torch.bool and mask.shape == (8, 65)
+    with pytest.raises(ValueError, match="do not fit"):
+        meap_mask(block(), 0.15, scores=mask_scores(0, range(8), 65))
 
 
 def sft_rows():
@@ -118,7 +134,7 @@ def sft_rows():
 def sft(variant):
     tokens, answer = sft_rows()
     spec = ObjectiveSpec(name="meap_sft", sft_variant=variant, mask_ratio=0.1)
-    return tokens, answer, apply_objective(tokens, spec, mask_token_id=MASK, generator=mask_generator(0, 0, 0, 0),
+    return tokens, answer, apply_objective(tokens, spec, mask_token_id=MASK, place=place(2),
                                            pad_token_id=PAD, answer_mask=answer)
 
 
@@ -162,5 +178,4 @@ def test_code_sft_adds_a_separate_masked_row_with_labels_only_at_masked_position
 
 def test_sft_needs_an_answer_mask():
     with pytest.raises(ValueError, match="needs answer_mask"):
-        apply_objective(block(), ObjectiveSpec(name="meap_sft"), mask_token_id=MASK,
-                        generator=mask_generator(0, 0, 0, 0))
+        apply_objective(block(), ObjectiveSpec(name="meap_sft"), mask_token_id=MASK, place=place(8))

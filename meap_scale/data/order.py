@@ -44,6 +44,11 @@ class BlockOrder:
         """First stream position of this rank's micro-batch; it reads ``micro_batch_size`` positions from there."""
         return step * self.sequences_per_step + (micro_step * self.world_size + rank) * self.micro_batch_size
 
+    def positions(self, step: int, micro_step: int, rank: int) -> range:
+        """Global sequence indices of this rank's micro-batch: what its MEAP masks are keyed by."""
+        start = self.stream_start(step, micro_step, rank)
+        return range(start, start + self.micro_batch_size)
+
     def micro_batch(self, step: int, micro_step: int, rank: int) -> np.ndarray:
         start = self.stream_start(step, micro_step, rank)
         return stream_blocks(self.n_blocks, self.seed, start, self.micro_batch_size)

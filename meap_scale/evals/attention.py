@@ -53,10 +53,11 @@ class MaskingEffect:
 
 @torch.no_grad()
 def masking_effect(model, input_ids: list[int], *, mask_token_id: int, ratio: float,
-                   generator: torch.Generator) -> MaskingEffect:
-    """Compare attention on a clean input with the same input MEAP-masked (positions from ``generator``)."""
+                   scores: torch.Tensor) -> MaskingEffect:
+    """Compare attention on a clean input with the same input MEAP-masked (the top ``scores``, see
+    ``meap_scale.objectives.mask_scores``)."""
     ids = torch.as_tensor(input_ids).view(1, -1)
-    mask = meap_mask(ids, ratio, generator=generator)[0]
+    mask = meap_mask(ids, ratio, scores=scores)[0]
     clean, masked = attention_maps(model, ids), attention_maps(model, ids.masked_fill(mask.view(1, -1), mask_token_id))
     # attention received by each key position, from all queries, averaged over layers and heads
     received_clean, received_masked = clean.mean(dim=(0, 1)).sum(dim=0), masked.mean(dim=(0, 1)).sum(dim=0)

@@ -12,7 +12,7 @@ from meap_scale.data.retrieval import multidoc_grid, needle_grid, qa_file_items,
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
-from meap_scale.objectives import mask_generator
+from meap_scale.objectives import mask_scores
 
 
 def heldout_tokens(data: PreparedData) -> list[int]:
@@ -139,7 +139,8 @@ def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:
     value = torch.stack([span_share(m, item.value_start, len(item.candidates[item.gold]))
                          for m, item in zip(maps, probes)])
     effects = [masking_effect(model, item.input_ids, mask_token_id=mask_id, ratio=0.15,
-                              generator=mask_generator(seed, k, 0, 0)) for k, item in enumerate(probes)]
+                              scores=mask_scores(seed, [k], len(item.input_ids) - 1, stream="probe"))
+               for k, item in enumerate(probes)]
     n = len(probes)
     rows = [{"task": "attention", "condition": f"layer={layer},head={head}", "metric": "entropy",
              "value": float(per_head[layer, head]), "n": n}

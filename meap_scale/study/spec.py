@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from meap_scale.config import ConfigError, ObjectiveSpec, RunSpec
+from meap_scale.config import ConfigError, RunSpec
 from meap_scale.study.space import Dimension
 
 SEARCHES = ("grid", "optuna")
@@ -33,7 +33,7 @@ def _set_path(data: dict, path: str, value: Any) -> None:
 
 
 def apply_overrides(base: RunSpec, overrides: dict[str, Any]) -> RunSpec:
-    """``base`` with dotted-path overrides; a mask ratio of 0 means the NTP baseline."""
+    """``base`` with dotted-path overrides; a MEAP mask ratio of 0 is the NTP baseline (see ObjectiveSpec)."""
     data = base.to_dict()
     for path, value in overrides.items():
         if path == "point":
@@ -41,8 +41,6 @@ def apply_overrides(base: RunSpec, overrides: dict[str, Any]) -> RunSpec:
                 _set_path(data, inner_path, inner_value)
         else:
             _set_path(data, path, value)
-    if data["objective"]["mask_ratio"] == 0 and data["objective"]["name"] == "meap":
-        data["objective"] = ObjectiveSpec(name="ntp").to_dict()
     return RunSpec.from_dict(data)
 
 

@@ -25,7 +25,7 @@ from meap_scale.config import RunSpec
 from meap_scale.data.order import BlockOrder
 from meap_scale.data.prepare import PreparedData
 from meap_scale.models import build_model, flops_per_token
-from meap_scale.objectives import IGNORE_INDEX, apply_objective, mask_generator
+from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_objective
 from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
 from meap_scale.train.metrics import mfu, peak_flops
 from meap_scale.train.schedule import lr_multiplier
@@ -115,13 +115,19 @@ class TrainingRun:
     def _tokens(self, blocks) -> torch.Tensor:
         return torch.from_numpy(blocks).to(self.device, non_blocking=True)
 
+    def batch(self, step: int, micro_step: int) -> tuple[np.ndarray, Batch]:
+        """This rank's blocks at (step, micro-step), and the Batch the loss sees; masks are keyed by the
+        blocks' stream positions, so the layout of ranks and micro-batches does not change them."""
+        rank = self.session.rank
+        blocks = self.train_blocks[self.order.micro_batch(step, micro_step, rank)]["tokens"]
+        place = StreamPlace(self.spec.seed, step, tuple(self.order.positions(step, micro_step, rank)))
+        batch = apply_objective(self._tokens(blocks), self.spec.objective, mask_token_id=self.data.mask_id,
+                                place=place, special_token_ids=self.data.special_ids, pad_token_id=self.data.pad_id)
+        return blocks, batch
+
     def _micro_step(self, step: int, micro_step: int, last: bool) -> torch.Tensor:
-        blocks = self.train_blocks[self.order.micro_batch(step, micro_step, self.session.rank)]["tokens"]
+        blocks, batch = self.batch(step, micro_step)
         self.digest = chain_digest(self.digest, blocks)  # hashed on the host: no device sync
-        tokens = self._tokens(blocks)
-        generator = mask_generator(self.spec.seed, step, micro_step, self.session.rank, self.device)
-        batch = apply_objective(tokens, self.spec.objective, mask_token_id=self.data.mask_id, generator=generator,
-                                special_token_ids=self.data.special_ids, pad_token_id=self.data.pad_id)
         sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
         with sync:
             loss = self._loss(batch.input_ids, batch.labels)
