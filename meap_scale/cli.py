@@ -106,8 +106,10 @@ def _add_fit_command(commands) -> None:
                               description="Fit Chinchilla's approach 3, L = E + A/N^alpha + B/D^beta, per group "
                                           "of finished runs; print the table and append the fits to the store.")
     fit.add_argument("--store", default="results", help="the results store (default: results)")
-    fit.add_argument("--group-by", default="objective,mask_ratio",
-                     help="comma-separated runs columns, one law per group (default: objective,mask_ratio)")
+    fit.add_argument("--group-by", default="",
+                     help="comma-separated runs columns for coarser groups than the default, one law per law key "
+                          "(everything but N, D, seed and learning rate; docs/scaling.md); pooling corpora, "
+                          "tokenizers or sequence lengths is refused")
     fit.add_argument("--approach", type=int, choices=(2, 3), default=3,
                      help="3: parametric L(N, D) (default); 2: IsoFLOP profiles (runs grouped by compute budget)")
     fit.add_argument("--n", choices=("total", "non_embedding"), default="total",
@@ -249,7 +251,7 @@ def _fit(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
 
     store = ResultsStore(args.store)
-    results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()),
+    results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
                          n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
                          approach=args.approach,
                          options={"drop_highest": args.drop_highest, "delta": args.delta} if args.approach == 3 else {})

@@ -32,15 +32,10 @@ class BuiltReport:
     seconds: float
 
 
-GROUPS = {3: ("objective", "mask_ratio"), 2: ("study", "objective", "mask_ratio")}
-"""One law per objective over every run; IsoFLOP profiles per study, whose runs share compute budgets."""
-
-
 def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int) -> list[GroupFit]:
     """The fits of ``approach``; none (rather than an error) when the store has nothing to fit."""
     try:
-        return fit_groups(store, group_by=GROUPS[approach], study=study, bootstrap_samples=bootstrap,
-                          approach=approach)
+        return fit_groups(store, study=study, bootstrap_samples=bootstrap, approach=approach)
     except ScalingFitError:
         return []
 

@@ -15,6 +15,7 @@ def fit_table(results: list[GroupFit]) -> str:
     lines = []
     for result in results:
         lines.append(f"[{_group_label(result.group)}] {len(result.run_ids)} run(s)")
+        lines.extend(f"  note: {note}" for note in result.notes)
         if result.fit is None:
             lines.append(f"  cannot fit: {result.error}")
             continue

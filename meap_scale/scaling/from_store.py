@@ -1,7 +1,10 @@
-"""Fits over the results store: one law per group of finished runs, written back to the ``fits`` table.
+"""Fits over the results store: one law per group of runs (see ``meap_scale.scaling.groups``), written back
+to the ``fits`` table.
 
-Points are finished runs with a validation loss: N from ``params_total`` (Chinchilla, default) or
-``params_non_embedding`` (Kaplan), D = ``tokens_seen``, L = ``val_loss``.
+Points are finished runs with a finite validation loss that did not diverge: N from ``params_total``
+(Chinchilla, default) or ``params_non_embedding`` (Kaplan), D = ``tokens_seen``, L = ``val_loss``.
+Each group's bootstrap draws from its own stream, seeded by the user's seed and the group's key and
+recorded with the fit, so groups of equal size never share resample indices.
 """
 
 from __future__ import annotations
@@ -14,64 +17,79 @@ import numpy as np
 
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
 from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric
 from meap_scale.store import ResultsStore
 
 N_COLUMNS = {"total": "params_total", "non_embedding": "params_non_embedding"}
 APPROACHES = {2: fit_isoflop, 3: fit_parametric}
+SPLIT_BY = {2: ("study",), 3: ()}
+"""IsoFLOP profiles per study too: its runs share compute budgets; one parametric law spans studies."""
 
 
 @dataclass(frozen=True)
 class GroupFit:
     group: dict
+    """The key fields that tell this group from the others (objective and mask ratio always)."""
     fit: ParametricFit | IsoflopFit | None
     error: str | None
     run_ids: tuple[str, ...]
     compute: tuple[float, ...] = ()
     """6 N D of each run: the compute range the fit has seen."""
+    key: dict | None = None
+    """The whole law key the group's runs share."""
+    notes: tuple[str, ...] = ()
+    """What was left out of the group and why, and which rules chose its points."""
 
 
-def _groups(rows: list[dict], group_by: tuple[str, ...]) -> dict[tuple, list[dict]]:
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row[k] for k in group_by), []).append(row)
-    return groups
+def group_stream(seed: int, key: dict) -> int:
+    """The bootstrap seed of one group: the user's seed mixed with the group's key."""
+    digest = hashlib.sha256(json.dumps([seed, key], sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
-def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] = ("objective", "mask_ratio"),
-               n_convention: str = "total", study: str | None = None, bootstrap_samples: int = 0,
-               seed: int = 0, approach: int = 3, options: dict | None = None) -> list[GroupFit]:
-    """Fit approach 2 or 3 per group; a group that cannot be fitted carries its error instead of a number.
-    ``options`` pass through to the fit function (e.g. drop_highest, delta for approach 3)."""
+def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_samples: int, seed: int,
+               options: dict) -> GroupFit:
+    members = group.runs
+    n = [m[N_COLUMNS[n_convention]] for m in members]
+    d = [m["tokens_seen"] for m in members]
+    ids = tuple(m["run_id"] for m in members)
+    compute = tuple(6.0 * ni * di for ni, di in zip(n, d) if ni and di)
+    notes = tuple(group.note_exclusions() + group.notes)
+    stream = group_stream(seed, group.key)
+    conventions = {"n": n_convention, "d": "tokens_seen", "loss": "val_loss", "group": group.label,
+                   "law_key": group.key, "bootstrap_seed": stream, "notes": list(notes)}
+    try:
+        if not members:
+            raise ScalingFitError("no run of this group can be a point")
+        fit = fit_function(n, d, [m["val_loss"] for m in members], bootstrap_samples=bootstrap_samples,
+                           seed=stream, conventions=conventions, **options)
+        return GroupFit(group.label, fit, None, ids, compute, group.key, notes)
+    except ScalingFitError as error:
+        return GroupFit(group.label, None, str(error), ids, compute, group.key, notes)
+
+
+def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, n_convention: str = "total",
+               study: str | None = None, bootstrap_samples: int = 0, seed: int = 0, approach: int = 3,
+               options: dict | None = None) -> list[GroupFit]:
+    """Fit approach 2 or 3 per law (``group_by``: coarser groups of runs-table columns); a group that cannot be
+    fitted carries its error instead of a number. ``options`` pass through to the fit function (e.g.
+    drop_highest, delta for approach 3)."""
     if approach not in APPROACHES:
         raise ScalingFitError(f"unknown approach {approach}; approaches: {', '.join(map(str, APPROACHES))}")
-    fit_function = APPROACHES[approach]
     if n_convention not in N_COLUMNS:
         raise ScalingFitError(f"unknown N convention {n_convention!r}; use one of {', '.join(N_COLUMNS)}")
-    filters = {"status": "finished", **({"study": study} if study else {})}
-    rows = [r for r in store.runs(filters).to_pylist() if r["val_loss"] is not None]
-    unknown = [k for k in group_by if rows and k not in rows[0]]
-    if unknown:
-        raise ScalingFitError(f"cannot group by {unknown}: not columns of the runs table")
+    rows = store.runs({"study": study} if study else {}).to_pylist()
     if not rows:
-        raise ScalingFitError(f"no finished runs with a validation loss in {store.url}"
-                              + (f" for study {study!r}" if study else ""))
-    fits = []
-    for key, members in sorted(_groups(rows, group_by).items(), key=lambda item: str(item[0])):
-        group = dict(zip(group_by, key))
-        conventions = {"n": n_convention, "d": "tokens_seen", "loss": "val_loss", "group": group}
-        n = [m[N_COLUMNS[n_convention]] for m in members]
-        d = [m["tokens_seen"] for m in members]
-        ids = tuple(m["run_id"] for m in members)
-        compute = tuple(6.0 * ni * di for ni, di in zip(n, d) if ni and di)
-        try:
-            fit = fit_function(n, d, [m["val_loss"] for m in members], bootstrap_samples=bootstrap_samples,
-                               seed=seed, conventions=conventions, **(options or {}))
-            fits.append(GroupFit(group, fit, None, ids, compute))
-        except ScalingFitError as error:
-            fits.append(GroupFit(group, None, str(error), ids, compute))
-    return fits
+        raise ScalingFitError(f"no runs in {store.url}" + (f" for study {study!r}" if study else ""))
+    groups = group_runs(rows, group_by, split_by=SPLIT_BY[approach])
+    if not any(group.runs for group in groups):
+        reasons = sorted({reason for group in groups for reason in group.excluded})
+        raise ScalingFitError(f"no finished runs with a finite validation loss in {store.url}"
+                              + (f" for study {study!r}" if study else "") + f" ({'; '.join(reasons)})")
+    return [_fit_group(group, APPROACHES[approach], n_convention, bootstrap_samples, seed, options or {})
+            for group in groups]
 
 
 @dataclass(frozen=True)
@@ -83,17 +101,30 @@ class Multiplier:
     high: float | None
 
 
+def _without_objective(key: dict | None) -> str:
+    return json.dumps({k: v for k, v in (key or {}).items() if not k.startswith("objective.")}, sort_keys=True,
+                      default=str)
+
+
+def baseline_of(result: GroupFit, results: list[GroupFit], baseline_objective: str = "ntp") -> GroupFit | None:
+    """The baseline objective's group trained like ``result`` in everything but the objective."""
+    if result.key is None:
+        matches = [r for r in results if r.group.get("objective") == baseline_objective]
+    else:
+        matches = [r for r in results if r.key and r.key.get("objective.name") == baseline_objective
+                   and _without_objective(r.key) == _without_objective(result.key)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def multipliers(results: list[GroupFit], baseline_objective: str = "ntp") -> list[Multiplier]:
-    """Compute multipliers of every fitted approach-3 group over the baseline objective's fit, at the
-    smallest, geometric-mean and largest compute the groups were trained at."""
+    """Compute multipliers of every fitted approach-3 group over the baseline objective's fit of the same
+    law key (corpus, optimiser, ...), at the smallest, geometric-mean and largest compute the two were
+    trained at."""
     fitted = [r for r in results if isinstance(r.fit, ParametricFit)]
-    baselines = [r for r in fitted if r.group.get("objective") == baseline_objective]
-    if len(baselines) != 1:
-        return []
-    baseline = baselines[0]
     out = []
     for result in fitted:
-        if result is baseline:
+        baseline = baseline_of(result, fitted, baseline_objective)
+        if baseline is None or result is baseline:
             continue
         spent = np.array(result.compute + baseline.compute)
         for compute in (spent.min(), float(np.exp(np.log(spent).mean())), spent.max()):

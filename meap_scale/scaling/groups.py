@@ -1,0 +1,208 @@
+"""Which runs make up one scaling law, and which are left out and why.
+
+A law L(N, D) is fitted to runs that differ only in model size, token budget and seed. The **law key**
+of a run is its identity (``RunSpec.identity``) without the model's shape, the tokens, the seed and the
+learning rate, plus the corpus fingerprint: corpus, tokenizer, vocabulary, sequence length, objective
+with its mask ratio and sampling, optimiser settings and precision. Runs with different keys never
+share a law. Stores whose runs carry no parsable config (old or synthetic rows) use the runs-table
+columns that hold the same fields.
+
+**Learning rate** (Chinchilla's practice): where a group holds several learning rates, each (N, D)
+cell keeps the setting (lr, min_lr) with the lowest mean validation loss over its seeds, and the
+group says so.
+
+**Left out, with a count and the reason**: runs that did not finish (failed, stopped early,
+interrupted), runs without a finite validation loss, and diverged runs, whose loss lies above the
+corpus's unigram entropy (a model that ignores context scores that entropy).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from meap_scale.config import ConfigError, RunSpec
+from meap_scale.scaling.errors import ScalingFitError
+
+SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
+LR_FIELDS = ("optim.lr", "optim.min_lr")
+OUTSIDE_KEY = {"identity_version", "tokens", "seed", *SHAPE_FIELDS, *LR_FIELDS}
+NEVER_POOLED = ("data_fingerprint", "data.source", "data.text_field", "data.tokenizer", "data.vocab_size",
+                "data.seq_len", "data.val_fraction", "data.split_seed")
+"""Key fields a coarser ``group_by`` may not pool over: a law across corpora or context lengths means nothing."""
+COLUMN_KEY = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio",
+              "objective.mask_sampling": "mask_sampling", "objective.exclude_special_tokens": "exclude_special_tokens",
+              "data.source": "data_source", "data.tokenizer": "tokenizer", "data.vocab_size": "vocab_size",
+              "data.seq_len": "seq_len", "optim.warmup_fraction": "warmup_fraction",
+              "optim.weight_decay": "weight_decay", "optim.grad_clip": "grad_clip", "optim.beta1": "beta1",
+              "optim.beta2": "beta2", "optim.batch_tokens": "batch_tokens", "precision": "precision"}
+"""The law key from runs-table columns, for rows without a parsable config."""
+SHORT_NAMES = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio"}
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for name, value in data.items():
+        path = f"{prefix}{name}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{path}."))
+        else:
+            out[path] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+SECTIONS = {"model", "objective", "data", "optim"}
+
+
+def _identity(row: dict) -> dict[str, Any] | None:
+    """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
+    try:
+        config = json.loads(row.get("config_json") or "")
+        spec = RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
+    except (ValueError, TypeError, ConfigError):
+        return None
+    if spec is None:
+        return None
+    flat = _flat(spec.identity())
+    betas = flat.pop("optim.betas")
+    return {**flat, "optim.beta1": betas[0], "optim.beta2": betas[1]}
+
+
+def law_key(row: dict) -> dict[str, Any]:
+    """The fields a run shares with every other point of its law (see the module docstring)."""
+    identity = _identity(row)
+    if identity is None:
+        identity = {name: row.get(column) for name, column in COLUMN_KEY.items()}
+        if identity["precision"] == "auto":
+            identity["precision"] = "bf16" if row.get("use_gpu") else "fp32"
+    key = {name: value for name, value in identity.items() if name not in OUTSIDE_KEY}
+    if key.get("objective.name") == "ntp":  # NTP masks nothing: its mask settings are not part of the law
+        key = {name: value for name, value in key.items() if not name.startswith("objective.") or
+               name in ("objective.name", "objective.mask_ratio")}
+    key["data_fingerprint"] = row.get("data_fingerprint")
+    return key
+
+
+def _frozen(key: dict) -> tuple:
+    return tuple(sorted((name, json.dumps(value, default=str)) for name, value in key.items()))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def exclusion(row: dict) -> str | None:
+    """Why a run cannot be a point of a law, or None when it can."""
+    if row.get("status") != "finished":
+        return f"status {row.get('status') or 'unknown'}"
+    loss = row.get("val_loss")
+    if not _finite(loss):
+        return "no finite validation loss"
+    entropy = row.get("unigram_entropy")
+    if _finite(entropy) and loss > entropy:
+        return "diverged (validation loss above the corpus's unigram entropy)"
+    if not (_finite(row.get("params_total")) and _finite(row.get("tokens_seen"))):
+        return "no parameter or token count"
+    return None
+
+
+@dataclass
+class RunGroup:
+    """The runs of one law, and what was left out of it."""
+
+    key: dict[str, Any]
+    """The law key (or the user's coarser grouping) all runs share."""
+    runs: list[dict] = field(default_factory=list)
+    excluded: Counter = field(default_factory=Counter)
+    """Reason -> number of runs of this group left out for it."""
+    notes: list[str] = field(default_factory=list)
+    label: dict[str, Any] = field(default_factory=dict)
+    """The key fields that tell this group from the others (objective and mask ratio always)."""
+
+    def note_exclusions(self) -> list[str]:
+        return [f"{count} run(s) left out: {reason}" for reason, count in sorted(self.excluded.items())]
+
+
+def _best_learning_rates(group: RunGroup) -> None:
+    """Keep, per (N, D) cell, the (lr, min_lr) with the lowest mean validation loss over seeds."""
+    cells: dict[tuple, dict[tuple, list[dict]]] = {}
+    for run in group.runs:
+        cell = (run.get("params_total"), run.get("tokens_seen"))
+        cells.setdefault(cell, {}).setdefault((run.get("lr"), run.get("min_lr")), []).append(run)
+    if all(len(settings) == 1 for settings in cells.values()):
+        return
+    kept, dropped = [], 0
+    for settings in cells.values():
+        best = min(settings.values(), key=lambda runs: statistics.fmean(r["val_loss"] for r in runs))
+        kept += best
+        dropped += sum(len(runs) for runs in settings.values()) - len(best)
+    rates = len({(r.get("lr"), r.get("min_lr")) for r in group.runs})
+    group.runs = kept
+    group.excluded["at a learning rate that was not the best of its (N, D) cell"] += dropped
+    group.notes.append(f"learning rate: the best of {rates} per (N, D) cell (lowest mean validation loss over "
+                       f"seeds, Chinchilla's practice)")
+
+
+def _labels(groups: list[RunGroup]) -> None:
+    varying = {name for name in set().union(*(g.key for g in groups))
+               if len({json.dumps(g.key.get(name), default=str) for g in groups}) > 1}
+    for group in groups:
+        shown = {"objective.name", "objective.mask_ratio"} | varying
+        group.label = {SHORT_NAMES.get(name, name): group.key.get(name) for name in sorted(shown, key=_label_order)
+                       if name in group.key}
+
+
+def _label_order(name: str) -> tuple:
+    """Objective, then mask ratio, then the other differing fields by name."""
+    order = list(SHORT_NAMES)
+    return (order.index(name) if name in order else len(order), name)
+
+
+def _check_pooling(key: dict, keys: list[dict]) -> list[str]:
+    """A coarser grouping may pool optimiser or masking settings (with a note), never corpora or contexts."""
+    differing = sorted({name for k in keys for name in k if len({json.dumps(x.get(name), default=str)
+                                                                   for x in keys}) > 1})
+    refused = [name for name in differing if name in NEVER_POOLED]
+    if refused:
+        values = {name: sorted({str(k.get(name)) for k in keys}) for name in refused}
+        raise ScalingFitError(
+            f"group {key} would pool runs that differ in {', '.join(f'{n} {values[n]}' for n in refused)}: one law "
+            f"across corpora, tokenizers or sequence lengths is refused; drop --group-by to fit one law per law key")
+    return [f"pools runs that differ in {', '.join(differing)}"] if differing else []
+
+
+def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
+               split_by: tuple[str, ...] = ()) -> list[RunGroup]:
+    """Rows of the runs table -> one RunGroup per law, with exclusions counted and the lr rule applied.
+
+    ``group_by`` (runs-table columns) makes coarser groups than the law key; pooling across the
+    ``NEVER_POOLED`` fields is refused with a ScalingFitError naming the field. ``split_by`` columns
+    split law-key groups further (IsoFLOP profiles need runs of one study, which share budgets).
+    """
+    unknown = [name for name in (*(group_by or ()), *split_by) if rows and name not in rows[0]]
+    if unknown:
+        raise ScalingFitError(f"cannot group by {unknown}: not columns of the runs table")
+    groups: dict[tuple, RunGroup] = {}
+    member_keys: dict[tuple, list[dict]] = {}
+    for row in rows:
+        key = {name: row.get(name) for name in group_by} if group_by else law_key(row)
+        key.update({name: row.get(name) for name in split_by})
+        frozen = _frozen(key)
+        group = groups.setdefault(frozen, RunGroup(key))
+        reason = exclusion(row)
+        if reason:
+            group.excluded[reason] += 1
+        else:
+            group.runs.append(row)
+            member_keys.setdefault(frozen, []).append(law_key(row))
+    for frozen, group in groups.items():
+        if group_by and member_keys.get(frozen):
+            group.notes += _check_pooling(group.key, member_keys[frozen])
+        _best_learning_rates(group)
+    ordered = sorted(groups.values(), key=lambda g: json.dumps(g.key, sort_keys=True, default=str))
+    _labels(ordered)
+    return ordered
