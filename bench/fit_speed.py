@@ -5,7 +5,9 @@ Prints, from one run:
   240 points (target <= 5 s on a 2-core machine);
 - the reference: scipy L-BFGS-B with numerical gradients from every point of Chinchilla's 4,500-start
   grid, as Epoch AI ran it, timed on ``--reference-starts`` starts and scaled to 4,500;
-- 1,000 bootstrap refits (target <= 60 s on 2 cores), and the ratios.
+- 1,000 bootstrap refits (target <= 60 s on 2 cores), and the ratios;
+- a 20-point ladder (5 sizes x 4 budgets of a known law, 1% noise): our fit against one single-start
+  scipy L-BFGS-B fit of the same points (the floor any grid-started fit is measured against).
 Usage: ``python bench/fit_speed.py [--reference-starts 150] [--bootstrap 1000]``.
 """
 
@@ -45,6 +47,27 @@ def reference_fit(n, d, loss, starts: np.ndarray) -> float:
     return min(minimize(reference_objective, start, args=args, method="L-BFGS-B").fun for start in starts)
 
 
+def ladder_points(noise: float = 0.01):
+    """5 sizes x 4 budgets of L = 1.8 + 400/N^0.34 + 600/D^0.28 with log-normal noise (a small ladder)."""
+    rng = np.random.default_rng(0)
+    n = np.repeat(np.geomspace(2e7, 1e9, 5), 4)
+    d = np.tile(np.geomspace(4e8, 2e10, 4), 5)
+    return n, d, (1.8 + 400 / n ** 0.34 + 600 / d ** 0.28) * np.exp(rng.normal(0, noise, n.size))
+
+
+def ladder_timings() -> dict:
+    n, d, loss = ladder_points()
+    started = time.perf_counter()
+    fit_parametric(n, d, loss)
+    ours_s = time.perf_counter() - started
+    start = np.array([np.log(400), np.log(600), np.log(1.8), 0.3, 0.3])
+    started = time.perf_counter()
+    minimize(reference_objective, start, args=(np.log(n), np.log(d), np.log(loss)), method="L-BFGS-B")
+    single_s = time.perf_counter() - started
+    return {"ladder_points": n.size, "ladder_ours_s": round(ours_s, 3), "ladder_single_start_s": round(single_s, 3),
+            "ladder_ours_over_single_start": round(ours_s / single_s, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-starts", type=int, default=150)
@@ -74,6 +97,7 @@ def main() -> None:
         "ours_objective": ours.objective,
         "reference_best_objective_on_sampled_starts": float(reference_best),
         f"bootstrap_{args.bootstrap}_fits_s": round(bootstrap_s, 1),
+        **ladder_timings(),
         "targets": {"ours_single_fit_s": "<= 5", f"bootstrap_{args.bootstrap}_fits_s": "<= 60"},
     }, indent=1))
 

@@ -76,6 +76,35 @@ def test_bootstrap_intervals_cover_the_true_parameters_of_random_laws():
     assert np.mean(covered) >= 0.8, covered
 
 
+def small_e_ladder(seed: int):
+    """A 5 x 4 ladder of a law whose irreducible loss E is small (as for several public ladder metrics)."""
+    rng = np.random.default_rng(seed)
+    truth = {"E": rng.uniform(0.01, 0.1), "A": rng.uniform(200, 600), "alpha": rng.uniform(0.25, 0.4),
+             "B": rng.uniform(300, 900), "beta": rng.uniform(0.25, 0.35)}
+    n, d = np.repeat(np.geomspace(2e7, 1e9, 5), 4), np.tile(np.geomspace(4e8, 2e10, 4), 5)
+    law = lambda n, d: truth["E"] + truth["A"] / n ** truth["alpha"] + truth["B"] / d ** truth["beta"]  # noqa: E731
+    return truth, law, n, d, law(n, d) * np.exp(rng.normal(0, 0.01, n.size))
+
+
+def test_bootstrap_does_not_collapse_when_the_optimum_has_e_at_zero():
+    """Seeds 11, 12, 15, 16 and 19 of these laws have full-data optima with E at ~0: refits warm-started only
+    there kept E there (an interval of zero width); refits that also start from the resample's grid points move."""
+    at_boundary, e_covered, covered = 0, 0, []
+    for seed in (1, 11, 12, 15, 16, 19):
+        truth, law, n, d, loss = small_e_ladder(seed)
+        fit = fit_parametric(n, d, loss, bootstrap_samples=30, seed=seed, n_jobs=2)
+        low, high, _ = fit.interval_of(lambda v: v["E"])
+        if fit.E < 1e-3:
+            at_boundary += 1
+            assert high - low > 1e-3, (seed, low, high)
+            e_covered += low <= truth["E"] <= high
+        held_out = fit.prediction(3e9, 6e10)  # beyond the ladder's largest size and budget
+        covered.append(held_out["low"] <= law(3e9, 6e10) <= held_out["high"])
+    assert at_boundary == 5
+    assert e_covered >= 4  # percentile intervals at a boundary still under-cover a little (measured: 4 of 5)
+    assert sum(covered) >= 5  # measured: 6 of 6
+
+
 def test_noise_free_data_is_recovered_exactly():
     truth, n, d, _ = synthetic(3)
     clean = truth["E"] + truth["A"] / n ** truth["alpha"] + truth["B"] / d ** truth["beta"]
