@@ -246,8 +246,8 @@ def _store(args: argparse.Namespace) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from meap_scale.report.fit_tables import fit_table, multiplier_table
-    from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers
+    from meap_scale.report.fit_tables import fit_table, multiplier_table, paired_line
+    from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers, paired_comparisons
     from meap_scale.store import ResultsStore
 
     store = ResultsStore(args.store)
@@ -259,6 +259,8 @@ def _fit(args: argparse.Namespace) -> int:
     found = multipliers(results)
     if found:
         print(multiplier_table(found))
+    for comparison in paired_comparisons(store, study=args.study, seed=args.seed):
+        print(paired_line(comparison))
     store.append("fits", [fit_row(r, args.study) for r in results if r.fit is not None]
                  + multiplier_rows(found, args.study))
     fitted = sum(r.fit is not None for r in results)

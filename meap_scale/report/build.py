@@ -12,7 +12,8 @@ from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.from_store import GroupFit, fit_groups
+from meap_scale.scaling.from_store import GroupFit, fit_groups, paired_comparisons
+from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 
 CPU_BANNER = ("CPU-scale runs only: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and their "
@@ -40,6 +41,13 @@ def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int)
         return []
 
 
+def _paired(store: ResultsStore, study: str | None) -> list[PairedComparison]:
+    try:
+        return paired_comparisons(store, study=study)
+    except ScalingFitError:
+        return []
+
+
 def _version() -> str:
     try:
         return version("meap-scale")
@@ -56,7 +64,7 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     data = load_report_data(store, study)
     fits, isoflops = _fits(store, study, bootstrap, 3), _fits(store, study, bootstrap, 2)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops), S.meap_vs_ntp(data, fits),
+    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops), S.meap_vs_ntp(data, fits, _paired(store, study)),
              S.mask_ratio(data, S.importances(data)), S.retrieval(data), S.curves(data)]
     if data.runs:
         built.append(S.Section("runs", "All runs", "Every run in the store: click a column to sort, type to filter.",

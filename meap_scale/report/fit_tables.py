@@ -46,3 +46,13 @@ def multiplier_table(found: list[Multiplier]) -> str:
         bounds = f" [{m.low:.3g}, {m.high:.3g}]" if m.low is not None else ""
         lines.append(f"  {_group_label(m.group)} at C={m.compute:.3g}: {m.value:.3g}{bounds}")
     return "\n".join(lines)
+
+
+def paired_line(comparison) -> str:
+    """One line: the mean paired difference, both intervals and the verdict (which says 'better' only at p < 0.01)."""
+    low, high = comparison.t_interval
+    boot_low, boot_high = comparison.bootstrap_interval
+    treatment = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in comparison.treatment.items())
+    return (f"{treatment} minus ntp, val_loss paired by seed: {comparison.mean_difference:+.4f} "
+            f"(95% t [{low:+.4f}, {high:+.4f}], bootstrap [{boot_low:+.4f}, {boot_high:+.4f}], {comparison.pairs} "
+            f"pair(s) in {comparison.cells} (N, D) cell(s)): {comparison.verdict()}")

@@ -16,7 +16,8 @@ import numpy as np
 from meap_scale.report.data import CURVE_POINTS, ReportData
 from meap_scale.report.figures import SCHEMA, Figure, axis, band, chart, heatmap, objective_colour, rule_at
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
-from meap_scale.scaling.from_store import GroupFit
+from meap_scale.scaling.from_store import GroupFit, baseline_of
+from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.isoflop import IsoflopFit
 from meap_scale.scaling.parametric import ParametricFit
 
@@ -246,16 +247,31 @@ def at_chance(data: ReportData) -> bool:
                                <= 2 * max(p["accuracy"]["stderr"] or 0, 1e-9) + 1e-9 for p in pairs)
 
 
-def meap_vs_ntp(data: ReportData, fits: list[GroupFit]) -> Section | Missing:
+def _paired_table(paired: list[PairedComparison]) -> Table:
+    rows = [(_label(c.treatment), c.pairs, c.cells, f"{c.mean_difference:+.4f}",
+             f"[{c.t_interval[0]:+.4f}, {c.t_interval[1]:+.4f}]",
+             f"[{c.bootstrap_interval[0]:+.4f}, {c.bootstrap_interval[1]:+.4f}]",
+             "-" if c.p_value is None else f"{c.p_value:.2g}", c.verdict()) for c in paired]
+    return Table(("treatment", "pairs", "(N, D) cells", "mean difference", "95% t interval", "95% bootstrap",
+                  "p (paired t)", "verdict"), rows)
+
+
+def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedComparison] = ()) -> Section | Missing:
     fitted = [f for f in fits if isinstance(f.fit, ParametricFit)]
-    baselines = [f for f in fitted if f.group.get("objective") == "ntp"]
-    treatments = [f for f in fitted if f.group.get("objective") != "ntp"]
+    pairs = [(t, baseline_of(t, fitted)) for t in fitted if t.group.get("objective") != "ntp"]
+    pairs = [(t, b) for t, b in pairs if b is not None]
     retrieval = _retrieval_points(data, "flops_6nd")
-    if not (baselines and treatments) and not retrieval:
-        return Missing("meap_vs_ntp", "MEAP vs NTP", "fitted laws for NTP and MEAP, or retrieval evals on runs")
-    figures, notes = [], []
-    if len(baselines) == 1 and treatments:
-        rows = [row for t in treatments for row in _multiplier_rows(t, baselines[0])]
+    if not pairs and not retrieval and not paired:
+        return Missing("meap_vs_ntp", "MEAP vs NTP", "fitted laws for NTP and MEAP, runs paired by seed, or "
+                       "retrieval evals on runs")
+    figures, notes, tables = [], [], []
+    if paired:
+        tables.append(_paired_table(list(paired)))
+        notes.append("Paired differences are treatment minus NTP validation loss for runs of the same size, budget "
+                     "and seed (same initial weights and data order); negative favours the treatment. A verdict "
+                     "says 'better' only at p < 0.01.")
+    if pairs:
+        rows = [row for t, b in pairs for row in _multiplier_rows(t, b)]
         x = axis("flops", "compute C = 6ND (FLOPs)", log=True)
         colour = {"field": "group", "type": "nominal", "title": "vs NTP"}
         layers = [{"mark": "line", "encoding": {"x": x, "y": axis("multiplier", "compute multiplier", log=True),
@@ -264,8 +280,6 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit]) -> Section | Missing:
             layers.insert(0, band(x, "low", "high", colour))
         figures.append(Figure("compute_multiplier", "Compute multiplier over NTP",
                               chart("Compute multiplier over NTP", rows, layers)))
-    elif len(baselines) > 1:
-        notes.append("several NTP groups were fitted: the multiplier needs one NTP baseline (group by objective)")
     if retrieval:
         layers = [{"mark": {"type": "point", "filled": True},
                    "encoding": {"x": axis("x", "compute C = 6ND (FLOPs)", log=True),
@@ -278,7 +292,8 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit]) -> Section | Missing:
     return Section("meap_vs_ntp", "MEAP vs NTP", "The compute multiplier is how much more compute NTP needs to "
                    "reach the loss MEAP reaches with C (from the two fitted laws; above 1 favours MEAP), with its "
                    "bootstrap 95% band. Retrieval accuracy against compute shows whether MEAP's retrieval advantage "
-                   "appears, holds or grows with scale; dashed lines are chance.", figures=figures, notes=notes)
+                   "appears, holds or grows with scale; dashed lines are chance.", figures=figures, notes=notes,
+                   tables=tables)
 
 
 # --- mask-ratio sweep ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
+from meap_scale.scaling.paired import PairedComparison, compare
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric
 from meap_scale.store import ResultsStore
 
@@ -70,6 +71,13 @@ def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_sampl
         return GroupFit(group.label, None, str(error), ids, compute, group.key, notes)
 
 
+def _rows(store: ResultsStore, study: str | None) -> list[dict]:
+    rows = store.runs({"study": study} if study else {}).to_pylist()
+    if not rows:
+        raise ScalingFitError(f"no runs in {store.url}" + (f" for study {study!r}" if study else ""))
+    return rows
+
+
 def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, n_convention: str = "total",
                study: str | None = None, bootstrap_samples: int = 0, seed: int = 0, approach: int = 3,
                options: dict | None = None) -> list[GroupFit]:
@@ -80,10 +88,7 @@ def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, 
         raise ScalingFitError(f"unknown approach {approach}; approaches: {', '.join(map(str, APPROACHES))}")
     if n_convention not in N_COLUMNS:
         raise ScalingFitError(f"unknown N convention {n_convention!r}; use one of {', '.join(N_COLUMNS)}")
-    rows = store.runs({"study": study} if study else {}).to_pylist()
-    if not rows:
-        raise ScalingFitError(f"no runs in {store.url}" + (f" for study {study!r}" if study else ""))
-    groups = group_runs(rows, group_by, split_by=SPLIT_BY[approach])
+    groups = group_runs(_rows(store, study), group_by, split_by=SPLIT_BY[approach])
     if not any(group.runs for group in groups):
         reasons = sorted({reason for group in groups for reason in group.excluded})
         raise ScalingFitError(f"no finished runs with a finite validation loss in {store.url}"
@@ -114,6 +119,23 @@ def baseline_of(result: GroupFit, results: list[GroupFit], baseline_objective: s
         matches = [r for r in results if r.key and r.key.get("objective.name") == baseline_objective
                    and _without_objective(r.key) == _without_objective(result.key)]
     return matches[0] if len(matches) == 1 else None
+
+
+def paired_comparisons(store: ResultsStore, *, study: str | None = None, seed: int = 0,
+                       baseline_objective: str = "ntp") -> list[PairedComparison]:
+    """Every treatment law group against the baseline group of the same key, paired by (N, D, seed)."""
+    groups = group_runs(_rows(store, study))
+    found = []
+    for group in groups:
+        if group.key.get("objective.name") == baseline_objective:
+            continue
+        baselines = [g for g in groups if g.key.get("objective.name") == baseline_objective
+                     and _without_objective(g.key) == _without_objective(group.key)]
+        if len(baselines) == 1:
+            comparison = compare(group.runs, baselines[0].runs, treatment=group.label, baseline=baselines[0].label,
+                                 seed=group_stream(seed, group.key))
+            found += [comparison] if comparison else []
+    return found
 
 
 def multipliers(results: list[GroupFit], baseline_objective: str = "ntp") -> list[Multiplier]:

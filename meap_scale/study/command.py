@@ -8,6 +8,7 @@ import sys
 
 from meap_scale.config import PLACEMENTS, ConfigError
 from meap_scale.data import DataError
+from meap_scale.report.fit_tables import paired_line
 from meap_scale.store import StoreError
 from meap_scale.study.presets import PRESETS, build_study
 
@@ -49,6 +50,11 @@ def print_outcome(outcome) -> None:
         print(f"  best {best['objective']:<4} mask_ratio={best['mask_ratio']:<5g} size={best['model_size']:<5} "
               f"tokens={best['tokens']:<10} lr={best['lr']:<7g} val_loss={best['val_loss_mean']:.4f} "
               f"± {best['val_loss_std']:.4f} (sd over {best['seeds']} seed(s))")
+    if outcome.not_finished:
+        print(f"  {outcome.not_finished} run(s) of this study did not finish: left out of the best configurations "
+              f"and the comparisons")
+    for comparison in outcome.paired:
+        print(f"  {paired_line(comparison)}")
     print(f"results store: {outcome.store}  (read it with `meap-scale store ls --storage {outcome.store}`)")
     if not outcome.spec.base.use_gpu:
         print(CPU_NOTE)

@@ -21,6 +21,8 @@ from dataclasses import dataclass, replace
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
+from meap_scale.scaling.from_store import paired_comparisons
+from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
@@ -230,6 +232,10 @@ class StudyOutcome:
     """The configuration of every trial Tune ran, in trial order."""
     best: list[dict]
     """Per objective: the configuration with the lowest mean validation loss, with its seeds' spread."""
+    not_finished: int = 0
+    """Runs of this study in the store that did not finish: left out of ``best`` and the comparisons."""
+    paired: tuple[PairedComparison, ...] = ()
+    """Each MEAP configuration against NTP, paired by (size, budget, seed)."""
 
 
 def _best_per_objective(rows: list[dict]) -> list[dict]:
@@ -285,5 +291,7 @@ def run_study(spec: StudySpec) -> StudyOutcome:
     return StudyOutcome(spec=spec, store=spec.storage, trained=sum(r["status"] == "finished" for r in fresh),
                         failed=sum(r["status"] == "failed" for r in fresh), total=len(finished),
                         stopped_early=sum("seeds" not in (t.metrics or {}) for t in trials),
-                        trial_configs=[result.config for result in grid], best=_best_per_objective(finished))
+                        trial_configs=[result.config for result in grid], best=_best_per_objective(finished),
+                        not_finished=len(rows) - len(finished),
+                        paired=tuple(paired_comparisons(store, study=spec.name)) if rows else ())
 
