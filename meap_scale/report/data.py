@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meap_scale.scaling.groups import exclusion
 from meap_scale.store import ResultsStore
 
 CURVE_POINTS = 60
@@ -40,6 +42,15 @@ class ReportData:
     @property
     def finished(self) -> list[dict]:
         return [r for r in self.runs if r["status"] == "finished"]
+
+    @property
+    def scored(self) -> list[dict]:
+        """Finished runs whose validation loss can be drawn and fitted: finite and not diverged."""
+        return [r for r in self.finished if exclusion(r) is None]
+
+    def unscored(self) -> Counter:
+        """Finished runs left out of the loss figures, by reason."""
+        return Counter(reason for r in self.finished if (reason := exclusion(r)))
 
 
 def _name(config_json: str | None) -> str | None:

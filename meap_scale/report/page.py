@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import html
-import json
 import math
 
+from meap_scale import strict_json
 from meap_scale.report.sections import Missing, Section, Table
 
 STYLE = """
@@ -117,7 +117,7 @@ def compact(figures: dict[str, dict]) -> tuple[dict[str, dict], dict[str, dict]]
 
 def script_json(value) -> str:
     """JSON safe inside a <script> element: no sequence in it can close the element or open a comment."""
-    text = json.dumps(value, allow_nan=False, default=str, separators=(",", ":"))
+    text = strict_json.dumps(value, infinity_as_text=False, default=str, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 

@@ -72,13 +72,15 @@ def summary(data: ReportData) -> Section | Missing:
     facts = [("runs", ", ".join(f"{n} {s}" for s, n in sorted(status.items()))),
              ("studies", ", ".join(sorted({str(r["study"]) for r in runs}))),
              ("objectives", ", ".join(sorted({f"{r['objective']} (mask ratio {r['mask_ratio']:g})" for r in runs
-                                              if r["objective"]}))),
+                                              if r["objective"] and r["mask_ratio"] is not None}))),
              ("model sizes", ", ".join(sorted({str(r["model_size"]) for r in runs}))),
              ("token budgets", ", ".join(f"{b:,}" for b in sorted({r["tokens_budget"] for r in runs
                                                                     if r["tokens_budget"]}))),
              ("tokens trained", f"{sum(r['tokens_seen'] or 0 for r in finished):,}"),
              ("training compute", f"{sum(r['flops_6nd'] or 0 for r in finished):.3g} FLOPs (C = 6ND)"),
              ("GPU-hours", f"{gpu_hours:.2f}"), ("CPU wall-hours", f"{cpu_hours:.2f}")]
+    facts += [("left out of loss figures and fits", f"{count} finished run(s): {reason}")
+              for reason, count in sorted(data.unscored().items())]
     tables = [Table(("quantity", "value"), facts)]
     failed = [r for r in runs if r["status"] != "finished"]
     if failed:
@@ -108,7 +110,7 @@ def _frontier_rows(result: GroupFit, grid: np.ndarray) -> list[dict]:
 def scaling(data: ReportData, fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missing:
     points = [{"flops": r["flops_6nd"], "loss": r["val_loss"], "objective": r["objective"],
                "size": r["model_size"], "tokens": r["tokens_seen"], "run": r["run_id"]}
-              for r in data.finished if r["flops_6nd"] and r["val_loss"]]
+              for r in data.scored if r["flops_6nd"]]
     if not points:
         return Missing("scaling", "Loss vs compute", "finished runs with a validation loss")
     fitted = [f for f in fits if isinstance(f.fit, ParametricFit)]
@@ -299,7 +301,7 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedCompa
 # --- mask-ratio sweep ------------------------------------------------------------------------------
 
 def mask_ratio(data: ReportData, importances: dict[str, float] | None) -> Section | Missing:
-    runs = [r for r in data.finished if r["val_loss"] is not None and r["mask_ratio"] is not None]
+    runs = [r for r in data.scored if r["mask_ratio"] is not None]
     if len({r["mask_ratio"] for r in runs}) < 2:
         return Missing("mask_ratio", "Mask-ratio sweep", "finished runs at two or more mask ratios")
     values = [{"mask_ratio": r["mask_ratio"], "loss": r["val_loss"], "size": r["model_size"], "seed": r["seed"],
@@ -346,16 +348,20 @@ IMPORTANCE_RUNS = 1000
 """Most runs the importance estimate uses (a fixed random sample beyond that)."""
 
 
+IMPORTANCE_PARAMS = ("mask_ratio", "lr", "model_size", "tokens_budget")
+
+
 def importances(data: ReportData) -> dict[str, float] | None:
     """fANOVA importances of the swept run parameters for validation loss, when two or more vary."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    runs = [r for r in data.finished if r["val_loss"] is not None]
+    runs = data.scored
     if len(runs) > IMPORTANCE_RUNS:  # fANOVA's forest grows with the trials; a sample ranks the knobs as well
         picked = np.random.default_rng(0).choice(len(runs), IMPORTANCE_RUNS, replace=False)
         runs = [runs[i] for i in sorted(picked)]
-    swept = [k for k in ("mask_ratio", "lr", "model_size", "tokens_budget") if len({r[k] for r in runs}) > 1]
+    runs = [r for r in runs if all(r[k] is not None for k in IMPORTANCE_PARAMS)]
+    swept = [k for k in IMPORTANCE_PARAMS if len({r[k] for r in runs}) > 1]
     if len(swept) < 2 or len(runs) < 8:
         return None
     distributions = {}
@@ -376,7 +382,7 @@ def importances(data: ReportData) -> dict[str, float] | None:
 
 def _objective_of(data: ReportData) -> dict[str, str]:
     return {r["run_id"]: f"{r['objective']} {r['mask_ratio']:g}" if r["objective"] != "ntp" else "ntp"
-            for r in data.finished}
+            for r in data.finished if r["objective"] and r["mask_ratio"] is not None}
 
 
 def _mean_by(rows: list[dict], keys) -> list[dict]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meap_scale import strict_json
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.groups import RunGroup, group_runs
@@ -173,9 +174,9 @@ def multiplier_rows(found: list[Multiplier], study: str | None) -> list[dict]:
         out.append({"fit_id": hashlib.sha256(identity.encode()).hexdigest()[:16], "study": row["study"],
                     "law": row["law"], "objective": row["objective"], "n_convention": row["n_convention"],
                     "flops_convention": row["flops_convention"], "n_points": None,
-                    "params_json": json.dumps({"group": json.loads(key), "multiplier_by_compute": row["values"]},
-                                              default=str),
-                    "intervals_json": json.dumps(row["intervals"])})
+                    "params_json": strict_json.dumps({"group": json.loads(key), "multiplier_by_compute": row["values"]},
+                                                     default=str),
+                    "intervals_json": strict_json.dumps(row["intervals"])})
     return out
 
 
@@ -189,7 +190,6 @@ def fit_row(result: GroupFit, study: str | None) -> dict:
         "fit_id": hashlib.sha256((law + identity).encode()).hexdigest()[:16], "study": study, "law": law,
         "objective": result.group.get("objective"), "n_convention": summary["conventions"]["n"],
         "flops_convention": summary["conventions"]["flops"], "n_points": len(result.run_ids),
-        "params_json": json.dumps({k: v for k, v in summary.items() if k not in ("intervals", "conventions")},
-                                  default=str),
-        "intervals_json": json.dumps(summary["intervals"]),
+        "params_json": strict_json.dumps({k: v for k, v in summary.items() if k != "intervals"}, default=str),
+        "intervals_json": strict_json.dumps(summary["intervals"]),
     }

@@ -8,6 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
+from meap_scale import strict_json
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData
 from meap_scale.models import flops_per_token, param_counts
@@ -76,7 +77,7 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
         "flops_6nd": row["flops_per_token_6n"] * tokens_seen if tokens_seen else None,
         "flops_palm": row["flops_per_token_palm"] * tokens_seen if tokens_seen else None,
         "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
-        "eval_summary_json": json.dumps(eval_summary, sort_keys=True) if eval_summary else None,
+        "eval_summary_json": strict_json.dumps(eval_summary, sort_keys=True) if eval_summary else None,
         "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec),
         "wall_seconds": wall_seconds, "started_at": started_at,
         "finished_at": started_at + dt.timedelta(seconds=wall_seconds),
