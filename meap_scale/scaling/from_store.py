@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,7 +39,7 @@ class GroupFit:
     run_ids: tuple[str, ...]
     compute: tuple[float, ...] = ()
     """6 N D of each run: the compute range the fit has seen."""
-    key: dict | None = None
+    key: dict = field(default_factory=dict)
     """The whole law key the group's runs share."""
     notes: tuple[str, ...] = ()
     """What was left out of the group and why, and which rules chose its points."""
@@ -107,19 +107,22 @@ class Multiplier:
     high: float | None
 
 
-def _without_objective(key: dict | None) -> str:
-    return json.dumps({k: v for k, v in (key or {}).items() if not k.startswith("objective.")}, sort_keys=True,
+def _without_objective(key: dict) -> str:
+    return json.dumps({k: v for k, v in key.items() if not k.startswith("objective.")}, sort_keys=True,
                       default=str)
+
+
+def _baseline_index(key: dict, keys: list[dict], baseline_objective: str) -> int | None:
+    """Which of ``keys`` is the one baseline-objective law trained like ``key`` in everything but the objective."""
+    matches = [i for i, other in enumerate(keys) if other.get("objective.name") == baseline_objective
+               and _without_objective(other) == _without_objective(key)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def baseline_of(result: GroupFit, results: list[GroupFit], baseline_objective: str = "ntp") -> GroupFit | None:
     """The baseline objective's group trained like ``result`` in everything but the objective."""
-    if result.key is None:
-        matches = [r for r in results if r.group.get("objective") == baseline_objective]
-    else:
-        matches = [r for r in results if r.key and r.key.get("objective.name") == baseline_objective
-                   and _without_objective(r.key) == _without_objective(result.key)]
-    return matches[0] if len(matches) == 1 else None
+    index = _baseline_index(result.key, [r.key for r in results], baseline_objective)
+    return None if index is None else results[index]
 
 
 def paired_comparisons(store: ResultsStore, *, study: str | None = None, seed: int = 0,
@@ -128,14 +131,13 @@ def paired_comparisons(store: ResultsStore, *, study: str | None = None, seed: i
     groups = group_runs(_rows(store, study))
     found = []
     for group in groups:
-        if group.key.get("objective.name") == baseline_objective:
+        index = _baseline_index(group.key, [g.key for g in groups], baseline_objective)
+        if group.key.get("objective.name") == baseline_objective or index is None:
             continue
-        baselines = [g for g in groups if g.key.get("objective.name") == baseline_objective
-                     and _without_objective(g.key) == _without_objective(group.key)]
-        if len(baselines) == 1:
-            comparison = compare(group.runs, baselines[0].runs, treatment=group.label, baseline=baselines[0].label,
-                                 seed=group_stream(seed, group.key))
-            found += [comparison] if comparison else []
+        baseline = groups[index]
+        comparison = compare(group.runs, baseline.runs, treatment=group.label, baseline=baseline.label,
+                             seed=group_stream(seed, group.key))
+        found += [comparison] if comparison else []
     return found
 
 

@@ -147,9 +147,14 @@ def _best_learning_rates(group: RunGroup) -> None:
                        f"seeds, Chinchilla's practice)")
 
 
+def differing(keys: list[dict]) -> list[str]:
+    """The fields whose values are not the same in every key (a field missing from a key counts as None)."""
+    names = set().union(*keys) if keys else set()
+    return sorted(name for name in names if len({json.dumps(k.get(name), default=str) for k in keys}) > 1)
+
+
 def _labels(groups: list[RunGroup]) -> None:
-    varying = {name for name in set().union(*(g.key for g in groups))
-               if len({json.dumps(g.key.get(name), default=str) for g in groups}) > 1}
+    varying = set(differing([g.key for g in groups]))
     for group in groups:
         shown = {"objective.name", "objective.mask_ratio"} | varying
         group.label = {SHORT_NAMES.get(name, name): group.key.get(name) for name in sorted(shown, key=_label_order)
@@ -164,15 +169,14 @@ def _label_order(name: str) -> tuple:
 
 def _check_pooling(key: dict, keys: list[dict]) -> list[str]:
     """A coarser grouping may pool optimiser or masking settings (with a note), never corpora or contexts."""
-    differing = sorted({name for k in keys for name in k if len({json.dumps(x.get(name), default=str)
-                                                                   for x in keys}) > 1})
-    refused = [name for name in differing if name in NEVER_POOLED]
+    pooled = differing(keys)
+    refused = [name for name in pooled if name in NEVER_POOLED]
     if refused:
         values = {name: sorted({str(k.get(name)) for k in keys}) for name in refused}
         raise ScalingFitError(
             f"group {key} would pool runs that differ in {', '.join(f'{n} {values[n]}' for n in refused)}: one law "
             f"across corpora, tokenizers or sequence lengths is refused; drop --group-by to fit one law per law key")
-    return [f"pools runs that differ in {', '.join(differing)}"] if differing else []
+    return [f"pools runs that differ in {', '.join(pooled)}"] if pooled else []
 
 
 def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
@@ -189,7 +193,8 @@ def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
     groups: dict[tuple, RunGroup] = {}
     member_keys: dict[tuple, list[dict]] = {}
     for row in rows:
-        key = {name: row.get(name) for name in group_by} if group_by else law_key(row)
+        row_key = law_key(row)  # parses the row's config: once per row
+        key = {name: row.get(name) for name in group_by} if group_by else dict(row_key)
         key.update({name: row.get(name) for name in split_by})
         frozen = _frozen(key)
         group = groups.setdefault(frozen, RunGroup(key))
@@ -198,7 +203,7 @@ def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
             group.excluded[reason] += 1
         else:
             group.runs.append(row)
-            member_keys.setdefault(frozen, []).append(law_key(row))
+            member_keys.setdefault(frozen, []).append(row_key)
     for frozen, group in groups.items():
         if group_by and member_keys.get(frozen):
             group.notes += _check_pooling(group.key, member_keys[frozen])
