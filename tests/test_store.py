@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from meap_scale.store import ResultsStore, StoreError
-from meap_scale.store.schema import TABLES
+from meap_scale.store.schema import SCHEMA_VERSION, TABLES
 
 UTC = dt.timezone.utc
 
@@ -47,7 +47,21 @@ def test_every_column_round_trips(tmp_path, table):
     assert len(read) == 3
     for written, got in zip(rows, read):
         assert {k: got[k] for k in written} == written
-        assert got["schema_version"] == 1 and got["written_at"].tzinfo is not None
+        assert got["schema_version"] == SCHEMA_VERSION and got["written_at"].tzinfo is not None
+
+
+def test_a_study_selects_the_runs_it_trained_and_the_runs_it_found_stored(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append("runs", [{"run_id": "shared", "status": "finished", "study": "first"},
+                          {"run_id": "own", "status": "finished", "study": "second"},
+                          {"run_id": "other", "status": "finished", "study": "first"}])
+    assert {r["run_id"] for r in store.runs({"study": "second"}).to_pylist()} == {"own"}  # an old store: column only
+    store.add_members("second", ["shared", "own"], trial_id="t1")
+    store.add_members("second", ["shared"], trial_id="t2")  # asked again: still one membership
+    assert {r["run_id"] for r in store.runs({"study": "second"}).to_pylist()} == {"shared", "own"}
+    assert {r["run_id"] for r in store.runs({"study": ["first", "second"], "status": "finished"}).to_pylist()} \
+        == {"shared", "own", "other"}
+    assert store.read("memberships").num_rows == 2
 
 
 def test_the_latest_write_of_a_run_wins(tmp_path):

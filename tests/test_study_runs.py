@@ -54,8 +54,15 @@ def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp
     assert "0 trained now" in capsys.readouterr().out
     # Under another name Tune starts afresh, and the store alone prevents retraining.
     assert run_script("mask_ratio_sweep", "--preset", "smoke", "--storage", str(store_path), "--name", "again") == 0
-    assert "0 trained now" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "0 trained now" in printed and "study again: 2 finished runs in the store" in printed
     assert run_files(store_path) == written
+    # Both studies see the shared runs: in the store, and in each one's report.
+    ids = {r["run_id"] for r in runs}
+    assert {r["run_id"] for r in store.runs({"study": "again"}).to_pylist()} == ids
+    for name in ("mask-ratio-smoke", "again"):
+        page = (store_path / f"report-{name}.html").read_text()
+        assert all(run_id in page for run_id in ids), name
 
     # A fit over this study's store says plainly that one run per objective cannot determine a law.
     from meap_scale.cli import main

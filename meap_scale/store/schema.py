@@ -3,6 +3,7 @@
 Version history (bump ``SCHEMA_VERSION`` when a column is added; new columns must be nullable so
 files written by older versions still read, with nulls):
 - 1: first version.
+- 2: the ``memberships`` table (which studies asked for which run).
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 RUNS = pa.schema([
@@ -63,7 +64,15 @@ FITS = pa.schema([
     pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS}
+MEMBERSHIPS = pa.schema([
+    pa.field("run_id", pa.string(), nullable=False), pa.field("study", pa.string(), nullable=False),
+    ("trial_id", pa.string()), pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
+])
+"""A run belongs to every study that asked for it: the runs row keeps the study that trained it, and each
+study that found it already stored adds a row here."""
+
+TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS,
+                                "memberships": MEMBERSHIPS}
 """Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins."""
 
 KEYS: dict[str, tuple[str, ...]] = {
@@ -71,4 +80,5 @@ KEYS: dict[str, tuple[str, ...]] = {
     "curves": ("run_id", "step", "metric"),
     "evals": ("run_id", "task", "condition", "metric"),
     "fits": ("fit_id",),
+    "memberships": ("run_id", "study"),
 }

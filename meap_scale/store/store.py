@@ -150,7 +150,19 @@ class ResultsStore:
         return latest_per_key(pa.concat_tables(parts), KEYS[table])
 
     def runs(self, filters: dict[str, Any] | None = None) -> pa.Table:
-        return apply_filters(self.read("runs"), filters or {})
+        """Rows of the runs table; a ``study`` filter selects every run the study asked for, including runs
+        another study trained first (the ``memberships`` table), not only the runs it trained."""
+        filters = dict(filters or {})
+        study = filters.pop("study", None)
+        data = apply_filters(self.read("runs"), filters)
+        if study is None:
+            return data
+        members = apply_filters(self.read("memberships"), {"study": study})["run_id"]
+        return data.filter(pc.or_(equality_mask(data, "study", study), pc.is_in(data["run_id"], value_set=members)))
+
+    def add_members(self, study: str, run_ids: list[str], trial_id: str | None = None) -> None:
+        """Record that ``study`` asked for these runs (trained now or found stored)."""
+        self.append("memberships", [{"run_id": run_id, "study": study, "trial_id": trial_id} for run_id in run_ids])
 
     def curves(self, run_id: str | None = None) -> pa.Table:
         return apply_filters(self.read("curves"), {"run_id": run_id} if run_id else {})
@@ -173,14 +185,19 @@ def latest_per_key(data: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     return data.take(pa.array(sorted(keep["_row"])))
 
 
+def equality_mask(data: pa.Table, column: str, wanted: Any) -> pa.ChunkedArray:
+    """Rows whose ``column`` equals ``wanted`` (a list, tuple or set means 'any of these'); nulls never match."""
+    if column not in data.column_names:
+        raise StoreError(f"cannot filter on {column!r}; columns: {', '.join(data.column_names)}")
+    if isinstance(wanted, (list, tuple, set)):
+        mask = pc.is_in(data[column], value_set=pa.array(list(wanted), type=data.schema.field(column).type))
+    else:
+        mask = pc.equal(data[column], pa.scalar(wanted, type=data.schema.field(column).type))
+    return pc.fill_null(mask, False)
+
+
 def apply_filters(data: pa.Table, filters: dict[str, Any]) -> pa.Table:
-    """Equality filters; a list, tuple or set means 'any of these'."""
+    """Equality filters (see ``equality_mask``), all of them."""
     for column, wanted in filters.items():
-        if column not in data.column_names:
-            raise StoreError(f"cannot filter on {column!r}; columns: {', '.join(data.column_names)}")
-        if isinstance(wanted, (list, tuple, set)):
-            mask = pc.is_in(data[column], value_set=pa.array(list(wanted), type=data.schema.field(column).type))
-        else:
-            mask = pc.equal(data[column], pa.scalar(wanted, type=data.schema.field(column).type))
-        data = data.filter(pc.fill_null(mask, False))
+        data = data.filter(equality_mask(data, column, wanted))
     return data

@@ -5,7 +5,8 @@ trains its runs (one per seed) in order: single-worker runs in-process inside th
 runs through ``run_training`` (a ``TorchTrainer`` with ``TuneReportCallback``). Before training, a
 trial looks its run id up in the store and skips finished runs, so re-running a study, or resuming
 an interrupted one with ``Tuner.restore``, never trains a finished run twice. Every run, finished or
-failed, becomes a store row.
+failed, becomes a store row, and every run a trial asks for becomes a member of its study (the
+``memberships`` table), so a study sees the runs another study trained first.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     from ray import tune
 
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
+    store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
     stored = store.runs({"run_id": run.run_id, "status": "finished"})
     if stored.num_rows:
         return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
