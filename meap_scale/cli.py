@@ -13,8 +13,8 @@ import sys
 import types
 import typing
 
-from meap_scale.config import (ConfigError, DataSpec, EvalSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec,
-                               field_docs)
+from meap_scale.config import (EVAL_TASKS, ConfigError, DataSpec, EvalSpec, ModelSpec, ObjectiveSpec, OptimSpec,
+                               RunSpec, field_docs)
 from meap_scale.data import DataError
 from meap_scale.evals.harness import COMMONSENSE
 
@@ -127,24 +127,33 @@ SUITES = {"retrieval": ("needle", "needle_control", "multidoc", "two_hop"),
 
 
 def _add_eval_command(commands) -> None:
-    evaluate = commands.add_parser("eval", help="evaluate a saved checkpoint (retrieval, held-out loss)",
-                                   description="Run an eval suite on a checkpoint written by a training run.")
-    evaluate.add_argument("--checkpoint", required=True, help="a checkpoint folder (holds model/ and run.json)")
-    evaluate.add_argument("--suite", choices=(*SUITES, "harness"), default="retrieval",
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a saved checkpoint, or attach evals to a study's finished runs",
+        description="Run an eval suite on a checkpoint a training run wrote (--checkpoint), or on the final "
+                    "checkpoints of a study's finished runs (--store S --study NAME: no retraining; runs that "
+                    "already have rows for a task under the same spec are skipped). Options left out take the "
+                    "value the run was trained with.")
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--checkpoint", help="a checkpoint folder (holds model/ and run.json)")
+    target.add_argument("--study", help="every finished run of this study in --store")
+    evaluate.add_argument("--tasks", help=f"comma-separated tasks: {', '.join(EVAL_TASKS)} (default: the run's own, "
+                                          f"or the retrieval suite for a checkpoint trained without evals)")
+    evaluate.add_argument("--suite", choices=(*SUITES, "harness"),
                           help="retrieval: needle, no-needle control, multi-document QA, two-hop; all: plus held-out "
                                "loss and the attention analysis; harness: commonsense benchmarks through "
-                               "lm-evaluation-harness (optional dependency, needs their data locally)")
-    evaluate.add_argument("--per-cell", type=int, default=4, help="items per (length, depth) or gold position")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed of the eval items")
-    evaluate.add_argument("--documents", type=int, default=8, help="documents per multi-document QA item")
-    evaluate.add_argument("--doc-tokens", type=int, default=12, help="held-out tokens per document")
-    evaluate.add_argument("--qa-file", default="",
+                               "lm-evaluation-harness (optional dependency, needs their data locally; --checkpoint only)")
+    evaluate.add_argument("--per-cell", type=int, help="items per (length, depth) or gold position")
+    evaluate.add_argument("--seed", type=int, help="seed of the eval items")
+    evaluate.add_argument("--documents", type=int, help="documents per multi-document QA item")
+    evaluate.add_argument("--doc-tokens", type=int, help="held-out tokens per document")
+    evaluate.add_argument("--qa-file",
                           help="multi-document QA from a local lost-in-the-middle file (JSON lines, .gz allowed)")
     evaluate.add_argument("--harness-tasks", default=",".join(COMMONSENSE),
                           help="harness suite: comma-separated task names (default: the MEAP paper's seven)")
     evaluate.add_argument("--harness-include", help="harness suite: a folder of extra task YAML files (local data)")
     evaluate.add_argument("--limit", type=int, help="harness suite: at most this many documents per task")
-    evaluate.add_argument("--store", help="also append the rows to this results store's evals table")
+    evaluate.add_argument("--store", help="the results store: --study reads its runs and writes their rows there; "
+                                          "with --checkpoint, also append the rows to it")
 
 
 def _add_report_command(commands) -> None:
@@ -284,17 +293,33 @@ def _load_checkpoint(path: str):
     return spec, LlamaForCausalLM.from_pretrained(os.path.join(path, MODEL_DIR)).eval()
 
 
+def _eval_changes(args: argparse.Namespace) -> dict:
+    """The EvalSpec fields the command line sets; the rest come from the run's own spec."""
+    changes = {"per_cell": args.per_cell, "seed": args.seed, "documents": args.documents,
+               "doc_tokens": args.doc_tokens, "qa_file": args.qa_file}
+    if args.tasks is not None:
+        changes["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    elif args.suite in SUITES:
+        changes["tasks"] = SUITES[args.suite]
+    changes = {name: value for name, value in changes.items() if value is not None}
+    dataclasses.replace(EvalSpec(), **changes)  # bad values fail here, before any model is loaded
+    return changes
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.study:
+        return _eval_study(args)
     from meap_scale.data import prepare_data
     from meap_scale.evals.suite import check_suite, run_suite
     from meap_scale.store import ResultsStore
 
+    changes = _eval_changes(args)
     spec, model = _load_checkpoint(args.checkpoint)
     data = prepare_data(spec.data)
     if args.suite == "harness":
         return _harness(args, spec, model, data)
-    evals = EvalSpec(tasks=SUITES[args.suite], per_cell=args.per_cell, seed=args.seed, documents=args.documents,
-                     doc_tokens=args.doc_tokens, qa_file=args.qa_file)
+    own = spec.evals if spec.evals.tasks else dataclasses.replace(spec.evals, tasks=SUITES["retrieval"])
+    evals = dataclasses.replace(own, **changes)
     check_suite(data, evals, spec.data.seq_len)
     rows, summary = run_suite(model, data, evals, spec.data.seq_len)
     for row in rows:
@@ -304,6 +329,33 @@ def _eval(args: argparse.Namespace) -> int:
     if args.store:
         ResultsStore(args.store).append("evals", [{"run_id": spec.run_id, **row} for row in rows])
     return 0
+
+
+def _eval_study(args: argparse.Namespace) -> int:
+    """Exit 0 when every finished run of the study has the asked evals now; 1 when some could not get them."""
+    from meap_scale.evals import attach
+    from meap_scale.evals.summary import summary_of
+    from meap_scale.store import ResultsStore
+
+    if args.store is None:
+        raise ConfigError("eval --study needs --store, the results store holding the study")
+    if args.suite == "harness":
+        raise ConfigError("eval --study runs the retrieval, held-out and attention tasks; the harness suite "
+                          "evaluates one --checkpoint at a time")
+    store = ResultsStore(args.store)
+    plan = attach.plan(store, args.study, _eval_changes(args))
+    if not (plan.todo or plan.done or plan.cannot):
+        raise ConfigError(f"study {args.study!r} has no finished runs in {args.store}")
+    attach.check(plan.todo)
+    for planned in plan.todo:
+        summary = summary_of(attach.evaluate(store, planned))
+        print(f"evaluated {planned.run_id} ({', '.join(planned.evals.tasks)}): "
+              + ", ".join(f"{name}={value:.4g}" for name, value in summary.items()))
+    for run_id, why in plan.cannot.items():
+        print(f"not evaluated {run_id}: {why}", file=sys.stderr)
+    print(f"study {args.study}: {len(plan.todo)} run(s) evaluated now, {len(plan.done)} already had these evals, "
+          f"{len(plan.cannot)} could not be evaluated; rows in {args.store} (evals table)")
+    return 1 if plan.cannot else 0
 
 
 def _harness(args: argparse.Namespace, spec: RunSpec, model, data) -> int:

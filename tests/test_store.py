@@ -75,6 +75,17 @@ def test_the_latest_write_of_a_run_wins(tmp_path):
     assert store.runs({"val_loss": [3.0, 4.0]}).num_rows == 2
 
 
+def test_a_finished_run_is_never_superseded_by_a_later_unfinished_row(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "a", "status": "finished", "val_loss": 3.0})
+    store.append_run({"run_id": "a", "status": "stopped", "val_loss": 5.0})  # a late record of a stop
+    store.append_run({"run_id": "b", "status": "interrupted", "val_loss": 6.0})
+    store.append_run({"run_id": "b", "status": "stopped", "val_loss": 5.5})
+    runs = {r["run_id"]: r for r in store.runs().to_pylist()}
+    assert (runs["a"]["status"], runs["a"]["val_loss"]) == ("finished", 3.0)
+    assert (runs["b"]["status"], runs["b"]["val_loss"]) == ("stopped", 5.5)  # otherwise the latest wins
+
+
 def test_failed_runs_do_not_count_as_done(tmp_path):
     store = ResultsStore(str(tmp_path))
     store.append_run({"run_id": "x", "status": "failed", "error": "Traceback ..."})

@@ -64,9 +64,15 @@ def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp
         page = (store_path / f"report-{name}.html").read_text()
         assert all(run_id in page for run_id in ids), name
 
-    # A fit over this study's store says plainly that one run per objective cannot determine a law.
+    # Evals attached afterwards read the study's own final checkpoints: nothing is trained again.
     from meap_scale.cli import main
 
+    argv = ["eval", "--store", str(store_path), "--study", "mask-ratio-smoke", "--tasks", "needle", "--per-cell", "2"]
+    assert main(argv) == 0
+    assert "2 run(s) evaluated now, 0 already had these evals, 0 could not be evaluated" in capsys.readouterr().out
+    assert run_files(store_path) == written
+
+    # A fit over this study's store says plainly that one run per objective cannot determine a law.
     assert main(["fit", "--store", str(store_path), "--bootstrap", "0"]) == 1
     assert capsys.readouterr().out.count("cannot fit: 1 point(s) cannot determine 5 parameters") == 2
 
@@ -117,9 +123,38 @@ def test_optuna_search_with_asha_and_a_baseline_point(ray_cluster, tmp_path):
     outcome = run_study(spec)
     runs = ResultsStore(spec.storage).runs({"study": "optuna"}).to_pylist()
     assert len(outcome.trial_configs) == 3 and outcome.failed == 0
-    assert outcome.total == len(runs) == 3 - outcome.stopped_early >= 1
+    assert len(runs) == 3 and outcome.total == 3 - outcome.ended["stopped"] >= 1  # every trial's run is a row
     assert outcome.trial_configs[0] == {"optim.lr": 3e-3}  # the baseline point runs first
     assert all(1e-3 <= c["optim.lr"] <= 1e-2 for c in outcome.trial_configs)
+
+
+def test_trials_asha_stops_leave_rows_with_their_status_and_last_metrics(ray_cluster, tmp_path):
+    from dataclasses import replace
+
+    from meap_scale.scaling.groups import group_runs
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import _scheduler, run_study
+    from meap_scale.study.space import grid
+    from meap_scale.study.spec import StudySpec
+
+    smoke = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"))
+    # One at a time, the good learning rate first: at the first rung the second trial trails it and stops.
+    learning_rates = grid({"optim.lr": 3e-3, "optim.min_lr": 3e-4}, {"optim.lr": 1e-5, "optim.min_lr": 1e-6})
+    spec = StudySpec(name="asha", base=smoke.base, asha=True, space={"point": learning_rates}, max_concurrent=1,
+                     storage=smoke.storage)
+    run_tokens = spec.base.steps * spec.base.optim.batch_tokens
+    for seeds in ((0,), (0, 1, 2)):  # the scheduler's time is one run's tokens, however many seeds
+        assert _scheduler(replace(spec, seeds=seeds))._max_t == run_tokens + 1
+    outcome = run_study(spec)
+    assert dict(outcome.ended) == {"finished": 1, "stopped": 1} and outcome.not_finished == 1
+    runs = {r["lr"]: r for r in ResultsStore(spec.storage).runs({"study": "asha"}).to_pylist()}
+    stopped = runs[1e-5]
+    assert stopped["status"] == "stopped" and "ASHA" in stopped["error"] and stopped["trial_id"]
+    assert 0 < stopped["tokens_seen"] < stopped["tokens_budget"] == run_tokens
+    assert stopped["val_loss"] > runs[3e-3]["val_loss"] > 0 and stopped["train_loss"] > 0
+    assert [(b["lr"], b["seeds"]) for b in outcome.best.best] == [(3e-3, 1)]
+    (group,) = group_runs(list(runs.values()))
+    assert group.excluded == {"status stopped": 1} and len(group.runs) == 1
 
 
 def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):

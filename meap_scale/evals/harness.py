@@ -10,6 +10,7 @@ not in the local cache is skipped with its reason, and the others still run. Loc
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from meap_scale.data.errors import DataError
@@ -71,7 +72,11 @@ def run_harness(model, tokenizer, tasks: tuple[str, ...], *, max_length: int, in
               add_bos_token=True)
     out = lm_eval.simple_evaluate(model=lm, tasks=ready, task_manager=manager,
                                   limit=limit, log_samples=False, bootstrap_iters=1000)
-    return HarnessResult(rows=result_rows(out), skipped=skipped)
+    settings = {"harness": lm_eval.__version__ if hasattr(lm_eval, "__version__") else None, "zero_shot": True,
+                "max_length": max_length, "limit": limit, "include": include}
+    rows = [{**row, "eval_spec_json": json.dumps({"task": row["task"], **settings}, sort_keys=True)}
+            for row in result_rows(out)]
+    return HarnessResult(rows=rows, skipped=skipped)
 
 
 def result_rows(out: dict) -> list[dict]:

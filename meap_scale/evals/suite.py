@@ -3,15 +3,19 @@ rows of the store's ``evals`` table plus a summary for the run's row."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
+from meap_scale import strict_json
 from meap_scale.config import EvalSpec
 from meap_scale.data.prepare import PreparedData
 from meap_scale.data.retrieval import multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
+from meap_scale.evals.summary import RETRIEVAL_TASKS, summary_of
 from meap_scale.objectives import mask_scores
 
 
@@ -99,8 +103,10 @@ def check_suite(data: PreparedData, spec: EvalSpec, seq_len: int) -> None:
         _items(data, spec, seq_len, _tokenizer(data))
 
 
-def _headline(rows: list[dict], task: str) -> float:
-    return next(r["value"] for r in rows if (r["task"], r["condition"], r["metric"]) == (task, "all", "accuracy"))
+def task_spec_json(spec: EvalSpec, task: str) -> str:
+    """The spec one task's rows were made with (the suite narrowed to that task): the ``evals`` table's
+    ``eval_spec_json``, so attaching evals later can tell which rows it already has."""
+    return strict_json.dumps(replace(spec, tasks=(task,)).to_dict(), sort_keys=True)
 
 
 @torch.no_grad()
@@ -110,23 +116,20 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
     model.eval()
     tokenizer = _tokenizer(data)
     rows: list[dict] = []
-    summary: dict[str, float] = {}
     if "heldout" in spec.tasks:
         result = heldout_loss(model, data, device=device)
         rows.append({"task": "heldout", "condition": "all", "metric": "loss", "value": result.loss, "n": result.tokens})
         rows += [{"task": "heldout", "condition": f"positions={a}-{b}", "metric": "loss", "value": loss}
                  for a, b, loss in zip(result.bucket_edges, result.bucket_edges[1:], result.bucket_loss)]
-        summary["heldout_loss"] = result.loss
     items = _items(data, spec, seq_len, tokenizer)
-    for task in ("needle", "needle_control", "multidoc", "two_hop"):
+    for task in RETRIEVAL_TASKS:
         if task in spec.tasks:
             rows += _retrieval_rows(task, model, items[task], tokenizer, device)
-            summary[f"{task}_accuracy"] = _headline(rows, task)
     if "attention" in spec.tasks:
-        attention = _attention_rows(model, items["needle"], data.mask_id, spec.seed)
-        rows += attention
-        summary.update({f"attention_{r['metric']}": r["value"] for r in attention if r["condition"] == "all"})
-    return rows, summary
+        rows += _attention_rows(model, items["needle"], data.mask_id, spec.seed)
+    specs = {task: task_spec_json(spec, task) for task in spec.tasks}
+    rows = [{**row, "eval_spec_json": specs[row["task"]]} for row in rows]
+    return rows, summary_of(rows)
 
 
 def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:

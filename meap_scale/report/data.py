@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meap_scale.evals.summary import summary_of
 from meap_scale.scaling.groups import exclusion
 from meap_scale.store import ResultsStore
 
@@ -93,11 +94,15 @@ def _curves(table: pa.Table, run_ids: set[str]) -> list[dict]:
 
 def load_report_data(store: ResultsStore, study: str | None = None) -> ReportData:
     runs = store.runs({"study": study} if study else None).to_pylist()
-    for run in runs:
-        run["name"] = _name(run.get("config_json"))
-        run["evals"] = _summary(run.get("eval_summary_json"))
     ids = {r["run_id"] for r in runs}
     evals = [e for e in store.read("evals").to_pylist() if e["run_id"] in ids]
+    by_run: dict[str, list[dict]] = {}
+    for row in evals:
+        by_run.setdefault(row["run_id"], []).append(row)
+    for run in runs:
+        run["name"] = _name(run.get("config_json"))
+        # Evals attached after training (``meap-scale eval --study``) are in the evals table only.
+        run["evals"] = {**_summary(run.get("eval_summary_json")), **summary_of(by_run.get(run["run_id"], []))}
     curves = store.read("curves")
     return ReportData(store_url=store.url, study=study, runs=runs, evals=evals, curves=_curves(curves, ids),
                       curve_points_stored=curves.num_rows,

@@ -58,7 +58,7 @@ def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
 SECTIONS = {"model", "objective", "data", "optim"}
 
 
-def _identity(row: dict) -> dict[str, Any] | None:
+def run_identity(row: dict) -> dict[str, Any] | None:
     """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
     try:
         config = json.loads(row.get("config_json") or "")
@@ -74,7 +74,7 @@ def _identity(row: dict) -> dict[str, Any] | None:
 
 def law_key(row: dict) -> dict[str, Any]:
     """The fields a run shares with every other point of its law (see the module docstring)."""
-    identity = _identity(row)
+    identity = run_identity(row)
     if identity is None:
         identity = {name: row.get(column) for name, column in COLUMN_KEY.items()}
         if identity["precision"] == "auto":
@@ -87,7 +87,7 @@ def law_key(row: dict) -> dict[str, Any]:
     return key
 
 
-def _frozen(key: dict) -> tuple:
+def frozen(key: dict) -> tuple:
     return tuple(sorted((name, json.dumps(value, default=str)) for name, value in key.items()))
 
 
@@ -196,17 +196,17 @@ def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
         row_key = law_key(row)  # parses the row's config: once per row
         key = {name: row.get(name) for name in group_by} if group_by else dict(row_key)
         key.update({name: row.get(name) for name in split_by})
-        frozen = _frozen(key)
-        group = groups.setdefault(frozen, RunGroup(key))
+        frozen_key = frozen(key)
+        group = groups.setdefault(frozen_key, RunGroup(key))
         reason = exclusion(row)
         if reason:
             group.excluded[reason] += 1
         else:
             group.runs.append(row)
-            member_keys.setdefault(frozen, []).append(row_key)
-    for frozen, group in groups.items():
-        if group_by and member_keys.get(frozen):
-            group.notes += _check_pooling(group.key, member_keys[frozen])
+            member_keys.setdefault(frozen_key, []).append(row_key)
+    for frozen_key, group in groups.items():
+        if group_by and member_keys.get(frozen_key):
+            group.notes += _check_pooling(group.key, member_keys[frozen_key])
         _best_learning_rates(group)
     ordered = sorted(groups.values(), key=lambda g: json.dumps(g.key, sort_keys=True, default=str))
     _labels(ordered)

@@ -4,6 +4,9 @@ Version history (bump ``SCHEMA_VERSION`` when a column is added; new columns mus
 files written by older versions still read, with nulls):
 - 1: first version.
 - 2: the ``memberships`` table (which studies asked for which run).
+- 3: ``evals.eval_spec_json``, the eval spec (one task) a row was made with; runs may have status
+  ``stopped`` (by the scheduler, ASHA) or ``interrupted`` (the study was stopped) besides
+  ``finished`` and ``failed``.
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -15,13 +18,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+STATUSES = ("finished", "failed", "stopped", "interrupted")
+"""How a run ended: trained to its budget; raised or its process died; stopped early by the study's
+scheduler (ASHA); stopped with the study (Ctrl-C, SIGTERM). Only finished runs enter fits and summaries."""
 
 RUNS = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
     ("study", pa.string()), ("trial_id", pa.string()),
-    pa.field("status", pa.string(), nullable=False),  # finished | failed
+    pa.field("status", pa.string(), nullable=False),  # STATUSES
     ("error", pa.string()),
     ("objective", pa.string()), ("mask_ratio", pa.float64()), ("mask_sampling", pa.string()),
     ("exclude_special_tokens", pa.bool_()),
@@ -54,6 +60,7 @@ CURVES = pa.schema([
 EVALS = pa.schema([
     pa.field("run_id", pa.string(), nullable=False), ("task", pa.string()), ("condition", pa.string()),
     ("metric", pa.string()), ("value", pa.float64()), ("n", pa.int64()), ("stderr", pa.float64()),
+    ("eval_spec_json", pa.string()),
     pa.field("written_at", TIMESTAMP, nullable=False), ("schema_version", pa.int32()),
 ])
 
@@ -73,7 +80,8 @@ study that found it already stored adds a row here."""
 
 TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS,
                                 "memberships": MEMBERSHIPS}
-"""Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins."""
+"""Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins, except over a
+SETTLED row."""
 
 KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id",),
@@ -82,3 +90,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "fits": ("fit_id",),
     "memberships": ("run_id", "study"),
 }
+
+SETTLED: dict[str, tuple[str, str]] = {"runs": ("status", "finished")}
+"""Rows no later write of the same key replaces: a finished run is never superseded by a stopped,
+failed or interrupted row for it (the driver's record of a stopped trial can race the trial's own finish)."""

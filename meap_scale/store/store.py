@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from meap_scale.store.schema import KEYS, SCHEMA_VERSION, TABLES
+from meap_scale.store.schema import KEYS, SCHEMA_VERSION, SETTLED, TABLES
 
 
 class StoreError(ValueError):
@@ -147,7 +147,7 @@ class ResultsStore:
         parts = [part for path in self._files(table) if (part := self._conformed(table, path)) is not None]
         if not parts:
             return TABLES[table].empty_table()
-        return latest_per_key(pa.concat_tables(parts), KEYS[table])
+        return latest_per_key(pa.concat_tables(parts), KEYS[table], SETTLED.get(table))
 
     def runs(self, filters: dict[str, Any] | None = None) -> pa.Table:
         """Rows of the runs table; a ``study`` filter selects every run the study asked for, including runs
@@ -175,13 +175,18 @@ class ResultsStore:
         return self.runs({"run_id": run_id, "status": status}).num_rows > 0
 
 
-def latest_per_key(data: pa.Table, keys: tuple[str, ...]) -> pa.Table:
-    """Keep the most recently written row of each key (rows with equal keys are one record)."""
+def latest_per_key(data: pa.Table, keys: tuple[str, ...], settled: tuple[str, Any] | None = None) -> pa.Table:
+    """Keep the most recently written row of each key (rows with equal keys are one record); with
+    ``settled`` (column, value), a row holding that value wins over every row without it."""
     import pandas as pd
 
     frame = data.select([*keys, "written_at"]).to_pandas(types_mapper=pd.ArrowDtype)
     frame["_row"] = range(len(frame))
-    keep = frame.sort_values(["written_at", "_row"], kind="stable").drop_duplicates(list(keys), keep="last")
+    order = ["written_at", "_row"]
+    if settled is not None:
+        frame["_settled"] = equality_mask(data, *settled).to_numpy(zero_copy_only=False)
+        order.insert(0, "_settled")
+    keep = frame.sort_values(order, kind="stable").drop_duplicates(list(keys), keep="last")
     return data.take(pa.array(sorted(keep["_row"])))
 
 

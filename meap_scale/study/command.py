@@ -43,16 +43,27 @@ def study_from_args(study: str, args: argparse.Namespace):
     return build_study(study, args.preset, **changes)
 
 
+def _ended_line(outcome) -> str:
+    ended = outcome.ended
+    parts = [f"{ended['finished']} trained now"]
+    parts += [f"{ended[status]} {text}" for status, text in (
+        ("failed", "failed now"), ("stopped", "stopped early by ASHA"), ("interrupted", "interrupted"))
+        if ended[status] or status == "failed"]
+    return ", ".join(parts)
+
+
 def print_outcome(outcome) -> None:
-    print(f"\nstudy {outcome.spec.name}: {outcome.total} finished runs in the store, {outcome.trained} trained "
-          f"now, {outcome.failed} failed now, {outcome.stopped_early} trial(s) stopped early by ASHA")
-    for best in outcome.best:
+    print(f"\nstudy {outcome.spec.name}: {outcome.total} finished runs in the store, {_ended_line(outcome)}")
+    for best in outcome.best.best:
         print(f"  best {best['objective']:<4} mask_ratio={best['mask_ratio']:<5g} size={best['model_size']:<5} "
               f"tokens={best['tokens']:<10} lr={best['lr']:<7g} val_loss={best['val_loss_mean']:.4f} "
               f"± {best['val_loss_std']:.4f} (sd over {best['seeds']} seed(s))")
+    if outcome.best.incomplete:
+        print(f"  {outcome.best.incomplete} configuration(s) left out of the best: not every seed finished with a "
+              f"finite validation loss")
     if outcome.not_finished:
-        print(f"  {outcome.not_finished} run(s) of this study did not finish: left out of the best configurations "
-              f"and the comparisons")
+        print(f"  {outcome.not_finished} run(s) of this study did not finish (failed, stopped early or interrupted): "
+              f"left out of the best configurations, the fits and the comparisons")
     for comparison in outcome.paired:
         print(f"  {paired_line(comparison)}")
     print(f"results store: {outcome.store}  (read it with `meap-scale store ls --storage {outcome.store}`)")

@@ -11,12 +11,12 @@ failed, becomes a store row, and every run a trial asks for becomes a member of 
 
 from __future__ import annotations
 
-import math
 import os
 import posixpath
 import statistics
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, replace
 
 from meap_scale.config import RunSpec
@@ -27,12 +27,13 @@ from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
-from meap_scale.study.spec import TRIAL_METRICS, StudySpec
+from meap_scale.study.spec import FINAL_REPORT, TRIAL_METRICS, StudySpec
+from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
 from meap_scale.train.trainer import check_local_cluster, ensure_ray, run_training
 
-METRIC, MODE, TIME_ATTR = "val_loss", "min", "tokens_total"
+METRIC, MODE, TIME_ATTR = "val_loss", "min", "tokens"
 
 
 @dataclass(frozen=True)
@@ -53,19 +54,25 @@ class Locations:
 
 
 class _Progress:
-    """Adds cumulative tokens over a trial's runs and an ETA to each report for Tune's live table."""
+    """Adds the trial's cumulative tokens, an ETA and the run's id to each report, for Tune's live table
+    and the driver's record of where each trial is (``TrialEnds``)."""
 
     def __init__(self, runs: list[RunSpec]) -> None:
         self.total = sum(run.steps * run.optim.batch_tokens for run in runs)
         self.done = 0
 
-    def decorate(self, metrics: dict, seed: int) -> dict:
-        """Tune's live table shows a trial's first four metrics: tokens, losses and the ETA."""
+    def decorate(self, metrics: dict, run: RunSpec) -> dict:
+        """Tune's live table shows a trial's first four metrics: tokens, losses and the ETA. ``tokens`` (the
+        scheduler's time) counts this run's tokens only; a report without a validation loss carries none,
+        so ASHA decides at a rung on the next report that has one, never on a missing or stale value."""
         tokens_total = self.done + metrics.get("tokens", 0)
         speed = metrics.get("tokens_per_s") or 0.0
         eta = (self.total - tokens_total) / speed if speed else None
-        return {TIME_ATTR: tokens_total, "train_loss": metrics.get("train_loss"), METRIC: metrics.get(METRIC),
-                "eta_s": eta, "seed": seed, **metrics}
+        head = {TIME_ATTR: metrics.get("tokens", 0), "train_loss": metrics.get("train_loss")}
+        if metrics.get(METRIC) is not None:
+            head[METRIC] = metrics[METRIC]
+        return {**head, "eta_s": eta, "tokens_total": tokens_total, "seed": run.seed, "run_id": run.run_id,
+                **metrics}
 
 
 def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str) -> dict:
@@ -100,7 +107,7 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     if stored.num_rows:
         return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
     started, clock = utc_now(), time.perf_counter()
-    report = lambda metrics: tune.report(progress.decorate(metrics, run.seed))  # noqa: E731
+    report = lambda metrics: tune.report(progress.decorate(metrics, run))  # noqa: E731
     try:
         out = (_train_in_process(run, prepared, ctx["locations"], report, study) if run.workers == 1
                else _train_distributed(run, prepared, study))
@@ -129,9 +136,9 @@ def trial(config: dict, ctx: dict) -> None:
         progress.done += run.steps * run.optim.batch_tokens
     losses = [final[METRIC] for final in finals]
     means = {name: statistics.fmean(final[name] for final in finals) for name in TRIAL_METRICS}
-    tune.report({TIME_ATTR: progress.total, **means, "eta_s": 0.0,
-                 "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0, "seeds": len(losses),
-                 "tokens": runs[-1].steps * runs[-1].optim.batch_tokens})
+    tune.report({TIME_ATTR: runs[-1].steps * runs[-1].optim.batch_tokens, **means, "eta_s": 0.0,
+                 "tokens_total": progress.total, FINAL_REPORT: len(losses),
+                 "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0})
 
 
 DRIVER_CPU = 0.1
@@ -178,9 +185,11 @@ def _scheduler(spec: StudySpec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    longest = max(run.steps * run.optim.batch_tokens for run in spec.example_runs()) * len(spec.seeds)
-    # max_t beyond the last report: a trial that reached max_t would be stopped at its last training
-    # report, before it wrote its runs to the store. ASHA only ever stops trials at its rungs below it.
+    longest = max(run.steps * run.optim.batch_tokens for run in spec.example_runs())
+    # The time is one run's tokens: rungs are decided on the first run a trial trains (its first seed),
+    # so trials are compared at equal tokens of one run, never of several seeds added up. max_t lies
+    # beyond the last report: a trial that reached it would be stopped at its last training report,
+    # before it wrote its runs to the store; ASHA only ever stops trials at its rungs below it.
     return ASHAScheduler(time_attr=TIME_ATTR, max_t=longest + 1, grace_period=max(1, longest // 8))
 
 
@@ -204,6 +213,8 @@ def trial_name(trial) -> str:
 def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
     from ray import tune
 
+    from meap_scale.study.trial_ends import TrialEnds
+
     trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx), _resources(spec.base))
     locations: Locations = ctx["locations"]
     if locations.tune and tune.Tuner.can_restore(os.path.join(locations.tune, spec.name)):
@@ -215,7 +226,8 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
                                     mode=MODE if len(spec.metrics) == 1 else None, search_alg=_searcher(spec),
                                     scheduler=_scheduler(spec), num_samples=spec.num_samples,
                                     max_concurrent_trials=concurrency, trial_name_creator=trial_name),
-        run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune),
+        run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune,
+                                  callbacks=[TrialEnds(spec, ctx["store"], ctx["env"])]),
     )
 
 
@@ -223,40 +235,27 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
 class StudyOutcome:
     spec: StudySpec
     store: str
-    trained: int
-    """Runs trained (finished) by this invocation; the rest were already in the store."""
-    failed: int
+    ended: Counter
+    """Status -> runs of this study that ended so in this invocation (``store.schema.STATUSES``)."""
     total: int
     """Finished runs of this study in the store."""
-    stopped_early: int
-    """Trials ASHA stopped before they finished: their runs are not stored (a rerun trains them)."""
     trial_configs: list[dict]
     """The configuration of every trial Tune ran, in trial order."""
-    best: list[dict]
-    """Per objective: the configuration with the lowest mean validation loss, with its seeds' spread."""
+    best: BestConfigurations
+    """Per objective, the complete configuration with the lowest mean validation loss."""
     not_finished: int = 0
     """Runs of this study in the store that did not finish: left out of ``best`` and the comparisons."""
     paired: tuple[PairedComparison, ...] = ()
     """Each MEAP configuration against NTP, paired by (size, budget, seed)."""
 
+    @property
+    def trained(self) -> int:
+        """Runs trained to their budget by this invocation; the rest were already in the store."""
+        return self.ended["finished"]
 
-def _best_per_objective(rows: list[dict]) -> list[dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        key = (row["objective"], row["mask_ratio"], row["model_size"], row["tokens_budget"], row["lr"])
-        groups.setdefault(key, []).append(row)
-    summaries = []
-    for (objective, ratio, size, tokens, lr), members in groups.items():
-        losses = [m["val_loss"] for m in members if m["val_loss"] is not None and not math.isnan(m["val_loss"])]
-        if losses:
-            summaries.append({"objective": objective, "mask_ratio": ratio, "model_size": size, "tokens": tokens,
-                              "lr": lr, "val_loss_mean": statistics.fmean(losses),
-                              "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0,
-                              "seeds": len(losses)})
-    best: dict[str, dict] = {}
-    for summary in sorted(summaries, key=lambda s: s["val_loss_mean"]):
-        best.setdefault(summary["objective"], summary)
-    return list(best.values())
+    @property
+    def failed(self) -> int:
+        return self.ended["failed"]
 
 
 def _is_url(path: str) -> bool:
@@ -286,14 +285,11 @@ def run_study(spec: StudySpec) -> StudyOutcome:
     ensure_ray()
     check_fits(spec.base)
     grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
-    trials = [result for result in grid if result.error is None]
     rows = store.runs({"study": spec.name}).to_pylist()
     finished = [r for r in rows if r["status"] == "finished"]
-    fresh = [r for r in rows if r["written_at"] >= started]
-    return StudyOutcome(spec=spec, store=spec.storage, trained=sum(r["status"] == "finished" for r in fresh),
-                        failed=sum(r["status"] == "failed" for r in fresh), total=len(finished),
-                        stopped_early=sum("seeds" not in (t.metrics or {}) for t in trials),
-                        trial_configs=[result.config for result in grid], best=_best_per_objective(finished),
-                        not_finished=len(rows) - len(finished),
+    return StudyOutcome(spec=spec, store=spec.storage, total=len(finished),
+                        ended=Counter(r["status"] for r in rows if r["written_at"] >= started),
+                        trial_configs=[result.config for result in grid],
+                        best=best_per_objective(finished, spec.seeds), not_finished=len(rows) - len(finished),
                         paired=tuple(paired_comparisons(store, study=spec.name)) if rows else ())
 

@@ -1,0 +1,140 @@
+"""Evals attached to a study's finished runs, from their stored checkpoints, without retraining.
+
+A run's id does not cover its evals (``RunSpec.identity``), so adding a task to a study must not
+retrain anything: ``attach_evals`` finds each finished run's final checkpoint (single-worker study runs
+keep theirs under ``<store>/_checkpoints/<run_id>/step-N``, multi-worker runs under
+``<store>/_runs/<run_id>/checkpoint_*``), evaluates the tasks the run has no rows for under the same
+spec (the ``evals`` table's ``eval_spec_json``), and appends the rows. Each run's spec defaults to the
+one it was trained with; ``changes`` (tasks, items per cell, ...) replace fields of it. Every spec is
+checked against its run's model before any run is evaluated: a task that cannot fit fails first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import posixpath
+import tempfile
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator
+
+from meap_scale.config import ConfigError, EvalSpec, RunSpec
+from meap_scale.store import ResultsStore
+from meap_scale.train.checkpoint import MODEL_DIR, STATE_FILE
+
+CHECKPOINT_FOLDERS = (("_checkpoints", "step-*"), ("_runs", "checkpoint_*"))
+"""Where a study's runs keep checkpoints, under the store: in-process runs, Ray Train runs."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    run_id: str
+    spec: RunSpec
+    evals: EvalSpec
+    """The tasks this run still lacks rows for, under the requested spec."""
+    checkpoint: str
+
+
+@dataclass
+class AttachPlan:
+    todo: list[Planned] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    """Runs that already have rows for every requested task under the requested spec."""
+    cannot: dict[str, str] = field(default_factory=dict)
+    """Run id -> why it cannot be evaluated."""
+
+
+def _local_fs(store: ResultsStore) -> bool:
+    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
+def final_checkpoint(store: ResultsStore, run: RunSpec) -> str | None:
+    """The checkpoint folder holding the run's last step, or None."""
+    for folder, pattern in CHECKPOINT_FOLDERS:
+        for path in sorted(store.fs.glob(posixpath.join(store.root, folder, run.run_id, pattern)), reverse=True):
+            try:
+                with store.fs.open(posixpath.join(path, STATE_FILE)) as handle:
+                    step = json.load(handle).get("step")
+            except (OSError, ValueError):
+                continue
+            if step == run.steps:
+                return path
+    return None
+
+
+def _stored_specs(store: ResultsStore, run_ids: set[str]) -> dict[str, set[tuple[str, str]]]:
+    """Run id -> the (task, eval spec) pairs its stored rows were made with."""
+    evals = store.read("evals").select(["run_id", "task", "eval_spec_json"]).to_pylist()
+    found: dict[str, set[tuple[str, str]]] = {}
+    for row in evals:
+        if row["run_id"] in run_ids and row["eval_spec_json"]:
+            found.setdefault(row["run_id"], set()).add((row["task"], row["eval_spec_json"]))
+    return found
+
+
+def plan(store: ResultsStore, study: str, changes: dict[str, Any]) -> AttachPlan:
+    """What to evaluate for ``study``: ``changes`` are EvalSpec fields replacing each run's own."""
+    from meap_scale.evals.suite import task_spec_json
+
+    runs = store.runs({"study": study, "status": "finished"}).to_pylist()
+    stored = _stored_specs(store, {row["run_id"] for row in runs})
+    result = AttachPlan()
+    for row in runs:
+        try:
+            spec = RunSpec.from_dict(json.loads(row["config_json"] or ""))
+            evals = replace(spec.evals, **changes)
+        except (ConfigError, ValueError, TypeError) as error:
+            result.cannot[row["run_id"]] = f"its stored config cannot be read or changed so ({error})"
+            continue
+        if not evals.tasks:
+            result.cannot[row["run_id"]] = "no eval tasks: it was trained without evals; name some with --tasks"
+            continue
+        missing = tuple(t for t in evals.tasks if (t, task_spec_json(evals, t)) not in stored.get(row["run_id"], set()))
+        if not missing:
+            result.done.append(row["run_id"])
+            continue
+        checkpoint = final_checkpoint(store, spec)
+        if checkpoint is None:
+            result.cannot[row["run_id"]] = (f"no checkpoint of its last step (step {spec.steps}) under "
+                                            f"{store.url}/_checkpoints or _runs: it was trained elsewhere or its "
+                                            f"checkpoints were removed")
+            continue
+        result.todo.append(Planned(row["run_id"], spec, replace(evals, tasks=missing), checkpoint))
+    return result
+
+
+@contextlib.contextmanager
+def _local_copy(store: ResultsStore, path: str) -> Iterator[str]:
+    """The checkpoint as a local folder: itself on a local store, a temporary download otherwise."""
+    if _local_fs(store):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="meap-eval-") as folder:
+        store.fs.get(posixpath.join(path, MODEL_DIR), os.path.join(folder, MODEL_DIR), recursive=True)
+        yield folder
+
+
+def check(todo: list[Planned]) -> None:
+    """Build every planned suite's items now: a task that cannot fit a model fails before any evaluation."""
+    from meap_scale.data import prepare_data
+    from meap_scale.evals.suite import check_suite
+
+    for planned in todo:
+        check_suite(prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
+
+
+def evaluate(store: ResultsStore, planned: Planned) -> list[dict]:
+    """Evaluate one run's final checkpoint and append its rows; returns them."""
+    from transformers import LlamaForCausalLM
+
+    from meap_scale.data import prepare_data
+    from meap_scale.evals.suite import run_suite
+
+    with _local_copy(store, planned.checkpoint) as folder:
+        model = LlamaForCausalLM.from_pretrained(os.path.join(folder, MODEL_DIR)).eval()
+    rows, _ = run_suite(model, prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
+    rows = [{"run_id": planned.run_id, **row} for row in rows]
+    store.append("evals", rows)
+    return rows
