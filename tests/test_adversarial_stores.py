@@ -3,6 +3,7 @@ objective, old-schema files, HTML and unicode in every string field, 10,000 runs
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -58,7 +59,9 @@ def test_laws_of_two_corpora_two_learning_rates_and_two_studies_fit_one_law_per_
                 for row in law_runs(objective, ratio, shift + penalty + gain, data_source=corpus):
                     rows.append({**row, "run_id": f"{row['run_id']}-{lr}", "lr": lr,
                                  "study": "grid-a" if row["params_total"] < 1e8 else "grid-b"})
-    store.append("runs", rows)
+    unfinished = [{**rows[0], "run_id": f"{rows[0]['run_id']}-{status}", "status": status, "seed": 7}
+                  for status in ("stopped", "failed", "interrupted")]  # same law, ended early
+    store.append("runs", rows + unfinished)
     results = fit_groups(store)
     assert len(results) == 4  # 2 corpora x 2 objectives; studies and learning rates do not split laws
     for result in results:
@@ -66,9 +69,14 @@ def test_laws_of_two_corpora_two_learning_rates_and_two_studies_fit_one_law_per_
         assert any("learning rate: the best of 2" in note for note in result.notes)
         assert any("24 run(s) left out: at a learning rate" in note for note in result.notes)
         assert "data.source" in result.group
+    assert sum("1 run(s) left out: status stopped" in note for r in results for note in r.notes) == 1
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "0"]) == 0
     out = capsys.readouterr().out
     assert out.count("minus ntp, val_loss paired by seed") == 2 and "meap better at p < 0.01" in out
+    assert all(f"1 run(s) left out: status {status}" in out for status in ("stopped", "failed", "interrupted"))
+    page = Path(build_report(str(tmp_path), str(tmp_path / "report.html"), bootstrap=0).path).read_text()
+    assert page.count("24 run(s) left out: at a learning rate") == 4  # one law per proper group, each says so
+    assert all(f"1 run(s) left out: status {status}" in page for status in ("stopped", "failed", "interrupted"))
     with pytest.raises(ScalingFitError, match=r"differ in data.source"):
         fit_groups(store, group_by=("objective", "mask_ratio"))
 

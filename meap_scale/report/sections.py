@@ -184,7 +184,8 @@ def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missi
             law = "approach 2"
         else:
             continue
-        rows.append((_label(result.group), law, len(result.run_ids), *cells, "; ".join(fit.warnings)))
+        rows.append((_label(result.group), law, len(result.run_ids), *cells, "; ".join(fit.warnings),
+                     "; ".join(result.notes)))
     if not rows:
         reasons = "; ".join(f"{_label(f.group)}: {f.error}" for f in fits if f.error)
         return Missing("fits", "Fitted scaling laws", "groups of finished runs spanning several sizes and budgets"
@@ -193,9 +194,10 @@ def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missi
                    "(Huber loss on log L, L-BFGS from a grid of starts), and approach 2 (IsoFLOP parabolas) where runs "
                    "share compute budgets; a and b are the exponents of N* and D* in C. Brackets: bootstrap 95% "
                    "percentile intervals (runs resampled). N = total parameters, D = tokens seen, C = 6ND. Read the "
-                   "warnings: exponents from a narrow N or D range are weakly determined.",
-                   tables=[Table(("group", "law", "runs", "E", "A", "B", "alpha", "beta", "a", "b", "warnings"),
-                                 rows)])
+                   "warnings: exponents from a narrow N or D range are weakly determined. Notes say which runs a law "
+                   "left out and why (not finished, diverged, a worse learning rate of its cell).",
+                   tables=[Table(("group", "law", "runs", "E", "A", "B", "alpha", "beta", "a", "b", "warnings",
+                                  "notes"), rows)])
 
 
 # --- MEAP vs NTP ------------------------------------------------------------------------------------
