@@ -50,7 +50,7 @@ Ray is up with token authentication (token: $HOME/.ray/auth_token)$([ -n "$worke
 Dashboard: http://127.0.0.1:$dashboard_port
 Submit a study from the repository root:
   RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:$dashboard_port --working-dir . -- \\
-    python studies/mask_ratio_sweep.py --preset smoke --storage $PWD/results
+    python studies/mask_ratio_sweep.py --preset smoke --store $PWD/results
 MSG
     ;;
   status)

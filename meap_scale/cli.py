@@ -17,6 +17,7 @@ from meap_scale.config import (EVAL_TASKS, ConfigError, DataSpec, EvalSpec, Mode
                                RunSpec, field_docs)
 from meap_scale.data import DataError
 from meap_scale.evals.harness import COMMONSENSE
+from meap_scale.options import add_store_option, count
 
 # (section, spec class, fields left out of the command line, flag renames)
 _SECTIONS = (
@@ -32,14 +33,6 @@ CPU_SCALE_NOTE = ("Note: a CPU-scale run is a plumbing check. At this size MEAP 
                   "(docs/design.md, section 10); do not read its losses as evidence about MEAP.")
 
 
-def _integer(text: str) -> int:
-    """Accept 2e6 as well as 2000000 for counts."""
-    value = float(text)
-    if not value.is_integer():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number")
-    return int(value)
-
-
 def _argument_options(hint) -> dict:
     if typing.get_origin(hint) is typing.Literal:
         return {"choices": typing.get_args(hint)}
@@ -47,13 +40,23 @@ def _argument_options(hint) -> dict:
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
     if base is bool:
         return {"action": argparse.BooleanOptionalAction}
-    converters = {int: _integer, float: float}
+    converters = {int: count, float: float}
     if typing.get_origin(base) is tuple:
         items = typing.get_args(base)
         if len(items) == 2 and items[1] is Ellipsis:  # tuple[X, ...]: one or more values
             return {"nargs": "+", "type": converters.get(items[0], str), "metavar": "VALUE"}
         return {"nargs": len(items), "type": converters.get(items[0], str), "metavar": "VALUE"}
     return {"type": converters.get(base, str), "metavar": "VALUE"}
+
+
+def _model_sizes() -> dict:
+    from meap_scale.models import LADDER
+
+    return {"choices": (*LADDER, "custom"), "metavar": "{" + ",".join((*LADDER, "custom")) + "}"}
+
+
+CHOICES = {"model.size": _model_sizes()}
+"""Options whose values are a closed list argparse should check and name in the help."""
 
 
 def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, renames) -> None:
@@ -64,13 +67,13 @@ def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, re
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
         flag = "--" + renames.get(field.name, field.name).replace("_", "-")
+        options = {**_argument_options(hints[field.name]), **CHOICES.get(f"{section}.{field.name}", {})}
         group.add_argument(flag, dest=f"{section}.{field.name}", default=argparse.SUPPRESS,
-                           help=f"{docs.get(field.name, '')} (default: {default})".replace("%", "%%"),
-                           **_argument_options(hints[field.name]))
+                           help=f"{docs.get(field.name, '')} (default: {default})".replace("%", "%%"), **options)
 
 
 def _add_store_commands(commands) -> None:
-    from meap_scale.store.schema import TABLES
+    from meap_scale.store.schema import STATUSES, TABLES
     from meap_scale.store.views import FORMATS
 
     store = commands.add_parser("store", help="list, show and export the results store",
@@ -79,10 +82,10 @@ def _add_store_commands(commands) -> None:
     for name, text in (("ls", "list the stored runs"), ("show", "every column and the config of one run"),
                        ("export", "write a table as CSV, Parquet or JSON lines")):
         action = actions.add_parser(name, help=text, description=text)
-        action.add_argument("--storage", default="results", help="the results store (default: results)")
+        add_store_option(action, "the results store")
         if name == "ls":
             action.add_argument("--study", help="only runs of this study")
-            action.add_argument("--status", choices=("finished", "failed"), help="only runs with this status")
+            action.add_argument("--status", choices=STATUSES, help="only runs with this status")
         if name == "show":
             action.add_argument("run_id", help="the run's id (see `meap-scale store ls`)")
         if name == "export":
@@ -105,7 +108,7 @@ def _add_fit_command(commands) -> None:
     fit = commands.add_parser("fit", help="fit scaling laws to the results store and store the fits",
                               description="Fit Chinchilla's approach 3, L = E + A/N^alpha + B/D^beta, per group "
                                           "of finished runs; print the table and append the fits to the store.")
-    fit.add_argument("--store", default="results", help="the results store (default: results)")
+    add_store_option(fit, "the results store")
     fit.add_argument("--group-by", default="",
                      help="comma-separated runs columns for coarser groups than the default, one law per law key "
                           "(everything but N, D, seed and learning rate; docs/scaling.md); pooling corpora, "
@@ -152,8 +155,8 @@ def _add_eval_command(commands) -> None:
                           help="harness suite: comma-separated task names (default: the MEAP paper's seven)")
     evaluate.add_argument("--harness-include", help="harness suite: a folder of extra task YAML files (local data)")
     evaluate.add_argument("--limit", type=int, help="harness suite: at most this many documents per task")
-    evaluate.add_argument("--store", help="the results store: --study reads its runs and writes their rows there; "
-                                          "with --checkpoint, also append the rows to it")
+    add_store_option(evaluate, "the results store: --study reads its runs and writes their rows there; with "
+                               "--checkpoint, also append the rows to it", default=None)
 
 
 def _add_report_command(commands) -> None:
@@ -161,21 +164,36 @@ def _add_report_command(commands) -> None:
                                  description="One self-contained HTML file (scripts, styles and data inline; it "
                                              "opens offline): summary, scaling fits, MEAP vs NTP, mask-ratio sweep, "
                                              "retrieval, curves, all runs, provenance.")
-    report.add_argument("--store", default="results", help="the results store (default: results)")
+    add_store_option(report, "the results store")
     report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     report.add_argument("--study", help="only runs of this study")
     report.add_argument("--figures", help="also write every figure as SVG and PNG into this folder")
     report.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for fit bands (default: 100)")
 
 
+OVERVIEW = """MEAP and NTP language-model training, studies and scaling laws on Ray.
+
+Train one run, sweep a study with Ray Tune into a results store (Parquet), fit scaling laws to
+it, evaluate checkpoints, and write a self-contained HTML report. `meap-scale COMMAND --help`
+describes each command."""
+COMMON = """common commands:
+  meap-scale study mask_ratio_sweep --preset smoke --store results   a study in minutes on a laptop
+  meap-scale fit --store results --study mask-ratio-smoke             scaling laws of a study's runs
+  meap-scale report --store results --out report.html                 the HTML report of a store
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meap-scale", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="meap-scale", description=OVERVIEW, epilog=COMMON,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
     train = commands.add_parser("train", help="run one MEAP or NTP training job on Ray Train",
                                 description="Train one model with MEAP or NTP on a local or remote Ray cluster.")
     for section in _SECTIONS:
         _add_section(train, *section)
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_store_option(train, "also write the run (its row, curve and evals) to this results store, as a study "
+                            "does; Ray Train's checkpoints go to --storage-path", default=None, old_flags=())
     _add_study_command(commands)
     _add_store_commands(commands)
     _add_fit_command(commands)
@@ -229,11 +247,31 @@ def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    import traceback
+
     from meap_scale.data import prepare_data
+    from meap_scale.store import ResultsStore
+    from meap_scale.store.rows import run_row
+    from meap_scale.store.store import utc_now
     from meap_scale.train.trainer import run_training
 
-    result = run_training(spec, prepare_data(spec.data))
-    _print_summary(summary(result), args.json, not spec.use_gpu)
+    prepared = prepare_data(spec.data)
+    store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
+    started = utc_now()
+    try:
+        result = run_training(spec, prepared)
+    except Exception:
+        if store:
+            store.append_run(run_row(spec, prepared, final={}, status="failed", started_at=started,
+                                     wall_seconds=(utc_now() - started).total_seconds(),
+                                     error=traceback.format_exc(limit=20)))
+        raise
+    if store:
+        store.append_curve(spec.run_id, result.curve)
+        store.append("evals", [{"run_id": spec.run_id, **row} for row in result.evals])
+        store.append_run(run_row(spec, prepared, final=result.final, status="finished", started_at=started,
+                                 wall_seconds=result.wall_seconds, eval_summary=result.eval_summary))
+    _print_summary({**summary(result), "store": args.store}, args.json, not spec.use_gpu)
     return 0
 
 
@@ -241,7 +279,7 @@ def _store(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
     from meap_scale.store import views
 
-    store = ResultsStore(args.storage)
+    store = ResultsStore(args.store)
     if args.action == "ls":
         filters = {k: v for k, v in (("study", args.study), ("status", args.status)) if v}
         print(views.listing(store, filters))

@@ -310,13 +310,17 @@ class RunSpec(_Serialisable):
     log_every: int = 10
     """Report training metrics every N optimiser steps."""
     checkpoint_every: int = 0
-    """Checkpoint every N optimiser steps (0: only at the end)."""
+    """Checkpoint every N optimiser steps (0: only at the end, or ``checkpoints`` per run)."""
+    checkpoints: int = 0
+    """Where ``checkpoint_every`` is 0: checkpoint this many times per run, evenly, so an interrupt loses
+    at most 1/checkpoints of any run, short or long (0: only at the end)."""
     keep_checkpoints: int = 2
-    """Checkpoints Ray keeps per run."""
+    """Checkpoints kept per run, the newest (Ray Train runs and in-process study runs alike)."""
     name: str | None = None
     """Run name (the Ray Train run folder); default derived from the config (see ``run_id``)."""
     storage_path: str = "runs"
-    """Where Ray Train writes checkpoints: a local folder (one node) or a URL such as s3://bucket/path."""
+    """Where Ray Train writes this run's checkpoints: a local folder (one node) or a URL such as
+    s3://bucket/path. Not the results store (``--store``), which holds rows of runs, curves and evals."""
     max_failures: int = 0
     """Worker-group restarts Ray Train attempts from the latest checkpoint."""
     fail_at_step: int | None = None
@@ -327,8 +331,9 @@ class RunSpec(_Serialisable):
                   eval_blocks=self.eval_blocks, log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
         _one_of("run", "precision", self.precision, PRECISIONS)
         _one_of("run", "placement", self.placement, PLACEMENTS)
-        _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.max_failures >= 0,
-                 "run.eval_every, run.checkpoint_every and run.max_failures must not be negative")
+        _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.checkpoints >= 0
+                 and self.max_failures >= 0,
+                 "run.eval_every, run.checkpoint_every, run.checkpoints and run.max_failures must not be negative")
         _require(self.objective.name != "meap_sft",
                  "objective 'meap_sft' needs prompt/answer data; the pretraining loop supports 'ntp' and 'meap'")
         seq_len, batch_tokens = self.data.seq_len, self.optim.batch_tokens
@@ -351,6 +356,13 @@ class RunSpec(_Serialisable):
     @property
     def steps(self) -> int:
         return self.tokens // self.optim.batch_tokens
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """Optimiser steps between checkpoints (0: only at the end)."""
+        if self.checkpoint_every or not self.checkpoints:
+            return self.checkpoint_every
+        return max(1, self.steps // self.checkpoints)
 
     @property
     def accumulation_steps(self) -> int:

@@ -1,6 +1,6 @@
 """For each FLOP budget C, model sizes along the IsoFLOP line D = C / 6N, for NTP and MEAP.
 
-Usage: `python studies/isoflop.py [--preset smoke|laptop|paper] [--storage DIR_OR_URL] ...`
+Usage: `python studies/isoflop.py [--preset smoke|laptop|paper] [--store DIR_OR_URL] ...`
 or `ray job submit --working-dir . -- python studies/isoflop.py --preset smoke`. `--help` lists every option.
 """
 

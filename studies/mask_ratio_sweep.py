@@ -1,6 +1,6 @@
 """MEAP mask ratio (0 = the NTP baseline) x learning rate, over seeds, at one size and budget.
 
-Usage: `python studies/mask_ratio_sweep.py [--preset smoke|laptop|paper] [--storage DIR_OR_URL] ...`
+Usage: `python studies/mask_ratio_sweep.py [--preset smoke|laptop|paper] [--store DIR_OR_URL] ...`
 or `ray job submit --working-dir . -- python studies/mask_ratio_sweep.py --preset smoke`. `--help` lists every option.
 """
 

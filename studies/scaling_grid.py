@@ -1,6 +1,6 @@
 """Model sizes x token budgets, for NTP and MEAP at mask ratio 0.15.
 
-Usage: `python studies/scaling_grid.py [--preset smoke|laptop|paper] [--storage DIR_OR_URL] ...`
+Usage: `python studies/scaling_grid.py [--preset smoke|laptop|paper] [--store DIR_OR_URL] ...`
 or `ray job submit --working-dir . -- python studies/scaling_grid.py --preset smoke`. `--help` lists every option.
 """
 

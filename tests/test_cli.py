@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from meap_scale.cli import _SECTIONS, build_parser, main, spec_from_args
+from meap_scale.store import ResultsStore
 
 
 def help_text() -> str:
@@ -43,19 +44,24 @@ def test_eval_options_set_the_runs_eval_suite():
     assert spec.evals.seed == 3 and spec.seed == 1 and spec.evals.context_lens == (128,)
 
 
-def test_counts_must_be_whole_numbers():
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["train", "--tokens", "2.5"])
+def test_counts_are_whole_numbers_written_as_people_write_them():
+    for text, value in (("65536", 65_536), ("2e6", 2_000_000), ("2M", 2_000_000), ("1.5e9", 1_500_000_000),
+                        ("10B", 10_000_000_000), ("512k", 512_000), ("16_384", 16_384)):
+        assert spec_from_args(build_parser().parse_args(["train", "--tokens", text])).tokens == value
+    for bad in ("2.5", "1.5k5", "lots", ""):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["train", "--tokens", bad])
 
 
-PROBE = ("import sys, ray; from meap_scale.cli import main; rc = main(sys.argv[1:]); "
+PROBE = ("import sys, ray; from meap_scale.cli import main\n"
+         "try:\n    rc = main(sys.argv[1:])\nexcept SystemExit as done:\n    rc = done.code\n"
          "print('RAY-STARTED' if ray.is_initialized() else 'RAY-NOT-STARTED'); sys.exit(rc)")
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--mask-ratio", "1.5"], "objective.mask_ratio must be in [0, 1), got 1.5"),
     (["--tokens", "0"], "run.tokens must be positive"),
-    (["--model", "huge"], "unknown model size 'huge'; known sizes: debug"),
+    (["--model", "huge"], "argument --model: invalid choice: 'huge' (choose from 'debug', 'xs'"),
     (["--data", "EMPTY"], "0 non-empty document(s)"),
     (["--tokenizer", "./no/such/tokenizer"], "tokenizer path './no/such/tokenizer' does not exist"),
 ])
@@ -73,16 +79,20 @@ def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, 
 def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, capsys):
     rc = main(["train", "--workers", "2", "--tokens", "4096", "--seq-len", "64", "--batch-tokens", "512",
                "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--eval-tasks", "heldout", "needle",
-               "--eval-depths", "0", "1", "--eval-per-cell", "1", "--json"])
+               "--eval-depths", "0", "1", "--eval-per-cell", "1", "--json", "--store", str(tmp_path / "results")])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["steps"] == 8 and summary["tokens"] == 4096 and summary["val_loss"] > 0
     assert summary["heldout_loss"] > 0 and 0 <= summary["needle_accuracy"] <= 1
+    # --store writes the run as a study does: its row, curve and evals.
+    store = ResultsStore(summary["store"])
+    (row,) = store.runs().to_pylist()
+    assert (row["run_id"], row["status"], row["val_loss"]) == (summary["run_id"], "finished", summary["val_loss"])
+    assert store.curves(row["run_id"]).num_rows > 0 and {e["task"] for e in store.read("evals").to_pylist()} == \
+        {"heldout", "needle"}
 
 
 def stored_run(tmp_path):
-    from meap_scale.store import ResultsStore
-
     store = ResultsStore(str(tmp_path))
     store.append_run({"run_id": "run-a", "status": "finished", "study": "s", "objective": "meap", "mask_ratio": 0.15,
                       "val_loss": 4.25, "config_json": '{"seed": 0}'})
@@ -94,20 +104,29 @@ def stored_run(tmp_path):
 
 def test_store_ls_lists_runs_and_filters_by_status(tmp_path, capsys):
     path = stored_run(tmp_path)
-    assert main(["store", "ls", "--storage", path]) == 0
+    assert main(["store", "ls", "--store", path]) == 0
     out = capsys.readouterr().out
     assert "run-a" in out and "run-b" in out and "2 run(s)" in out
-    assert main(["store", "ls", "--storage", path, "--status", "failed"]) == 0
+    header = out.splitlines()[0].split()
+    assert "lr" in header and "seq_len" not in header  # the runs do not differ in it
+    ResultsStore(path).append_run({"run_id": "run-c", "status": "stopped", "study": "s", "seq_len": 128})
+    ResultsStore(path).append_run({"run_id": "run-d", "status": "finished", "study": "s", "seq_len": 256})
+    assert main(["store", "ls", "--storage", path, "--status", "stopped"]) == 0  # the old flag, one more release
+    captured = capsys.readouterr()
+    assert "--storage is deprecated" in captured.err and "use --store" in captured.err and "run-c" in captured.out
+    assert main(["store", "ls", "--store", path]) == 0
+    assert "seq_len" in capsys.readouterr().out.splitlines()[0].split()
+    assert main(["store", "ls", "--store", path, "--status", "failed"]) == 0
     out = capsys.readouterr().out
     assert "run-b" in out and "run-a" not in out
 
 
 def test_store_show_prints_every_column_the_curve_and_the_config(tmp_path, capsys):
     path = stored_run(tmp_path)
-    assert main(["store", "show", "run-a", "--storage", path]) == 0
+    assert main(["store", "show", "run-a", "--store", path]) == 0
     out = capsys.readouterr().out
     assert "val_loss" in out and "4.25" in out and "curve: 2 report(s)" in out and '"seed": 0' in out
-    assert main(["store", "show", "missing", "--storage", path]) == 2
+    assert main(["store", "show", "missing", "--store", path]) == 2
     assert "no run 'missing'" in capsys.readouterr().err
 
 
@@ -117,6 +136,6 @@ def test_store_export_writes_a_readable_file(tmp_path, capsys, fmt):
 
     path = stored_run(tmp_path / "store")
     out = tmp_path / f"runs.{fmt}"
-    assert main(["store", "export", "--storage", path, "--format", fmt, "--out", str(out)]) == 0
+    assert main(["store", "export", "--store", path, "--format", fmt, "--out", str(out)]) == 0
     frame = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt](out)
     assert sorted(frame["run_id"]) == ["run-a", "run-b"]

@@ -27,7 +27,7 @@ def test_a_strict_spread_ddp_study_runs_across_two_nodes(no_ray_in_process, tmp_
         assert status.returncode == 0 and status.stdout.count("node_") == 2, status.stdout + status.stderr
         submitted = sh("ray", "job", "submit", "--address", address, "--submission-id", "two-nodes",
                        "--working-dir", ".", "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke",
-                       "--workers", "2", "--placement", "STRICT_SPREAD", "--storage", str(store))
+                       "--workers", "2", "--placement", "STRICT_SPREAD", "--store", str(store))
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         listed = sh("ray", "list", "actors", "--address", address, "--filter", "class_name=RayTrainWorker",
                     "--detail", "--format", "json", "--limit", "1000", timeout=120)

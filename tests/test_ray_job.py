@@ -45,7 +45,7 @@ def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_proce
         assert (tmp_path / "home" / ".ray" / "auth_token").exists()
         submitted = sh("ray", "job", "submit", "--address", address, "--submission-id", "smoke-job",
                        "--working-dir", ".", "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke",
-                       "--storage", str(store))
+                       "--store", str(store))
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         status = sh("ray", "job", "status", "--address", address, "smoke-job")
         assert "job 'smoke-job' succeeded" in (status.stdout + status.stderr).lower()

@@ -10,8 +10,11 @@ import pyarrow.parquet as pq
 
 from meap_scale.store.store import ResultsStore, StoreError
 
-LISTING = ("run_id", "status", "study", "objective", "mask_ratio", "model_size", "tokens_seen", "seed",
+LISTING = ("run_id", "status", "study", "objective", "mask_ratio", "model_size", "tokens_seen", "lr", "seed",
            "val_loss", "written_at")
+VARIED = ("mask_sampling", "min_lr", "warmup_fraction", "weight_decay", "batch_tokens", "seq_len", "vocab_size",
+          "data_source", "tokenizer", "precision", "workers", "micro_batch_size")
+"""Columns ``store ls`` adds where the listed runs differ in them."""
 FORMATS = ("csv", "parquet", "jsonl")
 
 
@@ -35,7 +38,8 @@ def table_text(rows: list[dict], columns: tuple[str, ...]) -> str:
 
 def listing(store: ResultsStore, filters: dict) -> str:
     rows = sorted(store.runs(filters).to_pylist(), key=lambda r: (r["study"] or "", r["run_id"]))
-    return table_text(rows, LISTING) + f"\n{len(rows)} run(s) in {store.url}"
+    varied = tuple(c for c in VARIED if len({r.get(c) for r in rows}) > 1)
+    return table_text(rows, LISTING[:-1] + varied + LISTING[-1:]) + f"\n{len(rows)} run(s) in {store.url}"
 
 
 def show(store: ResultsStore, run_id: str) -> str:

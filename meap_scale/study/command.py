@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 
 from meap_scale.config import PLACEMENTS, ConfigError
 from meap_scale.data import DataError
+from meap_scale.options import add_store_option, count
 from meap_scale.report.fit_tables import paired_line
 from meap_scale.store import StoreError
+from meap_scale.study.interrupts import exit_status
 from meap_scale.study.presets import PRESETS, build_study
 
 CPU_NOTE = ("CPU-scale study: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and loss "
@@ -20,8 +24,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="laptop",
                         help="smoke: minutes on a laptop; laptop: under 15 minutes on 2 CPU cores (default); "
                              "paper: the MEAP paper's sizes, 4096 context, 1M-token batches, 8 GPUs per run")
-    parser.add_argument("--storage", default="results",
-                        help="results store: a local folder or an fsspec URL such as s3://bucket/study (default: results)")
+    add_store_option(parser, "the results store: a local folder or an fsspec URL such as s3://bucket/study")
     parser.add_argument("--workers", type=int, help="DDP workers per run (default: the preset's)")
     parser.add_argument("--gpus-per-worker", type=int, choices=(0, 1),
                         help="1: one GPU per worker with NCCL; 0: CPU workers with gloo (default: the preset's)")
@@ -29,17 +32,21 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placement", choices=PLACEMENTS,
                         help="how Ray places a run's workers; STRICT_SPREAD: each on its own node (default: PACK)")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
-    parser.add_argument("--tokens", type=float, help="token budget per run, where the study does not vary it")
+    parser.add_argument("--tokens", type=count, help="token budget per run, where the study does not vary it "
+                                                     "(65536, 2M, 1.5e9, 10B)")
     parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, or hf:NAME[:CONFIG]")
-    parser.add_argument("--name", help="study name (default: <study>-<preset>); the same name resumes the study")
+    parser.add_argument("--name", help="study name (default: <study>-<preset>); the same name with the same "
+                                       "options resumes the study, with other options it is refused")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the study of this --name with the options it was started with")
 
 
 def study_from_args(study: str, args: argparse.Namespace):
     changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
                "placement": args.placement,
-               "tokens": int(args.tokens) if args.tokens is not None else None,
+               "tokens": args.tokens,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
-               "name": args.name, "storage": args.storage, "max_concurrent": args.max_concurrent}
+               "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}
     return build_study(study, args.preset, **changes)
 
 
@@ -66,7 +73,7 @@ def print_outcome(outcome) -> None:
               f"left out of the best configurations, the fits and the comparisons")
     for comparison in outcome.paired:
         print(f"  {paired_line(comparison)}")
-    print(f"results store: {outcome.store}  (read it with `meap-scale store ls --storage {outcome.store}`)")
+    print(f"results store: {outcome.store}  (read it with `meap-scale store ls --store {outcome.store}`)")
     if not outcome.spec.base.use_gpu:
         print(CPU_NOTE)
 
@@ -85,16 +92,40 @@ def write_report(outcome) -> None:
           f"--study {outcome.spec.name}`)")
 
 
+def resume_command(argv: list[str]) -> str:
+    """The command that was run, to run again: the same name and options resume the study."""
+    program = f"python {argv[0]}" if argv[0].endswith(".py") else os.path.basename(argv[0])
+    return " ".join([program, *(shlex.quote(a) for a in argv[1:])])
+
+
+def print_interrupted(outcome, argv: list[str]) -> None:
+    name = signal.Signals(outcome.interrupted_by).name
+    print(f"\n{name}: study {outcome.spec.name} interrupted. Runs in flight are stored as interrupted and "
+          f"continue from their last checkpoint when it resumes. Resume with the same command:\n"
+          f"  {resume_command(argv)}", file=sys.stderr)
+
+
 def run_from_args(study: str, args: argparse.Namespace) -> int:
+    """Exit 0: every run finished; 1: some failed; 2: bad input; 130/143: interrupted (SIGINT/SIGTERM)."""
     try:
         spec = study_from_args(study, args)
         from meap_scale.study.runner import run_study
 
-        outcome = run_study(spec)
+        outcome = run_study(spec, resume=args.resume)
     except (ConfigError, DataError, StoreError) as error:
         print(f"{study}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{study}: interrupted before its trials ran; nothing was trained", file=sys.stderr)
+        return exit_status(signal.SIGINT)
     print_outcome(outcome)
+    if outcome.interrupted_by is not None:
+        if outcome.total:
+            write_report(outcome)
+        else:
+            print("no report: the study has no finished runs yet")
+        print_interrupted(outcome, sys.argv)
+        return exit_status(outcome.interrupted_by)
     write_report(outcome)
     return 0 if outcome.failed == 0 else 1
 

@@ -1,7 +1,8 @@
 """The three studies and their presets: ``smoke`` (minutes on a laptop), ``laptop`` (the CPU default,
 under 15 minutes on 2 cores) and ``paper`` (the MEAP paper's sizes, 4096 context, 1M-token batches,
 GPU workers). Every preset runs the whole eval suite after each run (retrieval, attention, held-out loss),
-sized to its context: the paper preset at 1k-4k tokens with 20-document QA.
+sized to its context: the paper preset at 1k-4k tokens with 20-document QA. Every run checkpoints
+``CHECKPOINTS`` times, evenly, so an interrupt loses at most a tenth of it.
 
 CPU presets are plumbing demos: at their scale MEAP and NTP both retrieve at chance and their loss
 differences are not evidence about MEAP (docs/design.md section 10).
@@ -18,6 +19,7 @@ from meap_scale.study.space import grid
 from meap_scale.study.spec import StudySpec
 
 PRESETS = ("smoke", "laptop", "paper")
+CHECKPOINTS = 10
 MEAP_RATIO = 0.15
 """The paper's best pretraining ratio, used wherever a study compares MEAP with NTP."""
 
@@ -26,15 +28,15 @@ def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_e
               evals: EvalSpec) -> RunSpec:
     return RunSpec(model=ModelSpec(size="debug"), data=DataSpec(seq_len=seq_len),
                    optim=OptimSpec(lr=3e-3, min_lr=3e-4, batch_tokens=batch_tokens, micro_batch_size=micro),
-                   tokens=tokens, log_every=report_every, eval_every=report_every, eval_blocks=32,
-                   cpus_per_worker=1.0, evals=evals)
+                   tokens=tokens, log_every=report_every, eval_every=report_every, checkpoints=CHECKPOINTS,
+                   eval_blocks=32, cpus_per_worker=1.0, evals=evals)
 
 
 def _paper_base(size: str, tokens: int) -> RunSpec:
     return RunSpec(model=ModelSpec(size=size),
                    data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=8), tokens=tokens, workers=8,
-                   use_gpu=True, log_every=200, eval_every=200, checkpoint_every=1000, eval_blocks=256,
+                   use_gpu=True, log_every=200, eval_every=200, checkpoints=CHECKPOINTS, eval_blocks=256,
                    evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096), per_cell=10, documents=20,
                                   doc_tokens=150))
 

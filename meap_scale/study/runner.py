@@ -27,13 +27,15 @@ from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
-from meap_scale.study.spec import FINAL_REPORT, TRIAL_METRICS, StudySpec
+from meap_scale.study import contract
+from meap_scale.study.interrupts import Interrupts
+from meap_scale.study.spec import FINAL_REPORT, METRIC, TRIAL_METRICS, StudySpec
 from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
 from meap_scale.train.trainer import check_local_cluster, ensure_ray, run_training
 
-METRIC, MODE, TIME_ATTR = "val_loss", "min", "tokens"
+MODE, TIME_ATTR = "min", "tokens"
 
 
 @dataclass(frozen=True)
@@ -63,16 +65,13 @@ class _Progress:
 
     def decorate(self, metrics: dict, run: RunSpec) -> dict:
         """Tune's live table shows a trial's first four metrics: tokens, losses and the ETA. ``tokens`` (the
-        scheduler's time) counts this run's tokens only; a report without a validation loss carries none,
-        so ASHA decides at a rung on the next report that has one, never on a missing or stale value."""
+        scheduler's time) counts this run's tokens only."""
         tokens_total = self.done + metrics.get("tokens", 0)
         speed = metrics.get("tokens_per_s") or 0.0
         eta = (self.total - tokens_total) / speed if speed else None
-        head = {TIME_ATTR: metrics.get("tokens", 0), "train_loss": metrics.get("train_loss")}
-        if metrics.get(METRIC) is not None:
-            head[METRIC] = metrics[METRIC]
-        return {**head, "eta_s": eta, "tokens_total": tokens_total, "seed": run.seed, "run_id": run.run_id,
-                **metrics}
+        return {TIME_ATTR: metrics.get("tokens", 0), "train_loss": metrics.get("train_loss"),
+                METRIC: metrics.get(METRIC), "eta_s": eta, "tokens_total": tokens_total, "seed": run.seed,
+                "run_id": run.run_id, **metrics}
 
 
 def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str) -> dict:
@@ -84,9 +83,9 @@ def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations
 
 
 def _train_distributed(run: RunSpec, prepared: PreparedData, study: str) -> dict:
-    from ray.tune.integration.ray_train import TuneReportCallback
+    from meap_scale.study.trial_ends import RunReports
 
-    result = run_training(run, prepared, callbacks=[TuneReportCallback()], study=study)
+    result = run_training(run, prepared, callbacks=[RunReports(run.run_id)], study=study)
     return {"final": result.final, "curve": result.curve, "evals": list(result.evals),
             "eval_summary": result.eval_summary}
 
@@ -107,7 +106,11 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
     if stored.num_rows:
         return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
     started, clock = utc_now(), time.perf_counter()
-    report = lambda metrics: tune.report(progress.decorate(metrics, run))  # noqa: E731
+
+    def report(metrics: dict) -> None:
+        if metrics.get(METRIC) is not None:  # Tune needs val_loss in every result; checkpoint-only reports lack it
+            tune.report(progress.decorate(metrics, run))
+
     try:
         out = (_train_in_process(run, prepared, ctx["locations"], report, study) if run.workers == 1
                else _train_distributed(run, prepared, study))
@@ -247,6 +250,8 @@ class StudyOutcome:
     """Runs of this study in the store that did not finish: left out of ``best`` and the comparisons."""
     paired: tuple[PairedComparison, ...] = ()
     """Each MEAP configuration against NTP, paired by (size, budget, seed)."""
+    interrupted_by: int | None = None
+    """The signal (SIGINT, SIGTERM) that stopped the study before its trials ended, if any."""
 
     @property
     def trained(self) -> int:
@@ -273,10 +278,12 @@ def anchored(spec: StudySpec) -> StudySpec:
     return replace(spec, storage=storage, base=RunSpec.from_dict(base))
 
 
-def run_study(spec: StudySpec) -> StudyOutcome:
-    """Run (or resume) the study; every run lands in ``spec.storage``. Bad input fails before any trial."""
+def run_study(spec: StudySpec, resume: bool = False) -> StudyOutcome:
+    """Run (or resume) the study; every run lands in ``spec.storage``. Bad input, or a known name with
+    other options (``study.contract``), fails before any trial; ``resume`` runs the stored study."""
     spec = anchored(spec)
     store = ResultsStore(spec.storage)
+    spec = contract.agreed(spec, store, resume)
     prepared = prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
     check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
@@ -284,12 +291,15 @@ def run_study(spec: StudySpec) -> StudyOutcome:
            "locations": Locations.for_store(store)}
     ensure_ray()
     check_fits(spec.base)
-    grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
+    contract.record(spec, store)
+    with Interrupts() as interrupts:
+        grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
     rows = store.runs({"study": spec.name}).to_pylist()
     finished = [r for r in rows if r["status"] == "finished"]
     return StudyOutcome(spec=spec, store=spec.storage, total=len(finished),
                         ended=Counter(r["status"] for r in rows if r["written_at"] >= started),
                         trial_configs=[result.config for result in grid],
                         best=best_per_objective(finished, spec.seeds), not_finished=len(rows) - len(finished),
-                        paired=tuple(paired_comparisons(store, study=spec.name)) if rows else ())
+                        paired=tuple(paired_comparisons(store, study=spec.name)) if rows else (),
+                        interrupted_by=interrupts.signum)
 

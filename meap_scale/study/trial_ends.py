@@ -8,8 +8,9 @@ ends without its final report it writes that run's row, with the status, the las
 tokens reached. A finished run gets no such row, nor does a run whose failure the trial recorded itself
 (with its traceback); a finished row is never superseded anyway (``store.schema.SETTLED``).
 
-Not covered: a trial killed before its first report (no run is known to have started) and a driver
-killed outright (SIGKILL: nothing on the driver runs). A rerun of the study trains such runs again.
+Not covered: a trial whose process dies before its first report (no run is known to have started)
+and a driver killed outright (SIGKILL: nothing on the driver runs). A rerun of the study trains such
+runs again, from their last checkpoint.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from ray.tune import Callback
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from meap_scale.data import prepare_data
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import run_row
 from meap_scale.store.store import utc_now
-from meap_scale.study.spec import FINAL_REPORT, StudySpec
+from meap_scale.study.spec import FINAL_REPORT, METRIC, StudySpec
 
 WHY = {
     "stopped": "stopped early by the study's scheduler (ASHA) at {tokens} tokens: its validation loss trailed "
@@ -32,6 +34,20 @@ WHY = {
               "memory); see the trial's log in the Ray dashboard",
     "interrupted": "interrupted with the study at {tokens} tokens; re-running the study resumes it",
 }
+
+
+class RunReports(TuneReportCallback):
+    """A multi-worker run's Ray Train reports, forwarded to its Tune trial: only those with a validation
+    loss (checkpoint-only reports lack the metric Tune checks every result for), marked with the run's
+    id so ``TrialEnds`` knows which run the trial is on."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if metrics and metrics[0].get(METRIC) is not None:
+            super().after_report(run_context, [{**metrics[0], "run_id": self.run_id}], checkpoint)
 
 
 @dataclass
@@ -48,12 +64,17 @@ class TrialEnds(Callback):
     def __init__(self, spec: StudySpec, store: str, env: dict) -> None:
         self.spec, self.store, self.env = spec, store, env
         self.running: dict[str, _Running] = {}
-        self.written: list[str] = []
-        """Run ids this callback wrote a row for, in order."""
+        """Trial id -> the run it last reported on."""
+        self.open: set[str] = set()
+        """Trials started by this invocation whose end has not been seen."""
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.open.add(trial.trial_id)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if FINAL_REPORT in result:
             self.running.pop(trial.trial_id, None)
+            self.open.discard(trial.trial_id)
             return
         run_id = result.get("run_id")
         if run_id is None:
@@ -64,17 +85,25 @@ class TrialEnds(Callback):
         current.last = {**current.last, **{k: v for k, v in result.items() if v is not None}}
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._record(trial, "stopped")
+        self._record(trial, "stopped", self.running.pop(trial.trial_id, None))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._record(trial, "failed")
+        self._record(trial, "failed", self.running.pop(trial.trial_id, None))
 
     def on_experiment_end(self, trials, **info) -> None:
+        """Trials still open were stopped with the study, reported on or not (then at their first run
+        that is not stored as finished, with no metrics)."""
         for trial in trials:
-            self._record(trial, "interrupted")
+            if trial.trial_id in self.open:
+                self._record(trial, "interrupted", self.running.pop(trial.trial_id, None) or self._first_open(trial))
 
-    def _record(self, trial, status: str) -> None:
-        current = self.running.pop(trial.trial_id, None)
+    def _first_open(self, trial) -> _Running | None:
+        store = ResultsStore(self.store)
+        run = next((r for r in self.spec.runs_for(trial.config) if not store.has_run(r.run_id)), None)
+        return _Running(run.run_id, utc_now()) if run else None
+
+    def _record(self, trial, status: str, current: _Running | None) -> None:
+        self.open.discard(trial.trial_id)
         if current is None:
             return
         store = ResultsStore(self.store)
@@ -90,4 +119,3 @@ class TrialEnds(Callback):
                                  started_at=current.started, study=self.spec.name, trial_id=trial.trial_id,
                                  wall_seconds=(utc_now() - current.started).total_seconds(), env=self.env,
                                  error=WHY[status].format(tokens=f"{tokens:,}" if tokens else "0")))
-        self.written.append(current.run_id)

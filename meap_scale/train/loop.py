@@ -206,7 +206,7 @@ class TrainingRun:
     def _report(self, step: int, metrics: dict) -> None:
         if self._due(self.spec.eval_every, step):
             metrics["val_loss"] = self.evaluate()
-        checkpoint = self._due(self.spec.checkpoint_every, step)
+        checkpoint = self._due(self.spec.checkpoint_interval, step)
         digests = self._gather_digests() if checkpoint or step == self.spec.steps else None
         if self.session.rank == 0:
             self.state.curve.append(metrics)
@@ -237,7 +237,7 @@ class TrainingRun:
             loss, grad_norm = self._optimizer_step(step - 1)
             losses.append(loss)
             if self._due(self.spec.log_every, step) or self._due(self.spec.eval_every, step) \
-                    or self._due(self.spec.checkpoint_every, step):
+                    or self._due(self.spec.checkpoint_interval, step):
                 self._report(step, self._metrics(step, losses, grad_norm, self._elapsed(started)))
                 losses, started = [], time.perf_counter()
             self._maybe_fail(step)

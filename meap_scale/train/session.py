@@ -58,21 +58,32 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -> Session:
-    """Standalone or in-process: ``config['checkpoint_root']`` keeps checkpoints, ``config['resume_from']``
-    resumes one, and rank 0 hands each report to ``emit`` (printing it as JSON by default)."""
+    """Standalone or in-process: ``config['checkpoint_root']`` keeps the run's newest ``keep_checkpoints``
+    checkpoints, ``config['resume_from']`` resumes one, and rank 0 hands each report to ``emit`` (printing
+    it as JSON by default) once the report's checkpoint is in place."""
     initialised = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if initialised else 0
     root = config.get("checkpoint_root")
+    keep = max(1, int(config.get("run", {}).get("keep_checkpoints", 1)))
 
     @contextlib.contextmanager
     def resume() -> Iterator[str | None]:
         yield config.get("resume_from")
 
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
+        if checkpoint_dir and root:
+            # Complete before it is visible (a copy killed midway leaves only a hidden folder), then the
+            # oldest beyond ``keep`` go: resuming and attached evals read the newest.
+            final = os.path.join(root, f"step-{metrics['step']:08d}")
+            partial = os.path.join(root, f".partial-step-{metrics['step']:08d}")
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(checkpoint_dir, partial)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+            for old in sorted(n for n in os.listdir(root) if n.startswith("step-"))[:-keep]:
+                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
         if rank == 0:
             emit(metrics)
-        if checkpoint_dir and root:
-            shutil.copytree(checkpoint_dir, os.path.join(root, f"step-{metrics['step']:08d}"), dirs_exist_ok=True)
 
     world = dist.get_world_size() if initialised else 1
     return Session(rank, world, int(os.environ.get("LOCAL_RANK", 0)), resume, report, keeps_checkpoints=bool(root))
