@@ -7,14 +7,20 @@
 #
 # The second node is a separate raylet on the same machine with its own CPUs and temp dir, so multi-node
 # placement (e.g. --placement STRICT_SPREAD) can be tried without a second machine; both share local storage.
-# Ports: RAY_PORT (default 6379) and DASHBOARD_PORT (default 8265); the dashboard listens on 127.0.0.1.
+# Ports: RAY_PORT (default 6379), DASHBOARD_PORT (8265; it listens on 127.0.0.1), AGENT_PORT (the head's
+# dashboard agent, 52365) and CLIENT_PORT (Ray Client, 10001): set all four to run next to another Ray.
 # Token: ~/.ray/auth_token, created on first start (`ray get-auth-token --generate`); clients need
-# RAY_AUTH_MODE=token and that file. `stop` runs `ray stop`: it stops every Ray process of this user.
+# RAY_AUTH_MODE=token and that file. Each cluster keeps its files in its own temp dir, ${TMPDIR:-/tmp}/ray-PORT
+# (and ray-node2-PORT), and `stop` ends only its processes: the ones naming that dir or its GCS port, and
+# their children. (`ray stop` would end every Ray process of this user: other clusters, notebooks, tests.)
 set -euo pipefail
 action=${1:-}
 shift || true
 port=${RAY_PORT:-6379}
 dashboard_port=${DASHBOARD_PORT:-8265}
+agent_port=${AGENT_PORT:-52365}
+client_port=${CLIENT_PORT:-10001}
+temp_root=${TMPDIR:-/tmp}
 export RAY_AUTH_MODE=token
 
 usage() {
@@ -34,11 +40,12 @@ case "$action" in
     done
     [ -s "$HOME/.ray/auth_token" ] || ray get-auth-token --generate >/dev/null
     ray start --head --port "$port" --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" \
-      --disable-usage-stats "${cpus[@]}"
+      --dashboard-agent-listen-port "$agent_port" --ray-client-server-port "$client_port" \
+      --temp-dir "$temp_root/ray-$port" --disable-usage-stats "${cpus[@]}"
     if [ -n "$worker_cpus" ]; then
       # its own temp dir: nodes sharing one would share (and garbage-collect) each other's job files
       ray start --address "127.0.0.1:$port" --num-cpus "$worker_cpus" --disable-usage-stats \
-        --temp-dir "${TMPDIR:-/tmp}/ray-node2-$port"
+        --temp-dir "$temp_root/ray-node2-$port"
       for _ in $(seq 60); do  # the head learns of the new node within seconds
         [ "$(ray status --address "127.0.0.1:$port" 2>/dev/null | grep -c ' node_')" -ge 2 ] && break
         sleep 1
@@ -48,6 +55,7 @@ case "$action" in
 
 Ray is up with token authentication (token: $HOME/.ray/auth_token)$([ -n "$worker_cpus" ] && echo ", two nodes").
 Dashboard: http://127.0.0.1:$dashboard_port
+Drivers on this machine join it with RAY_ADDRESS=127.0.0.1:$port (its files are in $temp_root/ray-$port).
 Submit a study from the repository root:
   RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:$dashboard_port --working-dir . -- \\
     python studies/mask_ratio_sweep.py --preset smoke --store $PWD/results
@@ -57,7 +65,22 @@ MSG
     ray status --address "127.0.0.1:$port"
     ;;
   stop)
-    ray stop
+    own="$temp_root/ray-(node2-)?$port/|[^ ]*:$port( |\$)"
+    pids=""
+    collect() { for pid in "$@"; do pids="$pids $pid"; collect $(pgrep -P "$pid" || true); done; }
+    collect $(pgrep -f -- "$own" || true)
+    if [ -z "${pids// /}" ]; then
+      echo "no Ray cluster of this script on port $port is running"
+      exit 0
+    fi
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 30); do
+      alive=$(for pid in $pids; do if kill -0 "$pid" 2>/dev/null; then echo "$pid"; fi; done)
+      [ -z "$alive" ] && break
+      sleep 1
+    done
+    [ -n "${alive:-}" ] && kill -9 $alive 2>/dev/null || true
+    echo "stopped the Ray cluster on port $port ($(echo $pids | wc -w) processes)"
     ;;
   *)
     usage

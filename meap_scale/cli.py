@@ -17,7 +17,7 @@ from meap_scale.config import (EVAL_TASKS, ConfigError, DataSpec, EvalSpec, Mode
                                RunSpec, field_docs)
 from meap_scale.data import DataError
 from meap_scale.evals.harness import COMMONSENSE
-from meap_scale.options import add_store_option, count
+from meap_scale.options import add_store_option, at_least, count
 
 # (section, spec class, fields left out of the command line, flag renames)
 _SECTIONS = (
@@ -117,9 +117,10 @@ def _add_fit_command(commands) -> None:
                      help="3: parametric L(N, D) (default); 2: IsoFLOP profiles (runs grouped by compute budget)")
     fit.add_argument("--n", choices=("total", "non_embedding"), default="total",
                      help="which parameter count is N: total (Chinchilla) or non-embedding (Kaplan)")
-    fit.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (default: 200)")
+    fit.add_argument("--bootstrap", type=at_least(0), default=200,
+                     help="bootstrap resamples for intervals (default: 200)")
     fit.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    fit.add_argument("--drop-highest", type=int, default=0,
+    fit.add_argument("--drop-highest", type=at_least(0), default=0,
                      help="approach 3: leave out this many highest-loss runs per group (Epoch AI drop 5)")
     fit.add_argument("--delta", type=float, default=1e-3, help="approach 3: Huber delta (default: 1e-3)")
     fit.add_argument("--study", help="only runs of this study")
@@ -145,16 +146,19 @@ def _add_eval_command(commands) -> None:
                           help="retrieval: needle, no-needle control, multi-document QA, two-hop; all: plus held-out "
                                "loss and the attention analysis; harness: commonsense benchmarks through "
                                "lm-evaluation-harness (optional dependency, needs their data locally; --checkpoint only)")
-    evaluate.add_argument("--per-cell", type=int, help="items per (length, depth) or gold position")
-    evaluate.add_argument("--seed", type=int, help="seed of the eval items")
-    evaluate.add_argument("--documents", type=int, help="documents per multi-document QA item")
-    evaluate.add_argument("--doc-tokens", type=int, help="held-out tokens per document")
+    evaluate.add_argument("--context-lens", type=at_least(1), nargs="+", metavar="TOKENS",
+                          help="needle and two-hop context lengths (default: the run's, or half the model's context "
+                               "and all of it)")
+    evaluate.add_argument("--per-cell", type=at_least(1), help="items per (length, depth) or gold position")
+    evaluate.add_argument("--seed", type=at_least(0), help="seed of the eval items")
+    evaluate.add_argument("--documents", type=at_least(1), help="documents per multi-document QA item")
+    evaluate.add_argument("--doc-tokens", type=at_least(1), help="held-out tokens per document")
     evaluate.add_argument("--qa-file",
                           help="multi-document QA from a local lost-in-the-middle file (JSON lines, .gz allowed)")
     evaluate.add_argument("--harness-tasks", default=",".join(COMMONSENSE),
                           help="harness suite: comma-separated task names (default: the MEAP paper's seven)")
     evaluate.add_argument("--harness-include", help="harness suite: a folder of extra task YAML files (local data)")
-    evaluate.add_argument("--limit", type=int, help="harness suite: at most this many documents per task")
+    evaluate.add_argument("--limit", type=at_least(1), help="harness suite: at most this many documents per task")
     add_store_option(evaluate, "the results store: --study reads its runs and writes their rows there; with "
                                "--checkpoint, also append the rows to it", default=None)
 
@@ -168,7 +172,8 @@ def _add_report_command(commands) -> None:
     report.add_argument("--out", default="report.html", help="the HTML file to write (default: report.html)")
     report.add_argument("--study", help="only runs of this study")
     report.add_argument("--figures", help="also write every figure as SVG and PNG into this folder")
-    report.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for fit bands (default: 100)")
+    report.add_argument("--bootstrap", type=at_least(0), default=100,
+                        help="bootstrap resamples for fit bands (default: 100)")
 
 
 OVERVIEW = """MEAP and NTP language-model training, studies and scaling laws on Ray.
@@ -194,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_store_option(train, "also write the run (its row, curve and evals) to this results store, as a study "
                             "does; Ray Train's checkpoints go to --storage-path", default=None, old_flags=())
+    train.add_argument("--new-cluster", action="store_true",
+                       help="start a private local Ray instance, even where RAY_ADDRESS is set or a `ray start` "
+                            "cluster runs on this machine")
     _add_study_command(commands)
     _add_store_commands(commands)
     _add_fit_command(commands)
@@ -253,13 +261,17 @@ def _train(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
     from meap_scale.store.rows import run_row
     from meap_scale.store.store import utc_now
-    from meap_scale.train.trainer import run_training
+    from meap_scale.train.trainer import check_before_ray, ensure_ray, run_training
 
     prepared = prepare_data(spec.data)
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
     started = utc_now()
+    check_before_ray(spec, new_cluster=args.new_cluster)
+    ensure_ray(new_cluster=args.new_cluster)
     try:
         result = run_training(spec, prepared)
+    except (ConfigError, DataError):
+        raise  # bad input found before training: no run to record
     except Exception:
         if store:
             store.append_run(run_row(spec, prepared, final={}, status="failed", started_at=started,
@@ -279,7 +291,7 @@ def _store(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
     from meap_scale.store import views
 
-    store = ResultsStore(args.store)
+    store = ResultsStore(args.store).require()
     if args.action == "ls":
         filters = {k: v for k, v in (("study", args.study), ("status", args.status)) if v}
         print(views.listing(store, filters))
@@ -297,7 +309,7 @@ def _fit(args: argparse.Namespace) -> int:
     from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers, paired_comparisons
     from meap_scale.store import ResultsStore
 
-    store = ResultsStore(args.store)
+    store = ResultsStore(args.store).require()
     results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
                          n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
                          approach=args.approach,
@@ -334,7 +346,8 @@ def _load_checkpoint(path: str):
 def _eval_changes(args: argparse.Namespace) -> dict:
     """The EvalSpec fields the command line sets; the rest come from the run's own spec."""
     changes = {"per_cell": args.per_cell, "seed": args.seed, "documents": args.documents,
-               "doc_tokens": args.doc_tokens, "qa_file": args.qa_file}
+               "doc_tokens": args.doc_tokens, "qa_file": args.qa_file,
+               "context_lens": tuple(args.context_lens) if args.context_lens else None}
     if args.tasks is not None:
         changes["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     elif args.suite in SUITES:
@@ -380,7 +393,7 @@ def _eval_study(args: argparse.Namespace) -> int:
     if args.suite == "harness":
         raise ConfigError("eval --study runs the retrieval, held-out and attention tasks; the harness suite "
                           "evaluates one --checkpoint at a time")
-    store = ResultsStore(args.store)
+    store = ResultsStore(args.store).require()
     plan = attach.plan(store, args.study, _eval_changes(args))
     if not (plan.todo or plan.done or plan.cannot):
         raise ConfigError(f"study {args.study!r} has no finished runs in {args.store}")
@@ -420,7 +433,9 @@ def _harness(args: argparse.Namespace, spec: RunSpec, model, data) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from meap_scale.report.build import build_report
+    from meap_scale.store import ResultsStore
 
+    ResultsStore(args.store).require()
     built = build_report(args.store, args.out, study=args.study, figures_dir=args.figures, bootstrap=args.bootstrap)
     print(f"wrote {built.path} ({built.size_bytes / 1e6:.1f} MB, {len(built.figures)} figures, "
           f"{built.seconds:.1f} s); sections: {', '.join(built.sections)}")

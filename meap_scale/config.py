@@ -342,8 +342,8 @@ class RunSpec(_Serialisable):
         per_micro = self.optim.micro_batch_size * self.workers
         _require((batch_tokens // seq_len) % per_micro == 0,
                  f"a global batch of {batch_tokens // seq_len} sequences cannot be split into micro-batches of "
-                 f"{self.optim.micro_batch_size} on {self.workers} worker(s); choose batch_tokens as a multiple "
-                 f"of {per_micro * seq_len}")
+                 f"{self.optim.micro_batch_size} on {self.workers} worker(s): choose --batch-tokens as a multiple "
+                 f"of {per_micro * seq_len}, or change --workers or --micro-batch-size")
         _require(all(n <= seq_len for n in self.evals.context_lens),
                  f"evals.context_lens {self.evals.context_lens} exceed the model's context data.seq_len={seq_len}")
         _require(self.tokens >= batch_tokens,

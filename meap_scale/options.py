@@ -24,6 +24,19 @@ def count(text: str) -> int:
     return int(value)
 
 
+def at_least(lowest: int):
+    """An argparse type: a whole number (see ``count``) no smaller than ``lowest``."""
+
+    def parse(text: str) -> int:
+        value = count(text)
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"{text!r} is below {lowest}")
+        return value
+
+    parse.__name__ = f"whole number >= {lowest}"
+    return parse
+
+
 class _Deprecated(argparse.Action):
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         print(f"{parser.prog}: {option_string} is deprecated and will be removed in the next release; "

@@ -41,7 +41,8 @@ def _ray_session():
 @pytest.fixture
 def ray_cluster(_ray_session):
     """One local Ray shared by the session, dashboard on (Train needs its State API to clean up).
-    Started on first use; restarted only if a test had to stop it (see ``no_ray_in_process``)."""
+    Started on first use; restarted only if a test had to shut it down (see ``no_ray_in_process``). No test
+    stops Ray processes it did not start (cluster/local.sh stop ends only its own cluster)."""
     import ray
 
     if not ray.is_initialized():
@@ -51,7 +52,7 @@ def ray_cluster(_ray_session):
 
 @pytest.fixture
 def no_ray_in_process():
-    """For tests that run `ray start`/`ray stop`: `ray stop` ends every Ray process on the machine."""
+    """For tests whose subprocesses start a local Ray of their own with every core of the machine."""
     import ray
 
     if ray.is_initialized():

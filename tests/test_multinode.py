@@ -13,7 +13,7 @@ from test_ray_job import REPO, cluster_env
 pytestmark = pytest.mark.slow
 
 
-def test_a_strict_spread_ddp_study_runs_across_two_nodes(no_ray_in_process, tmp_path):
+def test_a_strict_spread_ddp_study_runs_across_two_nodes(ray_cluster, tmp_path):
     env, address = cluster_env(tmp_path)
     store = tmp_path / "shared" / "results"
 
@@ -33,7 +33,9 @@ def test_a_strict_spread_ddp_study_runs_across_two_nodes(no_ray_in_process, tmp_
                     "--detail", "--format", "json", "--limit", "1000", timeout=120)
         assert listed.returncode == 0, listed.stderr
     finally:
-        sh("bash", "cluster/local.sh", "stop", timeout=120)
+        stopped = sh("bash", "cluster/local.sh", "stop", timeout=120)
+    assert "stopped the Ray cluster on port" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert ray_cluster.get(ray_cluster.put("still here")) == "still here"  # only its own cluster was stopped
     nodes_per_group = defaultdict(set)
     for actor in json.loads(listed.stdout):
         nodes_per_group[actor["placement_group_id"]].add(actor["node_id"])

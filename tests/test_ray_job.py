@@ -22,17 +22,19 @@ def free_port() -> int:
 
 def cluster_env(tmp_path: Path) -> tuple[dict, str]:
     """The environment cluster/local.sh and the `ray` CLI run in (its own HOME, so its own token; free
-    ports; this environment's `ray` first on the PATH), and the dashboard address."""
+    ports, so it runs beside the test session's Ray; this environment's `ray` first on the PATH), and the
+    dashboard address."""
     dashboard = free_port()
     env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(free_port()),
-           "DASHBOARD_PORT": str(dashboard), "RAY_AUTH_MODE": "token",
+           "DASHBOARD_PORT": str(dashboard), "AGENT_PORT": str(free_port()), "CLIENT_PORT": str(free_port()),
+           "RAY_AUTH_MODE": "token",
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
     (tmp_path / "home").mkdir()
     return env, f"http://127.0.0.1:{dashboard}"
 
 
-def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_process, tmp_path):
+def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(ray_cluster, tmp_path):
     env, address = cluster_env(tmp_path)
     store = tmp_path / "results"
 
@@ -55,6 +57,8 @@ def test_ray_job_submit_runs_the_smoke_study_and_fills_the_store(no_ray_in_proce
         refused = sh("ray", "job", "list", "--address", address, timeout=120)
         assert refused.returncode != 0
     finally:
-        sh("bash", "cluster/local.sh", "stop", timeout=120)
+        stopped = sh("bash", "cluster/local.sh", "stop", timeout=120)
+    assert "stopped the Ray cluster on port" in stopped.stdout, stopped.stdout + stopped.stderr
+    assert ray_cluster.get(ray_cluster.put("still here")) == "still here"  # only its own cluster was stopped
     runs = ResultsStore(str(store)).runs().to_pylist()
     assert len(runs) == 2 and all(r["status"] == "finished" for r in runs)

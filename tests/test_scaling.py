@@ -195,6 +195,9 @@ def test_fit_command_reports_groups_it_cannot_fit(tmp_path, capsys):
                           for i in range(3)])
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "0"]) == 1
     assert "cannot fit: 3 point(s) cannot determine 5 parameters" in capsys.readouterr().out
+    assert main(["fit", "--store", str(tmp_path / "mistyped")]) == 2
+    assert "no results store at" in capsys.readouterr().err and not (tmp_path / "mistyped").exists()
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
     assert main(["fit", "--store", str(tmp_path / "empty")]) == 2
     assert "no runs in" in capsys.readouterr().err
 

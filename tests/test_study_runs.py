@@ -138,7 +138,7 @@ def test_a_terminated_study_records_its_runs_in_flight_and_resumes_them(ray_clus
 
 def test_bad_study_input_fails_before_any_trial_starts(tmp_path):
     for argv, message in ((["--preset", "huge"], "invalid choice: 'huge'"),
-                          (["--preset", "smoke", "--tokens", "-5"], "run.tokens must be positive"),
+                          (["--preset", "smoke", "--tokens", "-5"], "argument --tokens: '-5' is below 1"),
                           (["--preset", "smoke", "--store", "gs://bucket/study"], "gcsfs")):
         done = subprocess.run([sys.executable, str(STUDIES / "mask_ratio_sweep.py"), *argv], capture_output=True,
                               text=True, timeout=300, cwd=tmp_path)

@@ -3,7 +3,9 @@ rows of the store's ``evals`` table plus a summary for the run's row."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -11,7 +13,8 @@ import torch
 from meap_scale import strict_json
 from meap_scale.config import EvalSpec
 from meap_scale.data.prepare import PreparedData
-from meap_scale.data.retrieval import multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
+from meap_scale.data.retrieval import (TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file,
+                                      two_hop_grid)
 from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
@@ -68,6 +71,25 @@ def default_context_lens(seq_len: int) -> tuple[int, ...]:
     return (seq_len // 2, full) if seq_len >= 128 else (full,)
 
 
+SIZE_OPTIONS = {
+    "needle": "the context lengths (--eval-context-lens on train, --context-lens on eval)",
+    "needle_control": "the context lengths (--eval-context-lens on train, --context-lens on eval)",
+    "two_hop": "the context lengths (--eval-context-lens on train, --context-lens on eval)",
+    "attention": "the needle context lengths it probes (--eval-context-lens on train, --context-lens on eval)",
+    "multidoc": "the documents per item or their length (--eval-documents / --eval-doc-tokens on train, "
+                "--documents / --doc-tokens on eval)",
+}
+"""What sizes each task's items, and the options that set it: a task that cannot fit names them."""
+
+
+@contextlib.contextmanager
+def _sized(task: str) -> Iterator[None]:
+    try:
+        yield
+    except TaskError as error:
+        raise TaskError(f"eval task {task!r} cannot be built: {error}. Change {SIZE_OPTIONS[task]}") from error
+
+
 def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[str, list]:
     """The retrieval items of the suite, built once: deterministic per seed, identical for MEAP and NTP."""
     haystack = heldout_tokens(data)
@@ -75,18 +97,24 @@ def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[
     items = {}
     for task, with_needle in (("needle", True), ("needle_control", False)):
         if task in spec.tasks or (task == "needle" and "attention" in spec.tasks):
-            items[task] = needle_grid(tokenizer, haystack, context_lens=lengths, depths=spec.depths,
-                                      per_cell=spec.per_cell, max_context=seq_len, seed=spec.seed,
-                                      n_candidates=spec.candidates, with_needle=with_needle)
+            asked = task if task in spec.tasks else "attention"
+            with _sized(asked):
+                items[task] = needle_grid(tokenizer, haystack, context_lens=lengths, depths=spec.depths,
+                                          per_cell=spec.per_cell, max_context=seq_len, seed=spec.seed,
+                                          n_candidates=spec.candidates, with_needle=with_needle)
     if "two_hop" in spec.tasks:
-        items["two_hop"] = two_hop_grid(tokenizer, haystack, context_lens=lengths, per_cell=spec.per_cell,
-                                        max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
-    if "multidoc" in spec.tasks and spec.qa_file:
-        items["multidoc"] = qa_file_items(tokenizer, read_qa_file(spec.qa_file), documents=spec.documents,
-                                          max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
-    elif "multidoc" in spec.tasks:
-        items["multidoc"] = multidoc_grid(tokenizer, haystack, documents=spec.documents, doc_tokens=spec.doc_tokens,
-                                          per_position=spec.per_cell, max_context=seq_len, seed=spec.seed)
+        with _sized("two_hop"):
+            items["two_hop"] = two_hop_grid(tokenizer, haystack, context_lens=lengths, per_cell=spec.per_cell,
+                                            max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
+    if "multidoc" in spec.tasks:
+        with _sized("multidoc"):
+            if spec.qa_file:
+                items["multidoc"] = qa_file_items(tokenizer, read_qa_file(spec.qa_file), documents=spec.documents,
+                                                  max_context=seq_len, seed=spec.seed, n_candidates=spec.candidates)
+            else:
+                items["multidoc"] = multidoc_grid(tokenizer, haystack, documents=spec.documents,
+                                                  doc_tokens=spec.doc_tokens, per_position=spec.per_cell,
+                                                  max_context=seq_len, seed=spec.seed)
     return items
 
 

@@ -55,6 +55,8 @@ class ResultsStore:
         self.url = url
         self.fs, self.root = _filesystem(url)
         self.problems: list[Problem] = []
+        if self.fs.isfile(self.root):
+            raise StoreError(f"--store {url} is a file: a results store is a folder (or a URL)")
 
     # writing -----------------------------------------------------------------------------------
     def _rows_table(self, table: str, rows: list[dict[str, Any]]) -> pa.Table:
@@ -98,6 +100,13 @@ class ResultsStore:
         self.append("curves", rows)
 
     # reading -----------------------------------------------------------------------------------
+    def require(self) -> "ResultsStore":
+        """This store, when it holds a runs table: a mistyped path must not read as an empty store."""
+        if not self.fs.exists(posixpath.join(self.root, "runs")):
+            raise StoreError(f"no results store at {self.url} (it has no runs/ folder): check --store; a study "
+                             f"or `meap-scale train --store` creates one")
+        return self
+
     def _report(self, path: str, reason: str) -> None:
         problem = Problem(path, reason)
         if problem not in self.problems:

@@ -10,7 +10,7 @@ import sys
 
 from meap_scale.config import PLACEMENTS, ConfigError
 from meap_scale.data import DataError
-from meap_scale.options import add_store_option, count
+from meap_scale.options import add_store_option, at_least, count
 from meap_scale.report.fit_tables import paired_line
 from meap_scale.store import StoreError
 from meap_scale.study.interrupts import exit_status
@@ -25,18 +25,21 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="smoke: minutes on a laptop; laptop: under 15 minutes on 2 CPU cores (default); "
                              "paper: the MEAP paper's sizes, 4096 context, 1M-token batches, 8 GPUs per run")
     add_store_option(parser, "the results store: a local folder or an fsspec URL such as s3://bucket/study")
-    parser.add_argument("--workers", type=int, help="DDP workers per run (default: the preset's)")
+    parser.add_argument("--workers", type=at_least(1), help="DDP workers per run (default: the preset's)")
     parser.add_argument("--gpus-per-worker", type=int, choices=(0, 1),
                         help="1: one GPU per worker with NCCL; 0: CPU workers with gloo (default: the preset's)")
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs Ray reserves per worker (default: the preset's)")
     parser.add_argument("--placement", choices=PLACEMENTS,
                         help="how Ray places a run's workers; STRICT_SPREAD: each on its own node (default: PACK)")
-    parser.add_argument("--max-concurrent", type=int, help="trials at once (default: what the cluster fits)")
-    parser.add_argument("--tokens", type=count, help="token budget per run, where the study does not vary it "
+    parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
+    parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
     parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, or hf:NAME[:CONFIG]")
     parser.add_argument("--name", help="study name (default: <study>-<preset>); the same name with the same "
                                        "options resumes the study, with other options it is refused")
+    parser.add_argument("--new-cluster", action="store_true",
+                        help="start a private local Ray instance, even where RAY_ADDRESS is set or a `ray start` "
+                             "cluster runs on this machine")
     parser.add_argument("--resume", action="store_true",
                         help="continue the study of this --name with the options it was started with")
 
@@ -111,7 +114,7 @@ def run_from_args(study: str, args: argparse.Namespace) -> int:
         spec = study_from_args(study, args)
         from meap_scale.study.runner import run_study
 
-        outcome = run_study(spec, resume=args.resume)
+        outcome = run_study(spec, resume=args.resume, new_cluster=args.new_cluster)
     except (ConfigError, DataError, StoreError) as error:
         print(f"{study}: error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ again with the same name and storage path resumes from its latest checkpoint (Ra
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -45,12 +46,68 @@ def storage_uri(path: str) -> str:
     return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
-def ensure_ray() -> None:
-    """Join ``RAY_ADDRESS`` if set, else start a local cluster (with its dashboard) unless one is running."""
+def _joining(new_cluster: bool) -> tuple[str | None, str, bool]:
+    """The address ``ray.init`` will use (None: its own choice), why in words, and whether it starts a
+    new local instance."""
+    if new_cluster:
+        return "local", "starting a private local Ray instance (--new-cluster)", True
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        return address, f"joining the Ray cluster at {address} (RAY_ADDRESS is set)", False
+    from ray._private.services import find_bootstrap_address
+
+    running = find_bootstrap_address(None)  # the cluster the last `ray start` on this machine left up
+    if running:
+        return None, (f"joining the local Ray cluster at {running}, started with `ray start` (use --new-cluster "
+                      f"for a private one)"), False
+    return None, "starting a local Ray instance with its dashboard", True
+
+
+def ensure_ray(new_cluster: bool = False) -> None:
+    """Join ``RAY_ADDRESS`` if set, or the cluster a `ray start` left running here, else start a local
+    instance with its dashboard; ``new_cluster``: always a private one. Says which, and why."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    if ray.is_initialized():
+        return
+    address, why, _ = _joining(new_cluster)
+    print(f"meap-scale: {why}", file=sys.stderr, flush=True)
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except ConnectionError as error:
+        raise ConfigError(f"cannot join a Ray cluster ({error}); set RAY_ADDRESS to the one to use, or pass "
+                          f"--new-cluster for a private one") from error
+
+
+def _check_capacity(spec: RunSpec, extra_cpu: float, cpus: float, gpus: float, where: str) -> None:
+    """One run (plus ``extra_cpu`` for a trial that drives it) must fit ``where``; the message names the
+    option to change."""
+    if spec.use_gpu and spec.workers > gpus + 1e-9:
+        raise ConfigError(f"{spec.workers} GPU worker(s) (--gpu, or --gpus-per-worker 1 in a study) need "
+                          f"{spec.workers} GPU(s); {where} has {gpus:g}: drop the GPU option, or set RAY_ADDRESS "
+                          f"to a cluster with GPUs")
+    need = spec.workers * spec.cpus_per_worker + extra_cpu
+    if need > cpus + 1e-9:
+        driver = f" + {extra_cpu:g} for the trial that drives them" if extra_cpu else ""
+        raise ConfigError(f"{spec.workers} worker(s) x {spec.cpus_per_worker:g} CPU(s){driver} (--workers, "
+                          f"--cpus-per-worker) need {need:g} CPUs; {where} has {cpus:g}: lower --workers or "
+                          f"--cpus-per-worker, or set RAY_ADDRESS to a bigger cluster")
+
+
+def check_before_ray(spec: RunSpec, extra_cpu: float = 0.0, new_cluster: bool = False) -> None:
+    """What can be known before Ray starts: a checkpoint path that is a file, and a run that cannot fit the
+    new local instance Ray would start (it gets this machine's CPUs and GPUs)."""
+    path = storage_uri(spec.storage_path)
+    if "://" not in path and os.path.isfile(path):
+        raise ConfigError(f"--storage-path {spec.storage_path} is a file: Ray Train keeps checkpoints in a folder")
+    import ray
+
+    if ray.is_initialized() or not _joining(new_cluster)[2]:
+        return
+    import torch
+
+    _check_capacity(spec, extra_cpu, cpus=os.cpu_count() or 1, gpus=torch.cuda.device_count(),
+                    where="this machine (a new local Ray instance gets its CPUs and GPUs)")
 
 
 def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
@@ -61,12 +118,8 @@ def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
     if os.environ.get("RAY_ADDRESS"):
         return
     available = ray.cluster_resources()
-    needs = {"CPU": spec.workers * spec.cpus_per_worker + extra_cpu, "GPU": spec.workers if spec.use_gpu else 0}
-    short = {k: (v, available.get(k, 0)) for k, v in needs.items() if v > available.get(k, 0) + 1e-9}
-    if short:
-        detail = ", ".join(f"{k}: needs {need:g}, cluster has {have:g}" for k, (need, have) in short.items())
-        raise ConfigError(f"the local Ray cluster is too small for {spec.workers} worker(s) ({detail}); "
-                          f"lower --workers or --cpus-per-worker")
+    _check_capacity(spec, extra_cpu, cpus=available.get("CPU", 0), gpus=available.get("GPU", 0),
+                    where="the local Ray cluster")
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     if spec.placement == "STRICT_SPREAD" and spec.workers > nodes:
         raise ConfigError(f"placement STRICT_SPREAD puts each of {spec.workers} workers on its own node; the local "
