@@ -160,6 +160,49 @@ def test_the_report_renders_in_chromium_offline_with_every_figure_and_a_sortable
 
 
 @pytest.mark.slow
+def test_reference_lines_are_labelled_legends_list_only_objectives_with_data_and_numbers_never_wrap(
+        browser, full_report):
+    built, _ = full_report
+    page, seen = _open(browser, Path(built.path))
+    _figure_marks(page, "retrieval_vs_compute")
+    texts = page.eval_on_selector("#fig-retrieval_vs_compute svg",
+                                  "svg => [...svg.querySelectorAll('text')].map(t => t.textContent)")
+    assert any(t.startswith("chance (needle)") for t in texts)  # written on the figure, not only in a tooltip
+    _figure_marks(page, "needle_heatmap")
+    title = page.eval_on_selector("#fig-needle_heatmap svg",
+                                  "svg => [...svg.querySelectorAll('text')].map(t => t.textContent).join(' ')")
+    assert "no-needle control" in title and "chance" in title  # the baselines a cell must beat
+    _figure_marks(page, "loss_vs_compute")
+    legend = page.eval_on_selector("#fig-loss_vs_compute svg",
+                                   "svg => [...svg.querySelectorAll('text')].map(t => t.textContent)")
+    assert "ntp" in legend and "meap" in legend and "meap_sft" not in legend
+    _figure_marks(page, "mask_ratio_loss")
+    sweep = page.eval_on_selector("#fig-mask_ratio_loss svg",
+                                  "svg => [...svg.querySelectorAll('text')].map(t => t.textContent)")
+    assert any("lr 0.0002" in t for t in sweep) and any("lr 0.0004" in t for t in sweep)  # one series per lr
+    wrapping = page.eval_on_selector_all("#runs tbody td", "cells => cells.filter(c => "
+                                         "getComputedStyle(c).whiteSpace !== 'nowrap').length")
+    assert wrapping == 0
+    assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def test_groups_that_cannot_be_fitted_are_one_line_per_reason_and_no_multiplier_is_promised(tmp_path):
+    from meap_scale.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path / "store"))
+    store.append("runs", [{"run_id": f"{objective}-{ratio}-{lr}-{seed}", "status": "finished", "study": "one-size",
+                           "objective": objective, "mask_ratio": ratio, "model_size": "debug", "lr": lr, "seed": seed,
+                           "params_total": 10**6, "tokens_seen": 10**6, "flops_6nd": 6e12, "val_loss": 5.0 + seed / 100,
+                           "unigram_entropy": 7.0, "data_source": f"corpus-{lr}"}
+                          for objective, ratio in (("ntp", 0.0), ("meap", 0.1), ("meap", 0.2)) for lr in (1e-3, 3e-3)
+                          for seed in (0, 1)])
+    built = build_report(store.url, str(tmp_path / "report.html"), bootstrap=0)
+    page = Path(built.path).read_text()
+    assert page.count("Laws not fitted for 6 of 6 group(s)") == 1 and "not fitted (" not in page
+    assert "No compute multiplier is drawn" in page and "The compute multiplier is how much" not in page
+
+
+@pytest.mark.slow
 def test_the_empty_report_opens_cleanly_in_chromium(browser, empty_report):
     built, _ = empty_report
     page, seen = _open(browser, Path(built.path))

@@ -28,8 +28,12 @@ def axis(field: str, title: str, *, log: bool = False, kind: str = "quantitative
             **extra}
 
 
-def objective_colour(field: str = "objective") -> dict:
-    return {"field": field, "type": "nominal", "title": "objective", "scale": OBJECTIVE_COLOURS}
+def objective_colour(values: list[dict], field: str = "objective") -> dict:
+    """Each objective's fixed colour; the legend lists only the objectives ``values`` hold."""
+    present = {v.get(field) for v in values}
+    pairs = [(o, c) for o, c in zip(OBJECTIVE_COLOURS["domain"], OBJECTIVE_COLOURS["range"]) if o in present]
+    return {"field": field, "type": "nominal", "title": "objective",
+            "scale": {"domain": [o for o, _ in pairs], "range": [c for _, c in pairs]}}
 
 
 def chart(title: str, values: list[dict], layers: list[dict], **extra) -> dict:
@@ -39,11 +43,15 @@ def chart(title: str, values: list[dict], layers: list[dict], **extra) -> dict:
 
 
 def rule_at(value: float, channel: str, label: str, colour: str = "#888") -> dict:
-    """A dashed reference line (chance level, multiplier 1) with its own one-row data."""
-    return {"data": {"values": [{"ref": value, "label": label}]},
-            "mark": {"type": "rule", "strokeDash": [4, 4], "color": colour},
-            "encoding": {channel: {"field": "ref", "type": "quantitative"},
-                         "tooltip": [{"field": "label", "type": "nominal"}]}}
+    """A dashed reference line (chance level, multiplier 1) with its label written beside it."""
+    ref = {channel: {"field": "ref", "type": "quantitative"}}
+    other = {"x": {"value": 2}} if channel == "y" else {"y": {"value": 2}}
+    return {"data": {"values": [{"ref": value, "label": label}]}, "layer": [
+        {"mark": {"type": "rule", "strokeDash": [4, 4], "color": colour},
+         "encoding": {**ref, "tooltip": [{"field": "label", "type": "nominal"}]}},
+        {"mark": {"type": "text", "align": "left", "baseline": "bottom", "dx": 2, "dy": -2, "fontSize": 10,
+                  "color": colour},
+         "encoding": {**ref, **other, "text": {"field": "label", "type": "nominal"}}}]}
 
 
 def band(x: dict, low: str, high: str, colour: dict) -> dict:

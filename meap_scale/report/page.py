@@ -24,6 +24,7 @@ h1{margin:24px 0 4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bot
 .figures{display:flex;flex-wrap:wrap;gap:18px}.figure{min-height:60px}
 table{border-collapse:collapse;margin:10px 0;font-size:12.5px}td,th{border:1px solid #ddd;padding:3px 7px;
 text-align:left;vertical-align:top;max-width:420px;overflow-wrap:anywhere}th{background:#f4f4f4}
+#runs td{white-space:nowrap;overflow-wrap:normal}td.num{white-space:nowrap;text-align:right}
 #runs th{cursor:pointer;user-select:none}#runs th[data-order]::after{content:attr(data-order)}
 #runs-filter{margin:6px 0;padding:4px 8px;width:320px}.runs-wrap{max-height:560px;overflow:auto}
 nav a{margin-right:12px}

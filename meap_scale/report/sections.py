@@ -107,6 +107,16 @@ def _frontier_rows(result: GroupFit, grid: np.ndarray) -> list[dict]:
     return rows
 
 
+def not_fitted(what: str, fits: list[GroupFit]) -> list[str]:
+    """One line per reason, not one per group: 'Laws not fitted for 10 of 10 groups: <reason>'."""
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for f in fits:
+        if f.fit is None:
+            reasons[str(f.error)].append(_label(f.group))
+    return [f"{what} not fitted for {len(groups)} of {len(fits)} group(s) ({'; '.join(groups[:3])}"
+            f"{', ...' if len(groups) > 3 else ''}): {reason}" for reason, groups in reasons.items()]
+
+
 def scaling(data: ReportData, fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missing:
     points = [{"flops": r["flops_6nd"], "loss": r["val_loss"], "objective": r["objective"],
                "size": r["model_size"], "tokens": r["tokens_seen"], "run": r["run_id"]}
@@ -114,7 +124,7 @@ def scaling(data: ReportData, fits: list[GroupFit], isoflops: list[GroupFit]) ->
     if not points:
         return Missing("scaling", "Loss vs compute", "finished runs with a validation loss")
     fitted = [f for f in fits if isinstance(f.fit, ParametricFit)]
-    colour = objective_colour()
+    colour = objective_colour(points)
     x = axis("flops", "training compute C = 6ND (FLOPs)", log=True)
     layers = [{"mark": {"type": "point", "filled": True, "opacity": 0.7},
                "encoding": {"x": x, "y": axis("loss", "validation loss", log=True), "color": colour,
@@ -130,12 +140,12 @@ def scaling(data: ReportData, fits: list[GroupFit], isoflops: list[GroupFit]) ->
                                     "detail": {"field": "group", "type": "nominal"}}})
     figures = [Figure("loss_vs_compute", "Validation loss vs compute", chart("Validation loss vs compute", points,
                                                                             layers))]
-    notes = [f"{_label(f.group)}: not fitted ({f.error})" for f in fits if f.fit is None]
+    notes = not_fitted("Laws", fits)
     iso = [f for f in isoflops if isinstance(f.fit, IsoflopFit)]
     if iso:
         figures.append(_isoflop_figure(data, iso))
     else:
-        notes += [f"IsoFLOP profiles, {_label(f.group)}: {f.error}" for f in isoflops if f.fit is None][:3]
+        notes += not_fitted("IsoFLOP profiles", isoflops)
     return Section("scaling", "Loss vs compute", "Each point is a finished run; lines are the compute-optimal "
                    "frontier of the fitted law L = E + A/N^alpha + B/D^beta per objective, shaded with its bootstrap "
                    "95% band. Look for a lower MEAP frontier at equal compute, and whether the gap widens or closes "
@@ -288,16 +298,24 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedCompa
         layers = [{"mark": {"type": "point", "filled": True},
                    "encoding": {"x": axis("x", "compute C = 6ND (FLOPs)", log=True),
                                 "y": axis("accuracy", "retrieval accuracy (likelihood ranking)"),
-                                "color": objective_colour(), "shape": {"field": "task", "type": "nominal"},
+                                "color": objective_colour(retrieval), "shape": {"field": "task", "type": "nominal"},
                                 "tooltip": [{"field": f, "type": "nominal"} for f in ("run", "task", "accuracy")]}},
                   *_chance_layers(data, {p["task"] for p in retrieval})]
         figures.append(Figure("retrieval_vs_compute", "Retrieval accuracy vs compute",
                               chart("Retrieval accuracy vs compute", retrieval, layers)))
-    return Section("meap_vs_ntp", "MEAP vs NTP", "The compute multiplier is how much more compute NTP needs to "
-                   "reach the loss MEAP reaches with C (from the two fitted laws; above 1 favours MEAP), with its "
-                   "bootstrap 95% band. Retrieval accuracy against compute shows whether MEAP's retrieval advantage "
-                   "appears, holds or grows with scale; dashed lines are chance.", figures=figures, notes=notes,
-                   tables=tables)
+    text = []
+    if paired:
+        text.append("The table compares each MEAP configuration with NTP run by run, paired by size, budget and "
+                    "seed.")
+    if pairs:
+        text.append("The compute multiplier is how much more compute NTP needs to reach the loss MEAP reaches with "
+                    "C (from the two fitted laws; above 1 favours MEAP), with its bootstrap 95% band.")
+    else:
+        text.append("No compute multiplier is drawn: it needs fitted laws for NTP and for MEAP.")
+    if retrieval:
+        text.append("Retrieval accuracy against compute shows whether MEAP's retrieval advantage appears, holds "
+                    "or grows with scale; dashed lines are chance.")
+    return Section("meap_vs_ntp", "MEAP vs NTP", " ".join(text), figures=figures, notes=notes, tables=tables)
 
 
 # --- mask-ratio sweep ------------------------------------------------------------------------------
@@ -306,11 +324,14 @@ def mask_ratio(data: ReportData, importances: dict[str, float] | None) -> Sectio
     runs = [r for r in data.scored if r["mask_ratio"] is not None]
     if len({r["mask_ratio"] for r in runs}) < 2:
         return Missing("mask_ratio", "Mask-ratio sweep", "finished runs at two or more mask ratios")
-    values = [{"mask_ratio": r["mask_ratio"], "loss": r["val_loss"], "size": r["model_size"], "seed": r["seed"],
-               "lr": r["lr"], "run": r["run_id"]} for r in runs]
+    several_lrs = len({r["lr"] for r in runs}) > 1
+    values = [{"mask_ratio": r["mask_ratio"], "loss": r["val_loss"], "seed": r["seed"], "lr": r["lr"],
+               "run": r["run_id"], "size": f"{r['model_size']}, lr {r['lr']:g}" if several_lrs else r["model_size"]}
+              for r in runs]
     x = axis("mask_ratio", "mask ratio (0 = NTP)")
-    size = {"field": "size", "type": "nominal", "title": "model size"}
-    loss = chart("Validation loss vs mask ratio", values, [
+    # One series per (size, learning rate): bars are the spread over seeds, never the gap between lrs.
+    size = {"field": "size", "type": "nominal", "title": "model size, learning rate" if several_lrs else "model size"}
+    loss = chart("Validation loss vs mask ratio (mean ± sd over seeds)", values, [
         {"mark": {"type": "point", "opacity": 0.5}, "encoding": {"x": x, "y": axis("loss", "validation loss"),
                                                                  "color": size, "tooltip": [
                                                                      {"field": f, "type": "nominal"}
@@ -413,17 +434,21 @@ def retrieval(data: ReportData) -> Section | Missing:
     figures, notes = [], []
     if needle:
         cells = _mean_by(needle, ("objective", "length", "position"))
+        control = _chance(data, "needle_control") or _chance(data, "needle")
+        controls = [e["value"] for e in evals if e["task"] == "needle_control" and e["condition"] == "all"
+                    and e["metric"] == "accuracy"]
+        # The baselines a cell must beat, on the figure itself: the models' prior over values, and chance.
+        baselines = ", ".join(part for part in (
+            f"no-needle control {_mean(controls):.3f}" if controls else "", f"chance {control:.3f}" if control else "")
+            if part)
         figures.append(Figure("needle_heatmap", "Needle in a haystack", heatmap(
-            "Needle accuracy by depth and context length", cells,
+            "Needle accuracy by depth and context length" + (f" ({baselines})" if baselines else ""), cells,
             {"field": "position", "type": "ordinal", "title": "needle depth"},
             {"field": "length", "type": "ordinal", "title": "context length", "sort": "descending"},
             {"field": "value", "type": "quantitative", "title": "accuracy", "scale": {"domain": [0, 1]}},
             facet={"field": "objective", "type": "nominal", "title": None})))
-        control = _chance(data, "needle_control")
-        if any(e["task"] == "needle_control" for e in evals):
-            control_mean = _mean([e["value"] for e in evals if e["task"] == "needle_control"
-                                  and e["condition"] == "all" and e["metric"] == "accuracy"])
-            notes.append(f"No-needle control accuracy (the models' prior over values): {control_mean:.3f}; "
+        if controls:
+            notes.append(f"No-needle control accuracy (the models' prior over values): {_mean(controls):.3f}; "
                          f"a needle cell at this level is not retrieval." + (f" Chance: {control:.3f}." if control
                                                                               else ""))
     if multidoc:
