@@ -1,6 +1,7 @@
 """The HTML report: built from a store written through the store API (every section) and from an empty
 one; strings from the store escaped; figures exported; and the page checked in headless Chromium."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from meap_scale.report.build import CPU_BANNER, build_report
 from meap_scale.report.data import downsample
 from meap_scale.report.synthetic import write_synthetic_store
 
+SI = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 XSS_NAME = "<script>alert(1)</script>"
 XSS_ERROR = "<img src=x onerror=alert(1)> CUDA out of memory"
 SECTIONS = ("summary", "scaling", "fits", "meap_vs_ntp", "mask_ratio", "retrieval", "curves", "runs", "provenance")
@@ -183,6 +185,13 @@ def test_reference_lines_are_labelled_legends_list_only_objectives_with_data_and
     wrapping = page.eval_on_selector_all("#runs tbody td", "cells => cells.filter(c => "
                                          "getComputedStyle(c).whiteSpace !== 'nowrap').length")
     assert wrapping == 0
+    from meap_scale.report.sections import RUN_COLUMNS
+
+    column = RUN_COLUMNS.index("flops_6nd") + 1
+    shown = page.eval_on_selector_all(f"#runs tbody tr td:nth-child({column})",
+                                      "cells => cells.filter(c => c.textContent).map(c => [c.textContent, c.title])")
+    assert shown and all(re.fullmatch(r"[0-9.]+[kMGTPE]", text) for text, _ in shown)  # SI prefixes
+    assert all(abs(float(text[:-1]) * SI[text[-1]] / float(exact) - 1) < 0.01 for text, exact in shown)
     assert seen == {"errors": [], "requests": [], "dialogs": []}
 
 

@@ -49,10 +49,15 @@ SCRIPT = """
   let rows = data.runs.slice();
   const body = table.querySelector('tbody');
   const filter = document.getElementById('runs-filter');
-  const show = function (value) {
+  const PREFIXES = [[1e18, 'E'], [1e15, 'P'], [1e12, 'T'], [1e9, 'G'], [1e6, 'M'], [1e3, 'k']];
+  const show = function (value) {  // SI prefixes from 10,000 up, four significant digits below; exact in the tooltip
     if (value === null || value === undefined) return '';
-    if (typeof value === 'number' && !Number.isInteger(value)) return Number(value.toPrecision(5)).toString();
-    return String(value);
+    if (typeof value !== 'number') return String(value);
+    if (Math.abs(value) >= 1e4) {
+      const [scale, prefix] = PREFIXES.find(function (p) { return Math.abs(value) >= p[0]; });
+      return Number((value / scale).toPrecision(3)).toString() + prefix;
+    }
+    return Number.isInteger(value) ? String(value) : Number(value.toPrecision(4)).toString();
   };
   function render() {
     const needle = filter.value.toLowerCase();
@@ -61,7 +66,12 @@ SCRIPT = """
       const cells = row.map(show);
       if (needle && !cells.join(' ').toLowerCase().includes(needle)) continue;
       const tr = document.createElement('tr');
-      for (const text of cells) { const td = document.createElement('td'); td.textContent = text; tr.appendChild(td); }
+      row.forEach(function (value, i) {
+        const td = document.createElement('td');
+        td.textContent = cells[i];
+        if (typeof value === 'number') { td.className = 'num'; td.title = String(value); }
+        tr.appendChild(td);
+      });
       body.appendChild(tr);
     }
     document.getElementById('runs-count').textContent = body.children.length + ' of ' + rows.length + ' runs';
