@@ -358,6 +358,11 @@ class RunSpec(_Serialisable):
         return self.tokens // self.optim.batch_tokens
 
     @property
+    def tokens_trained(self) -> int:
+        """The tokens the run trains: whole global batches, ``tokens`` rounded down."""
+        return self.steps * self.optim.batch_tokens
+
+    @property
     def checkpoint_interval(self) -> int:
         """Optimiser steps between checkpoints (0: only at the end)."""
         if self.checkpoint_every or not self.checkpoints:
@@ -390,7 +395,7 @@ class RunSpec(_Serialisable):
         data["optim"].pop("micro_batch_size")
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
                 "objective": {k: data["objective"][k] for k in OBJECTIVE_IDENTITY[self.objective.name]},
-                "optim": data["optim"], "tokens": self.steps * self.optim.batch_tokens, "seed": self.seed,
+                "optim": data["optim"], "tokens": self.tokens_trained, "seed": self.seed,
                 "precision": self.precision_used}
 
     @property

@@ -1,12 +1,12 @@
 """Evals attached to a study's finished runs, from their stored checkpoints, without retraining.
 
 A run's id does not cover its evals (``RunSpec.identity``), so adding a task to a study must not
-retrain anything: ``attach_evals`` finds each finished run's final checkpoint (single-worker study runs
+retrain anything: ``plan`` finds each finished run's final checkpoint (single-worker study runs
 keep theirs under ``<store>/_checkpoints/<run_id>/step-N``, multi-worker runs under
 ``<store>/_runs/<run_id>/checkpoint_*``), evaluates the tasks the run has no rows for under the same
-spec (the ``evals`` table's ``eval_spec_json``), and appends the rows. Each run's spec defaults to the
-one it was trained with; ``changes`` (tasks, items per cell, ...) replace fields of it. Every spec is
-checked against its run's model before any run is evaluated: a task that cannot fit fails first.
+spec (the ``evals`` table's ``eval_spec_json``); ``evaluate`` scores one run and appends its rows. Each run's spec defaults to the
+one it was trained with; ``changes`` (tasks, items per cell, ...) replace fields of it. ``check`` builds
+every planned suite before any run is evaluated: a task that cannot fit fails first.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ class AttachPlan:
     """Runs that already have rows for every requested task under the requested spec."""
     cannot: dict[str, str] = field(default_factory=dict)
     """Run id -> why it cannot be evaluated."""
-
-
-def _local_fs(store: ResultsStore) -> bool:
-    protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-    return bool({"file", "local"} & set(protocols))
 
 
 def final_checkpoint(store: ResultsStore, run: RunSpec) -> str | None:
@@ -108,7 +103,7 @@ def plan(store: ResultsStore, study: str, changes: dict[str, Any]) -> AttachPlan
 @contextlib.contextmanager
 def _local_copy(store: ResultsStore, path: str) -> Iterator[str]:
     """The checkpoint as a local folder: itself on a local store, a temporary download otherwise."""
-    if _local_fs(store):
+    if store.is_local:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="meap-eval-") as folder:

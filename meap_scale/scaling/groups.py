@@ -44,12 +44,13 @@ COLUMN_KEY = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio
 SHORT_NAMES = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio"}
 
 
-def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (``optim.lr``); lists become tuples."""
     out = {}
     for name, value in data.items():
         path = f"{prefix}{name}"
         if isinstance(value, dict):
-            out.update(_flat(value, f"{path}."))
+            out.update(flatten(value, f"{path}."))
         else:
             out[path] = tuple(value) if isinstance(value, list) else value
     return out
@@ -67,7 +68,7 @@ def run_identity(row: dict) -> dict[str, Any] | None:
         return None
     if spec is None:
         return None
-    flat = _flat(spec.identity())
+    flat = flatten(spec.identity())
     betas = flat.pop("optim.betas")
     return {**flat, "optim.beta1": betas[0], "optim.beta2": betas[1]}
 

@@ -54,7 +54,7 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
         "n_heads": shape.n_heads, "n_kv_heads": shape.n_kv_heads, "ffn_dim": shape.ffn_dim,
         "vocab_size": data.model_vocab_size, "seq_len": spec.data.seq_len,
         "params_total": counts.total, "params_non_embedding": counts.non_embedding,
-        "tokens_budget": spec.steps * optim.batch_tokens,
+        "tokens_budget": spec.tokens_trained,
         "flops_per_token_6n": flops.six_n, "flops_per_token_palm": flops.palm,
         "lr": optim.lr, "min_lr": optim.min_lr, "warmup_fraction": optim.warmup_fraction,
         "weight_decay": optim.weight_decay, "grad_clip": optim.grad_clip, "beta1": optim.betas[0],

@@ -99,6 +99,12 @@ class ResultsStore:
                 if name not in ("step", "tokens") and isinstance(value, (int, float)) and value is not None]
         self.append("curves", rows)
 
+    @property
+    def is_local(self) -> bool:
+        """On this machine's file system (a folder or file:// URL), not object storage."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return bool({"file", "local"} & set(protocols))
+
     # reading -----------------------------------------------------------------------------------
     def require(self) -> "ResultsStore":
         """This store, when it holds a runs table: a mistyped path must not read as an empty store."""

@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from meap_scale.config import ConfigError, RunSpec
+from meap_scale.scaling.groups import flatten
 from meap_scale.store import ResultsStore
 from meap_scale.study.space import Dimension
 from meap_scale.study.spec import StudySpec
@@ -28,17 +29,19 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True))
 
 
+def _search(spec: StudySpec) -> dict[str, Any]:
+    """The space and search settings: part of both the terms and the stored spec."""
+    return {"space": {key: asdict(dim) for key, dim in spec.space.items()},
+            **{name: getattr(spec, name) for name in SEARCH_FIELDS}}
+
+
 def terms(spec: StudySpec) -> dict[str, Any]:
     """What the study's name stands for (see the module docstring)."""
-    return _plain({"run": spec.base.identity(), "evals": spec.base.evals.to_dict(),
-                   "space": {key: asdict(dim) for key, dim in spec.space.items()},
-                   **{name: getattr(spec, name) for name in SEARCH_FIELDS}})
+    return _plain({"run": spec.base.identity(), "evals": spec.base.evals.to_dict(), **_search(spec)})
 
 
 def to_dict(spec: StudySpec) -> dict[str, Any]:
-    return _plain({"name": spec.name, "base": spec.base.to_dict(),
-                   "space": {key: asdict(dim) for key, dim in spec.space.items()},
-                   **{name: getattr(spec, name) for name in SEARCH_FIELDS}})
+    return _plain({"name": spec.name, "base": spec.base.to_dict(), **_search(spec)})
 
 
 def from_dict(data: dict[str, Any], current: StudySpec) -> StudySpec:
@@ -49,18 +52,9 @@ def from_dict(data: dict[str, Any], current: StudySpec) -> StudySpec:
                      storage=current.storage, max_concurrent=current.max_concurrent)
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix.rstrip("."): data}
-
-
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """One line per changed term: ``tokens: 65536 -> 400000``."""
-    before, after = _flat(old), _flat(new)
+    before, after = flatten(old), flatten(new)
     return [f"{key}: {json.dumps(before.get(key))} -> {json.dumps(after.get(key))}"
             for key in sorted(set(before) | set(after)) if before.get(key) != after.get(key)]
 

@@ -48,8 +48,7 @@ class Locations:
 
     @classmethod
     def for_store(cls, store: ResultsStore) -> "Locations":
-        protocols = store.fs.protocol if isinstance(store.fs.protocol, tuple) else (store.fs.protocol,)
-        if {"file", "local"} & set(protocols):
+        if store.is_local:
             root = os.path.abspath(store.root)
             return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, "_checkpoints"))
         return cls(store.url, None, None)
@@ -60,7 +59,7 @@ class _Progress:
     and the driver's record of where each trial is (``TrialEnds``)."""
 
     def __init__(self, runs: list[RunSpec]) -> None:
-        self.total = sum(run.steps * run.optim.batch_tokens for run in runs)
+        self.total = sum(run.tokens_trained for run in runs)
         self.done = 0
 
     def decorate(self, metrics: dict, run: RunSpec) -> dict:
@@ -136,10 +135,10 @@ def trial(config: dict, ctx: dict) -> None:
     finals = []
     for run in runs:
         finals.append(_run_one(run, prepare_data(run.data), ctx, progress))  # prepared once, then cached
-        progress.done += run.steps * run.optim.batch_tokens
+        progress.done += run.tokens_trained
     losses = [final[METRIC] for final in finals]
     means = {name: statistics.fmean(final[name] for final in finals) for name in TRIAL_METRICS}
-    tune.report({TIME_ATTR: runs[-1].steps * runs[-1].optim.batch_tokens, **means, "eta_s": 0.0,
+    tune.report({TIME_ATTR: runs[-1].tokens_trained, **means, "eta_s": 0.0,
                  "tokens_total": progress.total, FINAL_REPORT: len(losses),
                  "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0})
 
@@ -188,7 +187,7 @@ def _scheduler(spec: StudySpec):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    longest = max(run.steps * run.optim.batch_tokens for run in spec.example_runs())
+    longest = max(run.tokens_trained for run in spec.example_runs())
     # The time is one run's tokens: rungs are decided on the first run a trial trains (its first seed),
     # so trials are compared at equal tokens of one run, never of several seeds added up. max_t lies
     # beyond the last report: a trial that reached it would be stopped at its last training report,
