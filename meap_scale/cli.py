@@ -331,16 +331,14 @@ def _load_checkpoint(path: str):
     """The run's spec and model from a checkpoint folder a training run wrote."""
     import os
 
-    from transformers import LlamaForCausalLM
-
-    from meap_scale.train.checkpoint import MODEL_DIR, RUN_FILE
+    from meap_scale.train.checkpoint import RUN_FILE, load_model
 
     run_file = os.path.join(path, RUN_FILE)
     if not os.path.exists(run_file):
         raise ConfigError(f"{path} is not a meap-scale checkpoint folder (no {RUN_FILE})")
     with open(run_file) as handle:
         spec = RunSpec.from_dict(json.load(handle))
-    return spec, LlamaForCausalLM.from_pretrained(os.path.join(path, MODEL_DIR)).eval()
+    return spec, load_model(path)
 
 
 def _eval_changes(args: argparse.Namespace) -> dict:

@@ -24,6 +24,7 @@ OBJECTIVES = ("ntp", "meap", "meap_sft")
 MASK_SAMPLINGS = ("per_row", "shared_columns")
 SFT_VARIANTS = ("paper", "code")
 PRECISIONS = ("auto", "fp32", "bf16")
+PARALLELISMS = ("ddp", "fsdp")
 DEFAULT_MASK_RATIO = {"ntp": 0.0, "meap": 0.15, "meap_sft": 0.10}
 
 
@@ -300,9 +301,20 @@ class RunSpec(_Serialisable):
     placement: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     """How Ray places the workers: PACK fills nodes first; STRICT_SPREAD puts every worker on its own node."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """``auto``: bf16 autocast on GPU, fp32 on CPU."""
-    compile: bool = False
-    """Wrap the model in ``torch.compile``."""
+    """``auto``: bf16 autocast on GPUs that support it (else fp32, said in the log), fp32 on CPU."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """``ddp``: each worker holds the whole model and optimiser; ``fsdp``: FSDP2 shards parameters, gradients
+    and optimiser state over the workers (per decoder layer), for models whose training state does not fit
+    one device. Same weights at start, same data, same loss up to float rounding."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass: about a third more compute for
+    activation memory of one layer instead of all (``meap-scale plan`` shows both)."""
+    compile: bool | None = None
+    """``torch.compile`` each decoder layer; default: on for GPU runs, off on CPU (compilation costs more
+    than it saves at CPU scale)."""
+    peak_flops: float | None = None
+    """Peak dense bf16 FLOP/s per device for MFU; default: looked up from the GPU's exact model (see
+    ``meap-scale plan --help`` for the table). CPU runs report no MFU."""
     eval_every: int = 0
     """Validation every N optimiser steps (0: only at the end). Validation is always unmasked."""
     eval_blocks: int = 64
@@ -331,6 +343,8 @@ class RunSpec(_Serialisable):
                   eval_blocks=self.eval_blocks, log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
         _one_of("run", "precision", self.precision, PRECISIONS)
         _one_of("run", "placement", self.placement, PLACEMENTS)
+        _one_of("run", "parallel", self.parallel, PARALLELISMS)
+        _require(self.peak_flops is None or self.peak_flops > 0, f"run.peak_flops must be positive, got {self.peak_flops}")
         _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.checkpoints >= 0
                  and self.max_failures >= 0,
                  "run.eval_every, run.checkpoint_every, run.checkpoints and run.max_failures must not be negative")
@@ -374,6 +388,11 @@ class RunSpec(_Serialisable):
         return self.sequences_per_step // (self.optim.micro_batch_size * self.workers)
 
     @property
+    def compile_used(self) -> bool:
+        """Whether the run compiles its layers: ``compile`` where given, else on GPU only."""
+        return self.use_gpu if self.compile is None else self.compile
+
+    @property
     def precision_used(self) -> str:
         """The precision the run trains in: ``auto`` resolves to bf16 on GPU, fp32 on CPU."""
         if self.precision != "auto":
@@ -385,8 +404,9 @@ class RunSpec(_Serialisable):
 
         Model, objective (with its mask sampling), data (not where it is cached), optimiser with the
         global batch (not the micro-batch: accumulation and DDP give the same mean gradient), the tokens
-        actually trained, the seed and the precision used. Not identity: workers, CPUs, placement,
-        micro-batch size, logging, validation and checkpoint cadence, evals, names and storage. MEAP
+        actually trained, the seed and the precision used. Not identity: workers, CPUs, placement, DDP or
+        FSDP, activation checkpointing, compilation (float rounding apart, the same training), micro-batch
+        size, logging, validation and checkpoint cadence, evals, names and storage. MEAP
         masks are keyed by stream position (``meap_scale.objectives.StreamPlace``), so they are the same
         whatever the resources.
         """

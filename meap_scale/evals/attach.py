@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 from meap_scale.config import ConfigError, EvalSpec, RunSpec
 from meap_scale.store import ResultsStore
-from meap_scale.train.checkpoint import MODEL_DIR, STATE_FILE
+from meap_scale.train.checkpoint import EVAL_PARTS, STATE_FILE, load_model
 
 CHECKPOINT_FOLDERS = (("_checkpoints", "step-*"), ("_runs", "checkpoint_*"))
 """Where a study's runs keep checkpoints, under the store: in-process runs, Ray Train runs."""
@@ -107,7 +107,9 @@ def _local_copy(store: ResultsStore, path: str) -> Iterator[str]:
         yield path
         return
     with tempfile.TemporaryDirectory(prefix="meap-eval-") as folder:
-        store.fs.get(posixpath.join(path, MODEL_DIR), os.path.join(folder, MODEL_DIR), recursive=True)
+        for part in EVAL_PARTS:
+            if store.fs.exists(posixpath.join(path, part)):
+                store.fs.get(posixpath.join(path, part), os.path.join(folder, part), recursive=True)
         yield folder
 
 
@@ -122,13 +124,11 @@ def check(todo: list[Planned]) -> None:
 
 def evaluate(store: ResultsStore, planned: Planned) -> list[dict]:
     """Evaluate one run's final checkpoint and append its rows; returns them."""
-    from transformers import LlamaForCausalLM
-
     from meap_scale.data import prepare_data
     from meap_scale.evals.suite import run_suite
 
     with _local_copy(store, planned.checkpoint) as folder:
-        model = LlamaForCausalLM.from_pretrained(os.path.join(folder, MODEL_DIR)).eval()
+        model = load_model(folder)
     rows, _ = run_suite(model, prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
     rows = [{"run_id": planned.run_id, **row} for row in rows]
     store.append("evals", rows)

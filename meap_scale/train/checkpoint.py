@@ -1,8 +1,17 @@
-"""Checkpoints that let a run continue exactly as if it had never stopped.
+"""Checkpoints that let a run continue exactly as if it had never stopped, on any number of workers.
 
-A checkpoint folder holds the model (``save_pretrained``, safetensors), the optimiser and scheduler
-states, the RNG states, and ``state.json`` with the data position (the optimiser step; block order
-and masks are pure functions of it), the curve so far and each rank's data digest.
+A checkpoint folder holds:
+- ``sharded/``: model and optimiser state through ``torch.distributed.checkpoint`` (DCP). Every worker
+  writes only its own shards (FSDP) or its share of the replicated tensors (DDP), in parallel, and
+  loading re-shards to however many workers the resumed run has;
+- ``model/config.json``: the model's config, so a checkpoint can be evaluated on its own;
+- ``trainer.pt``: scheduler and RNG states (rank 0's);
+- ``state.json``: the data position (the optimiser step; block order and masks are pure functions of
+  it), the curve so far and each rank's data digest;
+- ``run.json``: the RunSpec.
+
+Folders written before sharded checkpoints (``model/model.safetensors`` and ``optimizer.pt``) still
+evaluate, but do not resume.
 """
 
 from __future__ import annotations
@@ -12,12 +21,21 @@ import os
 from dataclasses import asdict, dataclass, field
 
 import torch
+from torch import nn
 
 MODEL_DIR = "model"
+SHARDED_DIR = "sharded"
 STATE_FILE = "state.json"
-OPTIMIZER_FILE = "optimizer.pt"
+TRAINER_FILE = "trainer.pt"
 RUN_FILE = "run.json"
 """The run's RunSpec, so a checkpoint can be evaluated on its own."""
+LEGACY_WEIGHTS = os.path.join(MODEL_DIR, "model.safetensors")
+EVAL_PARTS = (MODEL_DIR, SHARDED_DIR)
+"""What ``load_model`` reads: a copy of these is enough to evaluate a checkpoint elsewhere."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder cannot be read as this run's; the message says which folder and why."""
 
 
 @dataclass
@@ -31,37 +49,84 @@ class TrainState:
     resumed_from_step: int | None = None
 
 
-def save_checkpoint(directory: str, model, optimizer, scheduler, state: TrainState) -> None:
-    from transformers.utils import logging
+def _distributed() -> bool:
+    import torch.distributed as dist
 
-    logging.disable_progress_bar()  # one bar per checkpoint drowns the training log
+    return dist.is_available() and dist.is_initialized()
+
+
+def _sharded_state(net: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+
+    if optimizer is None:
+        return {"model": get_model_state_dict(net)}
+    model, optim = get_state_dict(net, optimizer)
+    return {"model": model, "optim": optim}
+
+
+def save_checkpoint(directory: str, net: nn.Module, optimizer, scheduler, state: TrainState, *, rank: int,
+                    config) -> None:
+    """Every worker calls it (DCP writes collectively); ``directory`` may be local to each worker: Ray Train
+    merges the workers' folders into one."""
+    import torch.distributed.checkpoint as dcp
+
     os.makedirs(directory, exist_ok=True)
-    model.save_pretrained(os.path.join(directory, MODEL_DIR), safe_serialization=True)
+    dcp.save(_sharded_state(net, optimizer), checkpoint_id=os.path.join(directory, SHARDED_DIR),
+             no_dist=not _distributed())
+    if rank != 0:
+        return
+    config.save_pretrained(os.path.join(directory, MODEL_DIR))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng},
-               os.path.join(directory, OPTIMIZER_FILE))
+    torch.save({"scheduler": scheduler.state_dict(), "rng": rng}, os.path.join(directory, TRAINER_FILE))
     with open(os.path.join(directory, STATE_FILE), "w") as handle:
         json.dump(asdict(state), handle)
 
 
-def load_checkpoint(directory: str, model, optimizer, scheduler) -> TrainState:
-    """Restore everything in place; returns the saved TrainState, marked as resumed."""
-    from safetensors.torch import load_file
+def _require_sharded(directory: str) -> str:
+    sharded = os.path.join(directory, SHARDED_DIR)
+    if os.path.isdir(sharded):
+        return sharded
+    if os.path.exists(os.path.join(directory, LEGACY_WEIGHTS)):
+        raise CheckpointError(f"checkpoint {directory} predates sharded checkpoints: it can be evaluated but not "
+                              f"resumed; start the run under a new --name or --storage-path")
+    raise CheckpointError(f"{directory} is not a meap-scale checkpoint (no {SHARDED_DIR}/ folder)")
 
-    weights = load_file(os.path.join(directory, MODEL_DIR, "model.safetensors"))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if unexpected or set(missing) - tied:
-        raise RuntimeError(f"checkpoint {directory} does not match the model: missing {missing}, unexpected {unexpected}")
-    saved = torch.load(os.path.join(directory, OPTIMIZER_FILE), map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
+
+def load_checkpoint(directory: str, net: nn.Module, optimizer, scheduler) -> TrainState:
+    """Restore everything in place, re-sharding to this run's workers; every worker calls it. Returns the
+    saved TrainState, marked as resumed."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    sharded = _require_sharded(directory)
+    state = _sharded_state(net, optimizer)
+    dcp.load(state, checkpoint_id=sharded, no_dist=not _distributed())
+    set_state_dict(net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    saved = torch.load(os.path.join(directory, TRAINER_FILE), map_location="cpu", weights_only=True)
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["rng"]["cpu"])
     if "cuda" in saved["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
     with open(os.path.join(directory, STATE_FILE)) as handle:
-        state = TrainState(**json.load(handle))
-    state.resumed_from_step = state.step
-    return state
+        train_state = TrainState(**json.load(handle))
+    train_state.resumed_from_step = train_state.step
+    return train_state
+
+
+def load_model(directory: str) -> nn.Module:
+    """The checkpoint's ``LlamaForCausalLM``, whole, on the host, in eval mode: for evaluation in one process."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if os.path.exists(os.path.join(directory, LEGACY_WEIGHTS)):
+        return LlamaForCausalLM.from_pretrained(os.path.join(directory, MODEL_DIR)).eval()
+    sharded = _require_sharded(directory)
+    import torch.distributed.checkpoint as dcp
+
+    from meap_scale.train.parallel import CausalLM
+
+    model = LlamaForCausalLM(LlamaConfig.from_pretrained(os.path.join(directory, MODEL_DIR)))
+    state = {"model": CausalLM(model).state_dict()}
+    dcp.load(state, checkpoint_id=sharded, no_dist=True)
+    return model.eval()

@@ -1,4 +1,4 @@
-"""``train_loop_per_worker``: one DDP rank of a MEAP or NTP pretraining run, in plain PyTorch.
+"""``train_loop_per_worker``: one rank (DDP or FSDP) of a MEAP or NTP pretraining run, in plain PyTorch.
 
 It runs inside a Ray Train worker (Ray has set up the process group) or standalone, e.g.
 ``python -c 'from meap_scale.train.loop import train_loop_per_worker; train_loop_per_worker(cfg)'`` or
@@ -18,8 +18,6 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 
 from meap_scale.config import RunSpec
 from meap_scale.data.order import BlockOrder
@@ -27,7 +25,9 @@ from meap_scale.data.prepare import PreparedData
 from meap_scale.models import build_model, flops_per_token
 from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_objective
 from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
-from meap_scale.train.metrics import mfu, peak_flops
+from meap_scale.train.devices import identify, peak_flops
+from meap_scale.train.metrics import mfu
+from meap_scale.train.parallel import Placed, full_state_dict, place_ddp, place_fsdp, total_norm
 from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
 from meap_scale.train.telemetry import telemetry_for
@@ -50,8 +50,24 @@ def _device(spec: RunSpec, session: Session) -> torch.device:
     return torch.device("cpu")
 
 
-def _uses_bf16(spec: RunSpec, device: torch.device) -> bool:
-    return spec.precision == "bf16" or (spec.precision == "auto" and device.type == "cuda")
+def resolve_precision(spec: RunSpec, device: torch.device) -> tuple[bool, str | None]:
+    """Whether the run autocasts to bf16, and a line for the log where ``auto`` could not give bf16."""
+    if spec.precision == "fp32" or device.type != "cuda":
+        return spec.precision == "bf16", None
+    if torch.cuda.is_bf16_supported():
+        return True, None
+    if spec.precision == "bf16":
+        raise RuntimeError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 support; use "
+                           f"--precision fp32 or auto")
+    return False, (f"{torch.cuda.get_device_name(device)} has no bf16: precision auto trains in fp32 (the run's "
+                   f"identity still records the bf16 that auto means on GPUs)")
+
+
+def enable_fast_matmul(device: torch.device) -> None:
+    """TF32 for the fp32 matmuls autocast leaves (and fp32 runs) on GPUs that have it."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
 
 
 def chain_digest(previous: str, blocks: np.ndarray) -> str:
@@ -68,49 +84,65 @@ class TrainingRun:
         self.device = _device(spec, session)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        self.bf16 = _uses_bf16(spec, self.device)
-        shape = spec.model.shape
-        self.model = build_model(shape, data.model_vocab_size, spec.data.seq_len, seed=spec.seed,
-                                 tie_embeddings=spec.model.tie_embeddings, rope_theta=spec.model.rope_theta,
-                                 pad_token_id=data.pad_id).to(self.device)
+        enable_fast_matmul(self.device)
+        self.bf16, precision_note = resolve_precision(spec, self.device)
+        if precision_note and session.rank == 0:
+            print(f"meap-scale: {precision_note}", flush=True)
+        self.placed = self._place()
         optim = spec.optim
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=optim.betas, eps=optim.eps,
-                                           weight_decay=optim.weight_decay, fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(self.placed.net.parameters(), lr=optim.lr, betas=optim.betas,
+                                           eps=optim.eps, weight_decay=optim.weight_decay,
+                                           fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(spec.steps, lr=optim.lr, min_lr=optim.min_lr,
                                           warmup_fraction=optim.warmup_fraction))
-        self.flops_per_token = flops_per_token(shape, data.model_vocab_size, spec.data.seq_len,
+        self.flops_per_token = flops_per_token(spec.model.shape, data.model_vocab_size, spec.data.seq_len,
                                                spec.model.tie_embeddings).palm
+        device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        self.peak_flops = peak_flops(device_name, spec.peak_flops)
+        if self.device.type == "cuda" and self.peak_flops is None and session.rank == 0:
+            print(f"meap-scale: no peak FLOP/s known for {device_name!r}: MFU not reported (pass --peak-flops)",
+                  flush=True)
         self.order = BlockOrder(data.train_blocks, spec.seed, spec.sequences_per_step,
                                 spec.optim.micro_batch_size, session.world_size)
         self.train_blocks, self.val_blocks = data.open_split("train"), data.open_split("val")
         self.state = TrainState()
         self.digest = ""
-        self.forward = self.model
-        self.ddp: DistributedDataParallel | None = None
 
-    def _wrap(self) -> None:
-        if self.session.world_size > 1:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.ddp = self.forward = DistributedDataParallel(self.model, device_ids=device_ids)
-        if self.spec.compile:
-            self.forward = torch.compile(self.forward)
+    def _build_lm(self):
+        spec, data = self.spec, self.data
+        return build_model(spec.model.shape, data.model_vocab_size, spec.data.seq_len, seed=spec.seed,
+                           tie_embeddings=spec.model.tie_embeddings, rope_theta=spec.model.rope_theta,
+                           pad_token_id=data.pad_id)
+
+    def _place(self) -> Placed:
+        """FSDP needs a process group; a lone in-process worker has none and nothing to shard over, so it
+        trains whole (the checkpoint format is the same)."""
+        options = dict(activation_checkpointing=self.spec.activation_checkpointing,
+                       compile_layers=self.spec.compile_used)
+        if self.spec.parallel == "fsdp" and dist.is_initialized():
+            return place_fsdp(self._build_lm, self.device, self.session.rank, self.session.world_size,
+                              bf16=self.bf16, **options)
+        return place_ddp(self._build_lm(), self.device, self.session.world_size, **options)
 
     def _resume(self) -> None:
         with self.session.resume() as directory:
             if directory:
-                self.state = load_checkpoint(directory, self.model, self.optimizer, self.scheduler)
-                self.digest = self.state.data_digests[self.session.rank]
+                self.state = load_checkpoint(directory, self.placed.net, self.optimizer, self.scheduler)
+                self.digest = self._digest_after_resume()
+
+    def _digest_after_resume(self) -> str:
+        """This rank's running digest; a run resumed on other workers than it saved with starts a new chain
+        from the hash of all the old ones (the data it read is the same: block order is per stream position)."""
+        digests = self.state.data_digests
+        if len(digests) == self.session.world_size:
+            return digests[self.session.rank]
+        return hashlib.sha256("".join(digests).encode()).hexdigest()
 
     def _autocast(self):
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def _loss(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            logits = self.forward(input_ids=input_ids).logits  # (B, L, V)
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
 
     def _tokens(self, blocks) -> torch.Tensor:
         return torch.from_numpy(blocks).to(self.device, non_blocking=True)
@@ -128,9 +160,9 @@ class TrainingRun:
     def _micro_step(self, step: int, micro_step: int, last: bool) -> torch.Tensor:
         blocks, batch = self.batch(step, micro_step)
         self.digest = chain_digest(self.digest, blocks)  # hashed on the host: no device sync
-        sync = contextlib.nullcontext() if last or self.ddp is None else self.ddp.no_sync()
-        with sync:
-            loss = self._loss(batch.input_ids, batch.labels)
+        with self.placed.gradient_sync(last):
+            with self._autocast():
+                loss = self.placed.forward(batch.input_ids, batch.labels)
             (loss / self.spec.accumulation_steps).backward()
         return loss.detach()
 
@@ -138,7 +170,7 @@ class TrainingRun:
         accumulation = self.spec.accumulation_steps
         loss = sum(self._micro_step(step, m, m == accumulation - 1) for m in range(accumulation)) / accumulation
         clip = self.spec.optim.grad_clip or float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(self.placed.net.parameters(), clip))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -153,22 +185,26 @@ class TrainingRun:
     @torch.no_grad()
     def evaluate(self) -> float:
         """Clean (unmasked) next-token loss on the same validation blocks every time, split over ranks."""
-        self.model.eval()
+        self.placed.net.eval()
         total = torch.zeros(2, device=self.device, dtype=torch.float64)  # summed loss, token count
         count = min(self.spec.eval_blocks, self.data.val_blocks)
         ids = list(range(self.session.rank, count, self.session.world_size))
         size = self.spec.optim.micro_batch_size
-        for start in range(0, len(ids), size):
-            tokens = self._tokens(self.val_blocks[ids[start:start + size]]["tokens"])
+        # Every rank runs as many forward passes as the rank with most blocks (under FSDP each pass gathers
+        # parameters collectively); a rank out of blocks repeats block 0 and does not count it.
+        passes = -(-(-(-count // self.session.world_size)) // size)
+        for index in range(passes):
+            chunk = ids[index * size:(index + 1) * size]
+            tokens = self._tokens(self.val_blocks[chunk or [0]]["tokens"])
             labels = tokens[:, 1:].masked_fill(tokens[:, 1:] == self.data.pad_id, IGNORE_INDEX)
             with self._autocast():
-                logits = self.model(input_ids=tokens[:, :-1]).logits
-            total[0] += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX,
-                                        reduction="sum")
-            total[1] += (labels != IGNORE_INDEX).sum()
+                losses = self.placed.net(tokens[:, :-1], labels, per_token=True)
+            if chunk:
+                total[0] += losses.double().sum()
+                total[1] += (labels != IGNORE_INDEX).sum()
         if self.session.world_size > 1:
             dist.all_reduce(total)
-        self.model.train()
+        self.placed.net.train()
         return float(total[0] / total[1])
 
     def _gather_digests(self) -> list[str]:
@@ -193,9 +229,7 @@ class TrainingRun:
             "grad_norm": float(grad_norm),
             "tokens_per_s": tokens / seconds,
         }
-        device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        utilisation = mfu(metrics["tokens_per_s"], self.flops_per_token, peak_flops(device_name),
-                          self.session.world_size)
+        utilisation = mfu(metrics["tokens_per_s"], self.flops_per_token, self.peak_flops, self.session.world_size)
         if utilisation is not None:
             metrics["mfu"] = utilisation
         if self.device.type == "cuda":
@@ -229,8 +263,7 @@ class TrainingRun:
 
     def run(self) -> dict:
         self._resume()
-        self._wrap()
-        self.model.train()
+        self.placed.net.train()
         losses: list[torch.Tensor] = []
         started = time.perf_counter()
         for step in range(self.state.step + 1, self.spec.steps + 1):
@@ -247,23 +280,36 @@ class TrainingRun:
                 "resumed_from_step": self.state.resumed_from_step, "evals": evals, "eval_summary": summary}
 
     def _evaluate_suite(self) -> tuple[list[dict], dict]:
-        """The run's eval suite on the final model, on rank 0 only (after the last collective)."""
-        if not self.spec.evals.tasks or self.session.rank != 0:
+        """The run's eval suite on the final model, on rank 0 only (after the last collective; under FSDP every
+        rank first helps gather the whole model)."""
+        if not self.spec.evals.tasks:
+            return [], {}
+        model = self.placed.net.lm if self.placed.parallel == "ddp" else None
+        if model is None:
+            weights = full_state_dict(self.placed)
+            if self.session.rank == 0:
+                model = self._build_lm()
+                model.load_state_dict(weights)
+                model.to(self.device)
+        if self.session.rank != 0:
             return [], {}
         from meap_scale.evals.suite import run_suite
 
         with self._autocast():
-            return run_suite(self.model, self.data, self.spec.evals, self.spec.data.seq_len, self.device)
+            return run_suite(model, self.data, self.spec.evals, self.spec.data.seq_len, self.device)
 
 
 @contextlib.contextmanager
 def _checkpoint_folder(run: TrainingRun, step: int | None) -> Iterator[str | None]:
-    """Rank 0 writes a checkpoint into a temporary folder that lives until the report has copied it."""
-    if step is None or run.session.rank != 0 or not run.session.keeps_checkpoints:
+    """Every rank writes its part of a checkpoint into a temporary folder that lives until the report has
+    copied it (Ray Train merges the ranks' folders into one)."""
+    if step is None or not run.session.keeps_checkpoints:
         yield None
         return
     with tempfile.TemporaryDirectory(prefix=f"meap-ckpt-{step}-") as folder:
-        save_checkpoint(folder, run.model, run.optimizer, run.scheduler, run.state)
-        with open(os.path.join(folder, RUN_FILE), "w") as handle:
-            handle.write(run.spec.to_json())  # lets `meap-scale eval` rebuild the data and tokenizer
+        save_checkpoint(folder, run.placed.net, run.optimizer, run.scheduler, run.state, rank=run.session.rank,
+                        config=run.placed.net.lm.config)
+        if run.session.rank == 0:
+            with open(os.path.join(folder, RUN_FILE), "w") as handle:
+                handle.write(run.spec.to_json())  # lets `meap-scale eval` rebuild the data and tokenizer
         yield folder

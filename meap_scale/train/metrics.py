@@ -1,19 +1,13 @@
-"""Throughput and model-FLOP utilisation.
+"""Model-FLOP utilisation, with its formula named.
 
-MFU = tokens/s x PaLM FLOPs per token / peak dense bf16 FLOP/s of the devices in use (design.md
-section 4). Only reported on GPUs whose peak we know; CPU runs report tokens/s alone.
+MFU = tokens/s x PaLM training FLOPs per token (``meap_scale.models.flops_per_token``: 6 N' + 12 L d T)
+/ (dense bf16 peak FLOP/s per device x devices). The peak comes from ``meap_scale.train.devices`` by the
+device's exact model, or from ``--peak-flops``; CPU runs and unidentified devices report tokens/s alone.
 """
 
 from __future__ import annotations
 
-PEAK_BF16_FLOPS = {"A100": 312e12, "H100": 989e12, "H200": 989e12}
-
-
-def peak_flops(device_name: str) -> float | None:
-    for key, peak in PEAK_BF16_FLOPS.items():
-        if key in device_name.upper():
-            return peak
-    return None
+MFU_FORMULA = "tokens/s x (6 N' + 12 L d T) / (peak dense bf16 FLOP/s x devices)"
 
 
 def mfu(tokens_per_s: float, flops_per_token: float, peak_per_device: float | None, devices: int) -> float | None:

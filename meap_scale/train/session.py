@@ -70,18 +70,28 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
     def resume() -> Iterator[str | None]:
         yield config.get("resume_from")
 
+    def barrier() -> None:
+        if initialised and dist.get_world_size() > 1:
+            dist.barrier()
+
     def report(metrics: dict, checkpoint_dir: str | None) -> None:
         if checkpoint_dir and root:
-            # Complete before it is visible (a copy killed midway leaves only a hidden folder), then the
-            # oldest beyond ``keep`` go: resuming and attached evals read the newest.
+            # Every rank adds its files to one hidden folder; rank 0 makes it visible once complete (a copy
+            # killed midway leaves only the hidden folder), then the oldest beyond ``keep`` go: resuming and
+            # attached evals read the newest.
             final = os.path.join(root, f"step-{metrics['step']:08d}")
             partial = os.path.join(root, f".partial-step-{metrics['step']:08d}")
-            shutil.rmtree(partial, ignore_errors=True)
-            shutil.copytree(checkpoint_dir, partial)
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(partial, final)
-            for old in sorted(n for n in os.listdir(root) if n.startswith("step-"))[:-keep]:
-                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+            if rank == 0:
+                shutil.rmtree(partial, ignore_errors=True)
+            barrier()
+            shutil.copytree(checkpoint_dir, partial, dirs_exist_ok=True)
+            barrier()
+            if rank == 0:
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(partial, final)
+                for old in sorted(n for n in os.listdir(root) if n.startswith("step-"))[:-keep]:
+                    shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+            barrier()
         if rank == 0:
             emit(metrics)
 
