@@ -59,11 +59,11 @@ CHOICES = {"model.size": _model_sizes()}
 """Options whose values are a closed list argparse should check and name in the help."""
 
 
-def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, renames) -> None:
+def _add_section(parser: argparse.ArgumentParser, section: str, cls, skipped, renames, dropped=()) -> None:
     group = parser.add_argument_group(section)
     hints, docs = typing.get_type_hints(cls), field_docs(cls)
     for field in dataclasses.fields(cls):
-        if field.name in skipped:
+        if field.name in skipped or field.name in dropped:
             continue
         default = field.default if field.default is not dataclasses.MISSING else None
         flag = "--" + renames.get(field.name, field.name).replace("_", "-")
@@ -159,6 +159,9 @@ def _add_eval_command(commands) -> None:
                           help="harness suite: comma-separated task names (default: the MEAP paper's seven)")
     evaluate.add_argument("--harness-include", help="harness suite: a folder of extra task YAML files (local data)")
     evaluate.add_argument("--limit", type=at_least(1), help="harness suite: at most this many documents per task")
+    evaluate.add_argument("--gpu", action="store_true",
+                          help="evaluate on the GPU (bf16 where it has it); probes stream one at a time, so memory "
+                               "does not grow with --per-cell")
     add_store_option(evaluate, "the results store: --study reads its runs and writes their rows there; with "
                                "--checkpoint, also append the rows to it", default=None)
 
@@ -174,6 +177,52 @@ def _add_report_command(commands) -> None:
     report.add_argument("--figures", help="also write every figure as SVG and PNG into this folder")
     report.add_argument("--bootstrap", type=at_least(0), default=100,
                         help="bootstrap resamples for fit bands (default: 100)")
+
+
+PLAN_DESCRIPTION = """Before running anything: per run, the memory each GPU needs (weights, gradients,
+optimiser, gathered FSDP parameters, activations, loss) and whether it fits the GPU type, the options
+that would make it fit, the FLOPs and the GPU-hours; then totals. Exit 0 when every run fits, 1 when
+some do not, 2 on bad input.
+
+  meap-scale plan STUDY --preset PRESET [study options] [--gpu TYPE] [--mfu X] [--json]
+  meap-scale plan [train options] [--gpu TYPE] [--mfu X] [--json]
+
+GPU types: """
+
+
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    from meap_scale.train.devices import ACCELERATORS, ALIASES
+
+    parser.add_argument("--gpu", default="h100-sxm", choices=(*ACCELERATORS, *ALIASES), metavar="TYPE",
+                        help=f"the GPU type to plan for: {', '.join([*ACCELERATORS, *ALIASES])} (default: h100-sxm)")
+    parser.add_argument("--mfu", type=float,
+                        help="model-FLOP utilisation for GPU-hours, in (0, 1] (default: an assumption the output states)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def _plan_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """(one run, given as train's options; a study preset, given as a study's options)."""
+    from meap_scale.study.command import add_study_options
+    from meap_scale.study.presets import STUDIES
+
+    run = argparse.ArgumentParser(prog="meap-scale plan", description="Plan one run, given as train's options.")
+    for section in _SECTIONS:
+        _add_section(run, *section, dropped=("use_gpu",))
+    _add_plan_options(run)
+    study = argparse.ArgumentParser(prog="meap-scale plan STUDY", description="Plan every run of a study preset.")
+    study.add_argument("study", choices=tuple(STUDIES))
+    add_study_options(study)
+    _add_plan_options(study)
+    return run, study
+
+
+def _add_plan_command(commands) -> None:
+    from meap_scale.train.devices import ACCELERATORS
+
+    plan = commands.add_parser("plan", add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter,
+                               help="memory per GPU, fit and GPU-hours of a run or a study preset, before running it",
+                               description=PLAN_DESCRIPTION + ", ".join(ACCELERATORS))
+    plan.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
 OVERVIEW = """MEAP and NTP language-model training, studies and scaling laws on Ray.
@@ -207,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_command(commands)
     _add_eval_command(commands)
     _add_report_command(commands)
+    _add_plan_command(commands)
     return parser
 
 
@@ -261,12 +311,13 @@ def _train(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
     from meap_scale.store.rows import run_row
     from meap_scale.store.store import utc_now
-    from meap_scale.train.trainer import check_before_ray, ensure_ray, run_training
+    from meap_scale.train.trainer import check_before_ray, check_memory, ensure_ray, run_training
 
     prepared = prepare_data(spec.data)
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
     started = utc_now()
     check_before_ray(spec, new_cluster=args.new_cluster)
+    check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)
     try:
         result = run_training(spec, prepared)
@@ -359,10 +410,11 @@ def _eval(args: argparse.Namespace) -> int:
     if args.study:
         return _eval_study(args)
     from meap_scale.data import prepare_data
-    from meap_scale.evals.suite import check_suite, run_suite
+    from meap_scale.evals.suite import check_suite, device_autocast, evaluation_device, run_suite
     from meap_scale.store import ResultsStore
 
     changes = _eval_changes(args)
+    device = evaluation_device(args.gpu)
     spec, model = _load_checkpoint(args.checkpoint)
     data = prepare_data(spec.data)
     if args.suite == "harness":
@@ -370,7 +422,8 @@ def _eval(args: argparse.Namespace) -> int:
     own = spec.evals if spec.evals.tasks else dataclasses.replace(spec.evals, tasks=SUITES["retrieval"])
     evals = dataclasses.replace(own, **changes)
     check_suite(data, evals, spec.data.seq_len)
-    rows, summary = run_suite(model, data, evals, spec.data.seq_len)
+    with device_autocast(device):
+        rows, summary = run_suite(model.to(device), data, evals, spec.data.seq_len, device)
     for row in rows:
         if row["condition"] == "all" or row["task"] == "heldout":
             print(f"{row['task']:<15} {row['condition']:<16} {row['metric']:<12} {row['value']:.4g}")
@@ -383,6 +436,7 @@ def _eval(args: argparse.Namespace) -> int:
 def _eval_study(args: argparse.Namespace) -> int:
     """Exit 0 when every finished run of the study has the asked evals now; 1 when some could not get them."""
     from meap_scale.evals import attach
+    from meap_scale.evals.suite import evaluation_device
     from meap_scale.evals.summary import summary_of
     from meap_scale.store import ResultsStore
 
@@ -395,9 +449,10 @@ def _eval_study(args: argparse.Namespace) -> int:
     plan = attach.plan(store, args.study, _eval_changes(args))
     if not (plan.todo or plan.done or plan.cannot):
         raise ConfigError(f"study {args.study!r} has no finished runs in {args.store}")
+    device = evaluation_device(args.gpu)
     attach.check(plan.todo)
     for planned in plan.todo:
-        summary = summary_of(attach.evaluate(store, planned))
+        summary = summary_of(attach.evaluate(store, planned, device))
         print(f"evaluated {planned.run_id} ({', '.join(planned.evals.tasks)}): "
               + ", ".join(f"{name}={value:.4g}" for name, value in summary.items()))
     for run_id, why in plan.cannot.items():
@@ -444,8 +499,46 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from meap_scale.plan import ASSUMED_MFU, MFU_BASIS, plan_runs, render, study_runs
+    from meap_scale.study.presets import STUDIES
+    from meap_scale.train.devices import accelerator_named
+
+    run_parser, study_parser = _plan_parsers()
+    if not args.rest or args.rest[0] in ("-h", "--help"):
+        print(build_parser()._subparsers._group_actions[0].choices["plan"].format_help())
+        print(run_parser.format_help(), study_parser.format_help(), sep="\n")
+        return 0
+    if args.rest[0] in STUDIES:
+        from meap_scale.study.command import study_from_args
+
+        options = study_parser.parse_args(args.rest)
+        study = study_from_args(options.study, options)
+        runs = study_runs(replace(study, base=replace(study.base, use_gpu=True)))
+    else:
+        options = run_parser.parse_args(args.rest)
+        spec = replace(spec_from_args(options), use_gpu=True)
+        runs = [({"model": spec.model.size, "tokens": spec.tokens_trained, "objective": spec.objective.name,
+                  "mask_ratio": spec.objective.mask_ratio}, spec)]
+    if options.mfu is not None and not 0 < options.mfu <= 1:
+        raise ConfigError(f"--mfu must be in (0, 1], got {options.mfu}")
+    mfu, basis = (options.mfu, "given with --mfu") if options.mfu else (ASSUMED_MFU, MFU_BASIS)
+    gpu = accelerator_named(options.gpu)
+    plans = plan_runs(runs, gpu, mfu)
+    if options.json:
+        print(json.dumps({"gpu": gpu.key, "mfu": mfu, "mfu_basis": basis, "runs": [p.to_dict() for p in plans],
+                          "gpu_hours": sum(p.gpu_hours for p in plans)}, indent=1))
+    else:
+        print(render(plans, gpu, mfu, basis))
+    return 0 if all(p.fits for p in plans) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # plan re-parses its arguments as a run's or a study's (argparse's remainder cannot start with an option)
+    args = argparse.Namespace(command="plan", rest=argv[1:]) if argv[:1] == ["plan"] else build_parser().parse_args(argv)
     if args.command == "study":
         from meap_scale.study.command import run_from_args
 
@@ -453,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     from meap_scale.scaling import ScalingFitError
     from meap_scale.store import StoreError
 
-    commands = {"train": _train, "store": _store, "fit": _fit, "eval": _eval, "report": _report}
+    commands = {"train": _train, "store": _store, "fit": _fit, "eval": _eval, "report": _report, "plan": _plan}
     try:
         return commands[args.command](args)
     except (ConfigError, DataError, StoreError, ScalingFitError) as error:

@@ -76,8 +76,19 @@ def test_every_study_command_in_the_docs_builds_a_study(source, command):
     study_from_args(study, parser.parse_args(rest))
 
 
+PLANS = doc_commands(("meap-scale plan",))
+
+
+@pytest.mark.parametrize("source, command", PLANS, ids=[f"{s}:{c[:60]}" for s, c in PLANS])
+def test_every_plan_command_in_the_docs_prints_a_plan(source, command, capsys):
+    from meap_scale.cli import main
+
+    assert main(shlex.split(command)[1:]) in (0, 1)  # 1: some run does not fit, which a plan may show
+    assert capsys.readouterr().out.startswith("GPU: ")
+
+
 def test_the_docs_name_commands_at_all():
-    assert len(TRAIN) >= 4 and len(STUDIES) >= 8
+    assert len(TRAIN) >= 4 and len(STUDIES) >= 8 and len(PLANS) >= 2
 
 
 def test_the_readme_test_command_is_what_ci_runs():

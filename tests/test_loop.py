@@ -56,3 +56,15 @@ def test_compiled_model_with_gradient_accumulation_matches_eager(prepared_small)
     eager = run(prepared_small, tiny_run(**spec))["final"]["train_loss"]
     compiled = run(prepared_small, tiny_run(compile=True, **spec))["final"]["train_loss"]
     assert compiled == pytest.approx(eager, abs=1e-3)
+
+
+def test_activation_checkpointing_trains_exactly_as_without(prepared_small):
+    plain = run(prepared_small, tiny_run())["curve"]
+    recomputed = run(prepared_small, tiny_run(activation_checkpointing=True))["curve"]
+    assert [m["train_loss"] for m in recomputed] == pytest.approx([m["train_loss"] for m in plain], abs=1e-6)
+
+
+def test_an_fsdp_run_without_a_process_group_trains_whole_like_ddp(prepared_small):
+    """One in-process worker has nothing to shard over (and no process group): the same run as DDP's."""
+    ddp = run(prepared_small, tiny_run())["final"]["train_loss"]
+    assert run(prepared_small, tiny_run(parallel="fsdp"))["final"]["train_loss"] == ddp

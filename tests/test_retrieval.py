@@ -36,7 +36,8 @@ class CopyModel(torch.nn.Module):
             input_ids = torch.cat([input_ids, self(input_ids)[:, -1:].argmax(dim=-1)], dim=1)
         return input_ids
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, logits_to_keep=None):
+        """``logits_to_keep``: positions whose logits to return, as Hugging Face models take it."""
         logits = torch.zeros(*input_ids.shape, self.vocab)
         for b, row in enumerate(input_ids.tolist()):
             for t in range(len(row)):
@@ -49,7 +50,7 @@ class CopyModel(torch.nn.Module):
                         best, follower = k, row[j + 1]
                 if follower is not None:
                     logits[b, t, follower] = 10.0
-        return logits
+        return logits if logits_to_keep is None else logits[:, logits_to_keep]
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 1.0])

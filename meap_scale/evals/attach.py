@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
+import torch
+
 from meap_scale.config import ConfigError, EvalSpec, RunSpec
 from meap_scale.store import ResultsStore
 from meap_scale.train.checkpoint import EVAL_PARTS, STATE_FILE, load_model
@@ -122,14 +124,16 @@ def check(todo: list[Planned]) -> None:
         check_suite(prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
 
 
-def evaluate(store: ResultsStore, planned: Planned) -> list[dict]:
-    """Evaluate one run's final checkpoint and append its rows; returns them."""
+def evaluate(store: ResultsStore, planned: Planned, device: torch.device | str = "cpu") -> list[dict]:
+    """Evaluate one run's final checkpoint on ``device`` and append its rows; returns them."""
     from meap_scale.data import prepare_data
-    from meap_scale.evals.suite import run_suite
+    from meap_scale.evals.suite import device_autocast, run_suite
 
+    device = torch.device(device)
     with _local_copy(store, planned.checkpoint) as folder:
-        model = load_model(folder)
-    rows, _ = run_suite(model, prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
+        model = load_model(folder).to(device)
+    with device_autocast(device):
+        rows, _ = run_suite(model, prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len, device)
     rows = [{"run_id": planned.run_id, **row} for row in rows]
     store.append("evals", rows)
     return rows

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from meap_scale.data.prepare import PreparedData
+from meap_scale.train.loss import token_losses
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,17 @@ class HeldoutLoss:
 @torch.no_grad()
 def heldout_loss(model, data: PreparedData, *, blocks: int = 64, batch_size: int = 8, buckets: int = 4,
                  device: torch.device | str = "cpu") -> HeldoutLoss:
-    """Unmasked loss over the first ``blocks`` validation blocks; padding is never scored."""
+    """Unmasked loss over the first ``blocks`` validation blocks; padding is never scored. Losses come from the
+    hidden states in chunks (``meap_scale.train.loss``): no batch-sized fp32 logits."""
     split = data.open_split("val")
     count = min(blocks, data.val_blocks)
     length = data.block_len - 1
     sums, counts = np.zeros(length), np.zeros(length)
-    for start in range(0, count, batch_size):
+    for start in range(0, count, batch_size):  # one batch of blocks read from disk at a time
         tokens = torch.from_numpy(split[list(range(start, min(count, start + batch_size)))]["tokens"]).to(device)
-        logits = model(input_ids=tokens[:, :-1]).logits.float()  # (B, L, V)
-        targets = tokens[:, 1:]
-        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L)
+        hidden = model.model(input_ids=tokens[:, :-1]).last_hidden_state
+        targets = tokens[:, 1:].long()
+        losses = token_losses(hidden.flatten(0, 1), model.lm_head.weight, targets.flatten()).view_as(targets)
         scored = (targets != data.pad_id).float()
         sums += (losses * scored).sum(dim=0).cpu().numpy()
         counts += scored.sum(dim=0).cpu().numpy()

@@ -18,26 +18,25 @@ import torch.nn.functional as F
 from meap_scale.data.retrieval import RetrievalItem
 
 
-def _logits(model, input_ids: torch.Tensor) -> torch.Tensor:
-    out = model(input_ids=input_ids)
-    return out.logits if hasattr(out, "logits") else out
-
-
 @torch.no_grad()
 def candidate_logprobs(model, item: RetrievalItem, device: torch.device | str = "cpu") -> np.ndarray:
-    """Summed log-probability of each candidate's tokens after the item's context, in one padded batch."""
-    rows = [item.input_ids + list(candidate) for candidate in item.candidates]
-    width = max(map(len, rows))
-    batch = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        batch[i, : len(row)] = torch.tensor(row)
-    logprobs = F.log_softmax(_logits(model, batch.to(device)).float(), dim=-1).cpu()  # (C, W, V)
-    start = len(item.input_ids)
-    scores = []
+    """Summed log-probability of each candidate's tokens after the item's context, in one padded batch.
+
+    Only the positions that predict candidate tokens get logits (``logits_to_keep``): (candidates x longest
+    candidate x vocab), not the whole context's, and the log-probabilities are gathered on the device."""
+    start, longest = len(item.input_ids), max(map(len, item.candidates))
+    batch = torch.zeros((len(item.candidates), start + longest), dtype=torch.long)
+    targets = torch.zeros((len(item.candidates), longest), dtype=torch.long)
+    scored = torch.zeros((len(item.candidates), longest), dtype=torch.bool)
     for i, candidate in enumerate(item.candidates):
-        positions = torch.arange(start - 1, start - 1 + len(candidate))  # position t predicts token t + 1
-        scores.append(float(logprobs[i, positions, torch.tensor(candidate)].sum()))
-    return np.array(scores)
+        batch[i, :start + len(candidate)] = torch.tensor(item.input_ids + list(candidate))
+        targets[i, :len(candidate)] = torch.tensor(candidate)
+        scored[i, :len(candidate)] = True
+    positions = torch.arange(start - 1, start - 1 + longest, device=device)  # position t predicts token t + 1
+    out = model(input_ids=batch.to(device), logits_to_keep=positions)
+    logits = out.logits if hasattr(out, "logits") else out  # (C, longest, V)
+    logprobs = F.log_softmax(logits.float(), dim=-1).gather(-1, targets.to(device).unsqueeze(-1)).squeeze(-1)
+    return (logprobs * scored.to(device)).sum(dim=-1).cpu().double().numpy()
 
 
 @torch.no_grad()

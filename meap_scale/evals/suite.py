@@ -11,21 +11,22 @@ import numpy as np
 import torch
 
 from meap_scale import strict_json
-from meap_scale.config import EvalSpec
+from meap_scale.config import ConfigError, EvalSpec
+from meap_scale.data.packing import BLOCK_COLUMN
 from meap_scale.data.prepare import PreparedData
+from meap_scale.data.stream import TokenStream
 from meap_scale.data.retrieval import (TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file,
                                       two_hop_grid)
-from meap_scale.evals.attention import attention_maps, entropy, masking_effect, span_share
+from meap_scale.evals.attention import probe
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
 from meap_scale.evals.summary import RETRIEVAL_TASKS, summary_of
 from meap_scale.objectives import mask_scores
 
 
-def heldout_tokens(data: PreparedData) -> list[int]:
-    """The validation split as one token stream: the haystack source, never seen in training."""
-    blocks = np.stack(data.open_split("val")[:]["tokens"]).reshape(-1)
-    return blocks[: data.val_tokens].tolist()
+def heldout_tokens(data: PreparedData) -> TokenStream:
+    """The validation split as one token stream, read lazily: the haystack source, never seen in training."""
+    return TokenStream(data.open_split("val").data.table.column(BLOCK_COLUMN), data.val_tokens)
 
 
 def _score_rows(task: str, condition: str, scores) -> list[dict]:
@@ -131,6 +132,22 @@ def check_suite(data: PreparedData, spec: EvalSpec, seq_len: int) -> None:
         _items(data, spec, seq_len, _tokenizer(data))
 
 
+def evaluation_device(gpu: bool) -> torch.device:
+    """``cuda`` for ``--gpu`` (refused where there is none, before any model loads), else the CPU."""
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("--gpu: this machine has no CUDA device; drop --gpu to evaluate on the CPU")
+    return torch.device("cuda")
+
+
+def device_autocast(device: torch.device):
+    """bf16 autocast on GPUs that have bf16 (evals read weights trained in bf16 anyway), else none."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def task_spec_json(spec: EvalSpec, task: str) -> str:
     """The spec one task's rows were made with (the suite narrowed to that task): the ``evals`` table's
     ``eval_spec_json``, so attaching evals later can tell which rows it already has."""
@@ -163,15 +180,17 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
 def _attention_rows(model, probes, mask_id: int, seed: int) -> list[dict]:
     """Entropy per layer/head, the answer position's share on the needle and on the answer value alone (the
     paper's answer-span share), and MEAP's masking effects (masks at the paper's 15%), averaged over the
-    needle probes."""
-    maps = [attention_maps(model, item.input_ids) for item in probes]
-    per_head = torch.stack([entropy(m) for m in maps]).mean(dim=0)
-    share = torch.stack([span_share(m, item.span_start, item.span_length) for m, item in zip(maps, probes)])
-    value = torch.stack([span_share(m, item.value_start, len(item.candidates[item.gold]))
-                         for m, item in zip(maps, probes)])
-    effects = [masking_effect(model, item.input_ids, mask_token_id=mask_id, ratio=0.15,
+    needle probes. Probes run one at a time and leave only their (layers, heads) statistics behind."""
+    entropies, shares, values, effects = [], [], [], []
+    for k, item in enumerate(probes):
+        stats, effect = probe(model, item.input_ids, mask_token_id=mask_id, ratio=0.15,
                               scores=mask_scores(seed, [k], len(item.input_ids) - 1, stream="probe"))
-               for k, item in enumerate(probes)]
+        entropies.append(stats.entropy)
+        shares.append(stats.span_share(item.span_start, item.span_length))
+        values.append(stats.span_share(item.value_start, len(item.candidates[item.gold])))
+        effects.append(effect)
+    per_head = torch.stack(entropies).mean(dim=0)
+    share, value = torch.stack(shares), torch.stack(values)
     n = len(probes)
     rows = [{"task": "attention", "condition": f"layer={layer},head={head}", "metric": "entropy",
              "value": float(per_head[layer, head]), "n": n}

@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 
-from meap_scale.config import PLACEMENTS, ConfigError
+from meap_scale.config import PARALLELISMS, PLACEMENTS, ConfigError
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option, at_least, count
 from meap_scale.report.fit_tables import paired_line
@@ -31,6 +31,13 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpus-per-worker", type=float, help="CPUs Ray reserves per worker (default: the preset's)")
     parser.add_argument("--placement", choices=PLACEMENTS,
                         help="how Ray places a run's workers; STRICT_SPREAD: each on its own node (default: PACK)")
+    parser.add_argument("--parallel", choices=PARALLELISMS,
+                        help="ddp: each worker holds the whole model; fsdp: FSDP2 shards it over a run's workers "
+                             "(default: the preset's, ddp)")
+    parser.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="recompute each layer's activations in the backward pass (default: the preset's, off)")
+    parser.add_argument("--micro-batch-size", type=at_least(1),
+                        help="sequences per worker per forward pass; accumulation keeps the preset's global batch")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
@@ -46,7 +53,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def study_from_args(study: str, args: argparse.Namespace):
     changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
-               "placement": args.placement,
+               "placement": args.placement, "parallel": args.parallel,
+               "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
                "tokens": args.tokens,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}

@@ -35,7 +35,7 @@ def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_e
 def _paper_base(size: str, tokens: int) -> RunSpec:
     return RunSpec(model=ModelSpec(size=size),
                    data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
-                   optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=8), tokens=tokens, workers=8,
+                   optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=4), tokens=tokens, workers=8,
                    use_gpu=True, log_every=200, eval_every=200, checkpoints=CHECKPOINTS, eval_blocks=256,
                    evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096), per_cell=10, documents=20,
                                   doc_tokens=150))
@@ -107,20 +107,21 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 }
 
 
-RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement")
+RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement", "parallel", "activation_checkpointing")
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")
+OPTIM_CHANGES = ("micro_batch_size",)
 
 
 def build_study(study: str, preset: str, *, data: str | None = None, **changes) -> StudySpec:
-    """The preset, with command-line changes: the base run's ``RUN_CHANGES`` and corpus (``data``), and
-    the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
+    """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES`` and corpus
+    (``data``), and the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    unknown = sorted(set(changes) - set(RUN_CHANGES) - set(STUDY_CHANGES))
+    unknown = sorted(set(changes) - set(RUN_CHANGES) - set(STUDY_CHANGES) - set(OPTIM_CHANGES))
     if unknown:
         raise ConfigError(f"cannot change {unknown} of a study preset")
     spec = STUDIES[study](preset)
@@ -133,6 +134,7 @@ def build_study(study: str, preset: str, *, data: str | None = None, **changes) 
         # keep the preset's global batch: shrink micro-batches until the workers divide it
         sequences = spec.base.sequences_per_step
         base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size, sequences // workers))
+    base["optim"].update({k: changes[k] for k in OPTIM_CHANGES if changes.get(k) is not None})
     if workers and workers > 1 and "cpus_per_worker" not in run_changes and not run_changes.get("use_gpu", False) \
             and not spec.base.use_gpu:
         base["cpus_per_worker"] = CPU_WORKER_SHARE  # n workers and their trial's driver fit on n cores

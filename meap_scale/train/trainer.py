@@ -110,6 +110,57 @@ def check_before_ray(spec: RunSpec, extra_cpu: float = 0.0, new_cluster: bool = 
                     where="this machine (a new local Ray instance gets its CPUs and GPUs)")
 
 
+def _local_capacity(spec: RunSpec) -> tuple[int, str] | None:
+    """Bytes one worker of ``spec`` may use on this machine, and where they are; None when unknown."""
+    import torch
+
+    if spec.use_gpu:
+        if not torch.cuda.is_available():
+            return None
+        properties = torch.cuda.get_device_properties(0)
+        return properties.total_memory, f"this machine's {properties.name} has"
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    share = f" (its {memory / 2 ** 30:.1f} GiB shared by {spec.workers} workers)" if spec.workers > 1 else ""
+    return memory // spec.workers, f"this machine{share} has"
+
+
+def memory_refusal(spec: RunSpec, vocab_size: int, capacity: int, where: str) -> str | None:
+    """Why ``spec`` cannot fit ``capacity`` bytes per worker, naming the options that would make it fit; None
+    when it fits. One estimate serves this check and ``meap-scale plan`` (``meap_scale.train.memory``)."""
+    from meap_scale.train.memory import estimate_memory, fixes, gib
+
+    estimate = estimate_memory(spec, vocab_size)
+    if estimate.total <= capacity:
+        return None
+    parts = ", ".join(f"{name} {gib(size)}" for name, size in estimate.parts().items() if size)
+    found = fixes(spec, vocab_size, capacity)
+    fix = (f"it fits with {' or with '.join(found)}" if found else
+           "no change of micro-batch, activation checkpointing or FSDP makes it fit: use a smaller model or "
+           "context, or devices with more memory")
+    unit = "GPU" if spec.use_gpu else "worker"
+    return (f"model {spec.model.size} at micro-batch {spec.optim.micro_batch_size} x {spec.data.seq_len} needs an "
+            f"estimated {gib(estimate.total)} per {unit} ({parts}); {where} {gib(capacity)} per {unit}: {fix} "
+            f"(`meap-scale plan` shows the estimate for any GPU type)")
+
+
+def check_memory(runs: list[RunSpec], vocab_size: int, new_cluster: bool = False) -> None:
+    """Before Ray starts a local instance on this machine: refuse a run whose estimated peak memory per worker
+    exceeds what the machine has (its GPU, or its RAM shared by the run's workers). A joined cluster's
+    machines are not known here and are not checked."""
+    import ray
+
+    if ray.is_initialized() or not _joining(new_cluster)[2]:
+        return
+    for spec in runs:
+        capacity = _local_capacity(spec)
+        refusal = capacity and memory_refusal(spec, vocab_size, *capacity)
+        if refusal:
+            raise ConfigError(refusal)
+
+
 def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
     """A local cluster cannot grow: say so instead of letting the trainer (or a Tune trial that drives it,
     reserving ``extra_cpu``) wait forever. A joined cluster may autoscale, so it is not checked."""

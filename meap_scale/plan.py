@@ -1,0 +1,129 @@
+"""``meap-scale plan``: before anything runs, what each run of a train command or a study preset needs per
+GPU, whether it fits a named GPU type, its FLOPs and its GPU-hours.
+
+GPU-hours = PaLM training FLOPs (``meap_scale.models.flops_per_token(...).palm`` x tokens trained) / (the
+GPU's dense bf16 peak x MFU). Our loop's MFU on GPUs is unmeasured (docs/performance.md): the default
+``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from meap_scale.config import RunSpec
+from meap_scale.models import flops_per_token, padded_vocab_size
+from meap_scale.train.devices import Accelerator
+from meap_scale.train.memory import MemoryEstimate, estimate_memory, fixes, gib
+
+ASSUMED_MFU = 0.30
+MFU_BASIS = ("assumed 30% MFU: a plain HF Llama loop measured 21.6% (124M, eager), 33.8% (124M, compiled) and "
+             "36.3% (1.1B, eager) on one H200 (docs/design.md section 8); our loop's own MFU is unmeasured")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    spec: RunSpec
+    label: dict
+    """The run's options that the plan's runs vary (all of them for a single run)."""
+    memory: MemoryEstimate
+    capacity: int
+    fixes: tuple[str, ...]
+    flops: float
+    gpu_hours: float
+
+    @property
+    def fits(self) -> bool:
+        return self.memory.total <= self.capacity
+
+    def to_dict(self) -> dict:
+        return {**self.label, "memory_per_gpu_bytes": self.memory.total, "fits": self.fits,
+                "memory_parts": self.memory.parts(), "fixes": list(self.fixes), "flops": self.flops,
+                "gpu_hours": self.gpu_hours, "workers": self.spec.workers, "parallel": self.spec.parallel,
+                "activation_checkpointing": self.spec.activation_checkpointing,
+                "micro_batch_size": self.spec.optim.micro_batch_size}
+
+
+def model_vocab(spec: RunSpec) -> int:
+    """The embedding rows the run's model will have: the BPE's size, padded (a BPE trained on a small corpus
+    may end smaller: then this is an upper bound); a given tokenizer is loaded to count."""
+    if spec.data.tokenizer == "bpe":
+        return padded_vocab_size(spec.data.vocab_size)
+    from meap_scale.data.tokenizer import load_pretrained
+
+    return padded_vocab_size(len(load_pretrained(spec.data.tokenizer)))
+
+
+def plan_run(spec: RunSpec, gpu: Accelerator, mfu: float, label: dict, vocab: int) -> RunPlan:
+    memory = estimate_memory(spec, vocab, gpu=True)
+    flops = flops_per_token(spec.model.shape, vocab, spec.data.seq_len, spec.model.tie_embeddings).palm \
+        * spec.tokens_trained
+    found = tuple(fixes(spec, vocab, gpu.memory_bytes, gpu=True)) if memory.total > gpu.memory_bytes else ()
+    return RunPlan(spec=spec, label=label, memory=memory, capacity=gpu.memory_bytes, fixes=found, flops=flops,
+                   gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600)
+
+
+def study_runs(study) -> list[tuple[dict, RunSpec]]:
+    """Every run of a grid study (each combination of its values, each seed); a sampled dimension is
+    planned at its listed values or range ends."""
+    from meap_scale.study.spec import apply_overrides
+
+    keys = list(study.space)
+    runs = []
+    for combo in itertools.product(*(study.space[k].corners() for k in keys)):
+        for seed in study.seeds:
+            overrides = {**dict(zip(keys, combo)), "seed": seed}
+            label = {}
+            for key, value in zip(keys, combo):
+                label.update(value if isinstance(value, dict) else {key: value})
+            runs.append(({**label, "seed": seed}, apply_overrides(study.base, overrides)))
+    return runs * (study.num_samples if study.search == "grid" else 1)
+
+
+def plan_runs(runs: list[tuple[dict, RunSpec]], gpu: Accelerator, mfu: float) -> list[RunPlan]:
+    vocabs: dict[str, int] = {}
+    plans = []
+    for label, spec in runs:
+        key = spec.data.to_json()
+        if key not in vocabs:
+            vocabs[key] = model_vocab(spec)
+        plans.append(plan_run(spec, gpu, mfu, label, vocabs[key]))
+    return plans
+
+
+def _si(value: float) -> str:
+    for scale, prefix in ((1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{prefix}"
+    return f"{value:.3g}"
+
+
+def _cell(value) -> str:
+    return _si(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000 else str(value)
+
+
+def render(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> str:
+    """The plan as text: one line per run, totals, and the breakdown of the largest run."""
+    keys = list(dict.fromkeys(k for p in plans for k in p.label))
+    header = [*keys, "GiB/GPU", "fits", "FLOPs", "GPU-h"]
+    rows = [[*(_cell(p.label.get(k, "")) for k in keys), f"{p.memory.total / 2 ** 30:.1f}",
+             "yes" if p.fits else "NO: " + (" or ".join(p.fixes) or "no option change found"),
+             _si(p.flops), f"{p.gpu_hours:.3g}"] for p in plans]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = [f"GPU: {gpu.key} ({gib(gpu.memory_bytes)}, {gpu.peak_bf16_flops / 1e12:g} TFLOP/s dense bf16); "
+             f"MFU {mfu:.0%} ({basis})", ""]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in (header, *rows)]
+    total_hours = sum(p.gpu_hours for p in plans)
+    refused = sum(not p.fits for p in plans)
+    lines += ["", f"{len(plans)} run(s): {_si(sum(p.flops for p in plans))}FLOPs, {total_hours:,.1f} GPU-hours "
+                  f"({total_hours / 24:,.1f} GPU-days); {refused} do not fit a {gpu.key}"]
+    largest = max(plans, key=lambda p: p.memory.total)
+    spec = largest.spec
+    lines += ["", f"Largest per GPU: {spec.model.size}, {spec.workers} worker(s), {spec.parallel}, micro-batch "
+                  f"{spec.optim.micro_batch_size} x {spec.data.seq_len}, activation checkpointing "
+                  f"{'on' if spec.activation_checkpointing else 'off'}: {gib(largest.memory.total)}"]
+    lines += [f"  {name:<12} {gib(size)}" for name, size in largest.memory.parts().items()]
+    lines += [f"  activations with checkpointing {gib(largest.memory.activations_if_checkpointed)}, without "
+              f"{gib(largest.memory.activations_if_not_checkpointed)}; full fp32 logits (HF's loss) would add "
+              f"{gib(largest.memory.plain_loss_logits)}"]
+    return "\n".join(lines)
