@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from meap_scale.config import ObjectiveSpec
+from meap_scale.transfer import to_device
 
 IGNORE_INDEX = -100
 
@@ -67,11 +68,11 @@ def mask_scores(seed: int, keys: Sequence[int], candidates: int, *, stream: str 
     global sequence index in the token stream (``meap_scale.data.order``; the epoch is part of that
     index), so a sequence is masked the same way whatever the number of workers, the micro-batch size
     or the accumulation, and a resumed run redraws the same masks. Drawn on the host (a few kB per
-    row) and moved once.
+    row) and copied to the device without blocking the host (``meap_scale.transfer``).
     """
     tag = MASK_STREAMS[stream]
     rows = [np.random.default_rng([seed, tag, int(key)]).random(candidates) for key in keys]
-    return torch.from_numpy(np.stack(rows)).to(device)
+    return to_device(torch.from_numpy(np.stack(rows)), device)
 
 
 def _top_k_positions(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -38,16 +38,22 @@ def _ray_session():
         ray.shutdown()
 
 
-@pytest.fixture
-def ray_cluster(_ray_session):
-    """One local Ray shared by the session, dashboard on (Train needs its State API to clean up).
-    Started on first use; restarted only if a test had to shut it down (see ``no_ray_in_process``). No test
-    stops Ray processes it did not start (cluster/local.sh stop ends only its own cluster)."""
+def start_ray():
+    """The session's local Ray (see ``ray_cluster``); module-scoped fixtures that need it call this and
+    request ``_ray_session``."""
     import ray
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
     return ray
+
+
+@pytest.fixture
+def ray_cluster(_ray_session):
+    """One local Ray shared by the session, dashboard on (Train needs its State API to clean up).
+    Started on first use; restarted only if a test had to shut it down (see ``no_ray_in_process``). No test
+    stops Ray processes it did not start (cluster/local.sh stop ends only its own cluster)."""
+    return start_ray()
 
 
 @pytest.fixture

@@ -100,7 +100,7 @@ def test_a_store_of_hostile_values_builds_a_report_and_fits_without_crashing(tmp
     runs[3]["val_loss"], runs[3]["unigram_entropy"] = 1e6, 6.0
     for key in ("study", "model_size", "hardware", "git_commit", "data_source", "tokenizer", "error"):
         runs[4][key] = HOSTILE
-    store = write_synthetic_store(str(tmp_path), runs=runs, failures=((HOSTILE, HOSTILE),))
+    write_synthetic_store(str(tmp_path), runs=runs, failures=((HOSTILE, HOSTILE),))
     # an old-schema file: only the required columns and a few others
     pq.write_table(pa.table({"run_id": ["old-1"], "status": ["finished"], "val_loss": [3.0],
                              "written_at": pa.array([runs[0].get("written_at") or 0], pa.timestamp("us", tz="UTC"))}),

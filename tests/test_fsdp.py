@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import tiny_run
+from conftest import start_ray, tiny_run
 from meap_scale.config import OptimSpec, RunSpec
 from meap_scale.train.trainer import run_training
 
@@ -16,7 +16,8 @@ EIGHT_STEPS = dict(tokens=512 * 8, checkpoint_every=4, optim=OptimSpec(batch_tok
 
 
 @pytest.fixture(scope="module")
-def ddp_and_fsdp(ray_cluster, tmp_path_factory):
+def ddp_and_fsdp(_ray_session, tmp_path_factory):
+    start_ray()
     root = tmp_path_factory.mktemp("parallel")
     return {parallel: run_training(tiny_run(workers=2, parallel=parallel, storage_path=str(root / parallel),
                                             **EIGHT_STEPS))
@@ -40,7 +41,7 @@ def test_each_worker_writes_its_own_shard_into_one_checkpoint(ddp_and_fsdp):
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata"} <= set(os.listdir(sharded))
 
 
-def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_on_one_worker(ddp_and_fsdp, tmp_path):
+def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_on_one_worker(ddp_and_fsdp, ray_cluster, tmp_path):
     """Rank 1 exits hard after step 6 with no restarts left; the same run started again on one worker
     re-shards the step-4 checkpoint and finishes where the uninterrupted two-worker run did."""
     spec = tiny_run(workers=2, parallel="fsdp", storage_path=str(tmp_path), fail_at_step=6, **EIGHT_STEPS)

@@ -10,7 +10,7 @@ import sys
 
 from meap_scale.config import PARALLELISMS, PLACEMENTS, ConfigError
 from meap_scale.data import DataError
-from meap_scale.options import add_store_option, at_least, count
+from meap_scale.options import add_store_option, at_least
 from meap_scale.report.fit_tables import paired_line
 from meap_scale.store import StoreError
 from meap_scale.study.interrupts import exit_status

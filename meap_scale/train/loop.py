@@ -25,12 +25,13 @@ from meap_scale.data.prepare import PreparedData
 from meap_scale.models import build_model, flops_per_token
 from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_objective
 from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
-from meap_scale.train.devices import identify, peak_flops
+from meap_scale.train.devices import peak_flops
 from meap_scale.train.metrics import mfu
 from meap_scale.train.parallel import Placed, full_state_dict, place_ddp, place_fsdp, total_norm
 from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
 from meap_scale.train.telemetry import telemetry_for
+from meap_scale.transfer import to_device
 
 
 def train_loop_per_worker(config: dict, session: Session | None = None) -> dict:
@@ -145,7 +146,7 @@ class TrainingRun:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def _tokens(self, blocks) -> torch.Tensor:
-        return torch.from_numpy(blocks).to(self.device, non_blocking=True)
+        return to_device(torch.from_numpy(blocks), self.device)
 
     def batch(self, step: int, micro_step: int) -> tuple[np.ndarray, Batch]:
         """This rank's blocks at (step, micro-step), and the Batch the loss sees; masks are keyed by the
