@@ -299,6 +299,10 @@ def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
     width = max(map(len, shown))
     for key, value in shown.items():
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    if "mfu" in shown:
+        from meap_scale.train.metrics import MFU_FORMULA
+
+        print(f"(MFU = {MFU_FORMULA})")
     if cpu:
         print(CPU_SCALE_NOTE)
 

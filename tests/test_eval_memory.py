@@ -15,22 +15,29 @@ from meap_scale.evals.suite import heldout_tokens
 from meap_scale.models import LADDER, build_model
 
 PEAK_SCRIPT = """
-import json, resource, sys
+import json, sys
 import torch
 from meap_scale.evals.attention import attention_maps, probe
 from meap_scale.models import LADDER, build_model
 from meap_scale.objectives import mask_scores
 torch.set_num_threads(1)
+
+
+def high_water():  # peak resident bytes of this process (VmHWM; ru_maxrss starts at the forking parent's)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 probes, mode, length = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 model = build_model(LADDER["debug"], 256, length, seed=0).eval()
 ids = [torch.randint(4, 256, (length,), generator=torch.Generator().manual_seed(k)).tolist() for k in range(probes)]
 probe(model, ids[0][:64], mask_token_id=3, ratio=0.15, scores=mask_scores(0, [0], 63))  # warm up kernels
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = high_water()
 if mode == "streamed":
     kept = [probe(model, x, mask_token_id=3, ratio=0.15, scores=mask_scores(0, [k], length - 1)) for k, x in enumerate(ids)]
 else:  # what the suite did before: every probe's maps alive at once
     kept = [attention_maps(model, x) for x in ids]
-print(json.dumps({"grown_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base}))
+print(json.dumps({"grown_kib": (high_water() - base) // 1024}))
 """
 
 LENGTH = 2048

@@ -29,5 +29,5 @@ def test_heldout_loss_matches_the_training_loops_validation(small):
 
     spec = tiny_run(eval_blocks=16)
     run = TrainingRun(spec, small, local_session({}))
-    run.model.eval()
-    assert heldout_loss(run.model, small, blocks=16).loss == pytest.approx(run.evaluate(), rel=1e-5)
+    model = run.placed.net.lm.eval()
+    assert heldout_loss(model, small, blocks=16).loss == pytest.approx(run.evaluate(), rel=1e-5)

@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from meap_scale.cli import main
-from meap_scale.config import RunSpec
+from meap_scale.config import ConfigError, RunSpec
 from meap_scale.models import LADDER, flops_per_token, padded_vocab_size
 from meap_scale.train.devices import ACCELERATORS, identify, peak_flops
 from meap_scale.train.memory import estimate_memory, fixes
-from meap_scale.train.trainer import memory_refusal
+from meap_scale.train.trainer import check_cluster_memory, memory_refusal
 
 
 @pytest.mark.parametrize("name, key", [
@@ -89,18 +89,25 @@ def test_fsdp_divides_the_training_state_by_the_workers_and_checkpointing_shrink
 
 
 MEASURE = """
-import json, resource, sys
+import json, sys
 import torch
 from meap_scale.config import RunSpec
 from meap_scale.data import prepare_data
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.memory import estimate_memory
 torch.set_num_threads(1)
+
+
+def high_water():  # peak resident bytes of this process (VmHWM; ru_maxrss starts at the forking parent's)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
 spec = RunSpec.from_dict(json.loads(sys.argv[1]))
 data = prepare_data(spec.data)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+base = high_water()
 train_loop_per_worker({"run": spec.to_dict(), "data": data.to_dict()})
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = high_water()
 print(json.dumps({"measured": peak - base, "estimated": estimate_memory(spec, data.model_vocab_size).total}))
 """
 
@@ -135,3 +142,14 @@ def test_train_refuses_a_run_that_cannot_fit_this_machine_before_ray_starts():
     assert "model 1.1b at micro-batch 64 x 2048 needs an estimated" in done.stderr
     assert "per worker" in done.stderr and "meap-scale plan" in done.stderr
     assert "Ray" not in done.stderr.split("error:")[0]  # refused before any Ray instance started
+
+
+def test_a_joined_cluster_refuses_gpu_runs_its_largest_gpu_type_cannot_hold():
+    spec = RunSpec.from_dict({"model": {"size": "1.1b"}, "data": {"seq_len": 4096},
+                              "optim": {"batch_tokens": 4096 * 64, "micro_batch_size": 8}, "workers": 8,
+                              "tokens": 4096 * 64, "use_gpu": True})
+    with pytest.raises(ConfigError, match=r"the cluster's largest GPU type \(a100-80gb\) has 80.0 GiB per GPU"):
+        check_cluster_memory([spec], 32064, {"CPU": 64, "GPU": 8, "accelerator_type:A100-80G": 1})
+    check_cluster_memory([spec], 32064, {"GPU": 8, "accelerator_type:H200": 1})  # 141 GiB: fits
+    check_cluster_memory([spec], 32064, {"GPU": 8, "accelerator_type:RTX-6000": 1})  # unknown type: not checked
+    check_cluster_memory([spec], 32064, {"CPU": 64})  # no GPU nodes yet (autoscaling): not checked

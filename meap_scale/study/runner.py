@@ -33,7 +33,8 @@ from meap_scale.study.spec import FINAL_REPORT, METRIC, TRIAL_METRICS, StudySpec
 from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
-from meap_scale.train.trainer import check_before_ray, check_local_cluster, check_memory, ensure_ray, run_training
+from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, check_local_cluster, check_memory,
+                                     ensure_ray, run_training)
 
 MODE, TIME_ATTR = "min", "tokens"
 
@@ -292,6 +293,7 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) 
     check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)
     check_fits(spec.base)
+    check_cluster_memory(spec.example_runs(), prepared.model_vocab_size)
     contract.record(spec, store)
     with Interrupts() as interrupts:
         grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()

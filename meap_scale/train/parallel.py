@@ -65,11 +65,12 @@ def _prepare(lm: nn.Module, activation_checkpointing: bool, compile_layers: bool
 
 def place_ddp(lm: nn.Module, device: torch.device, world_size: int, *, activation_checkpointing: bool = False,
               compile_layers: bool = False) -> Placed:
-    """The eagerly built ``lm`` on ``device``, wrapped in DDP when there are several workers."""
+    """The eagerly built ``lm`` on ``device``, wrapped in DDP when there are several workers (in a process
+    group: without one, as in tests that only build ranks' batches, there is nothing to synchronise)."""
     _prepare(lm, activation_checkpointing, compile_layers)
     net = CausalLM(lm.to(device))
     forward: nn.Module = net
-    if world_size > 1:
+    if world_size > 1 and dist.is_initialized():
         forward = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     return Placed(net, forward, "ddp")
 

@@ -161,6 +161,29 @@ def check_memory(runs: list[RunSpec], vocab_size: int, new_cluster: bool = False
             raise ConfigError(refusal)
 
 
+def check_cluster_memory(runs: list[RunSpec], vocab_size: int, resources: dict | None = None) -> None:
+    """Once Ray is up: GPU runs must fit the largest GPU type the cluster's nodes report (Ray's
+    ``accelerator_type:*`` resources, ``resources`` or the cluster's). Not checked where a type is unknown
+    or none is reported yet (an autoscaling cluster may add its GPU nodes later)."""
+    from meap_scale.train.devices import identify
+
+    if not any(spec.use_gpu for spec in runs):
+        return
+    if resources is None:
+        import ray
+
+        resources = ray.cluster_resources()
+    found = [identify(key.split(":", 1)[1]) for key in resources if key.startswith("accelerator_type:")]
+    if not found or None in found:
+        return
+    largest = max(found, key=lambda accelerator: accelerator.memory_bytes)
+    for spec in runs:
+        refusal = spec.use_gpu and memory_refusal(spec, vocab_size, largest.memory_bytes,
+                                                  f"the cluster's largest GPU type ({largest.key}) has")
+        if refusal:
+            raise ConfigError(refusal)
+
+
 def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
     """A local cluster cannot grow: say so instead of letting the trainer (or a Tune trial that drives it,
     reserving ``extra_cpu``) wait forever. A joined cluster may autoscale, so it is not checked."""
@@ -209,6 +232,7 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
     check_suite(prepared, spec.evals, spec.data.seq_len)
     ensure_ray()
     check_local_cluster(spec)
+    check_cluster_memory([spec], prepared.model_vocab_size)
     started = time.perf_counter()
     result = _trainer(spec, prepared, callbacks or [], study).fit()
     if result.error:
