@@ -21,7 +21,7 @@ def test_without_cuda_the_benchmark_measures_nothing_and_says_so():
 @pytest.mark.slow
 def test_the_smoke_run_goes_through_every_step_of_the_benchmark(no_ray_in_process, tmp_path):
     out = tmp_path / "rows.json"
-    done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--steps", "6", "--json", str(out)],
+    done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--steps", "3", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "smoke: MEAP/NTP step time (ours)" in done.stdout and "not measurements" in done.stdout
