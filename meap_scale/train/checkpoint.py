@@ -16,9 +16,12 @@ evaluate, but do not resume.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -55,6 +58,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+@contextlib.contextmanager
+def _single_process_intended() -> Iterator[None]:
+    """DCP warns that it assumes one process even when told so (``no_dist``): in a lone worker it is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def _sharded_state(net: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
 
@@ -71,8 +82,9 @@ def save_checkpoint(directory: str, net: nn.Module, optimizer, scheduler, state:
     import torch.distributed.checkpoint as dcp
 
     os.makedirs(directory, exist_ok=True)
-    dcp.save(_sharded_state(net, optimizer), checkpoint_id=os.path.join(directory, SHARDED_DIR),
-             no_dist=not _distributed())
+    with _single_process_intended():
+        dcp.save(_sharded_state(net, optimizer), checkpoint_id=os.path.join(directory, SHARDED_DIR),
+                 no_dist=not _distributed())
     if rank != 0:
         return
     config.save_pretrained(os.path.join(directory, MODEL_DIR))
@@ -102,7 +114,8 @@ def load_checkpoint(directory: str, net: nn.Module, optimizer, scheduler) -> Tra
 
     sharded = _require_sharded(directory)
     state = _sharded_state(net, optimizer)
-    dcp.load(state, checkpoint_id=sharded, no_dist=not _distributed())
+    with _single_process_intended():
+        dcp.load(state, checkpoint_id=sharded, no_dist=not _distributed())
     set_state_dict(net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     saved = torch.load(os.path.join(directory, TRAINER_FILE), map_location="cpu", weights_only=True)
     scheduler.load_state_dict(saved["scheduler"])
@@ -128,5 +141,6 @@ def load_model(directory: str) -> nn.Module:
 
     model = LlamaForCausalLM(LlamaConfig.from_pretrained(os.path.join(directory, MODEL_DIR)))
     state = {"model": CausalLM(model).state_dict()}
-    dcp.load(state, checkpoint_id=sharded, no_dist=True)
+    with _single_process_intended():
+        dcp.load(state, checkpoint_id=sharded, no_dist=True)
     return model.eval()
