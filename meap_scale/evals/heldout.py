@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from meap_scale.data.prepare import PreparedData
-from meap_scale.train.loss import token_losses
+from meap_scale.train.parallel import CausalLM
 
 
 @dataclass(frozen=True)
@@ -31,16 +31,15 @@ class HeldoutLoss:
 def heldout_loss(model, data: PreparedData, *, blocks: int = 64, batch_size: int = 8, buckets: int = 4,
                  device: torch.device | str = "cpu") -> HeldoutLoss:
     """Unmasked loss over the first ``blocks`` validation blocks; padding is never scored. Losses come from the
-    hidden states in chunks (``meap_scale.train.loss``): no batch-sized fp32 logits."""
+    hidden states in chunks, as in training (``CausalLM``): no batch-sized fp32 logits."""
     split = data.open_split("val")
     count = min(blocks, data.val_blocks)
     length = data.block_len - 1
     sums, counts = np.zeros(length), np.zeros(length)
     for start in range(0, count, batch_size):  # one batch of blocks read from disk at a time
         tokens = torch.from_numpy(split[list(range(start, min(count, start + batch_size)))]["tokens"]).to(device)
-        hidden = model.model(input_ids=tokens[:, :-1]).last_hidden_state
         targets = tokens[:, 1:].long()
-        losses = token_losses(hidden.flatten(0, 1), model.lm_head.weight, targets.flatten()).view_as(targets)
+        losses = CausalLM(model)(tokens[:, :-1], targets, per_token=True)  # (B, L)
         scored = (targets != data.pad_id).float()
         sums += (losses * scored).sum(dim=0).cpu().numpy()
         counts += scored.sum(dim=0).cpu().numpy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -27,7 +28,7 @@ from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_object
 from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
 from meap_scale.train.devices import peak_flops
 from meap_scale.train.metrics import mfu
-from meap_scale.train.parallel import Placed, full_state_dict, place_ddp, place_fsdp, total_norm
+from meap_scale.train.parallel import Placed, gathered_state_dict, place_ddp, place_fsdp, total_norm
 from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
 from meap_scale.train.telemetry import telemetry_for
@@ -193,7 +194,7 @@ class TrainingRun:
         size = self.spec.optim.micro_batch_size
         # Every rank runs as many forward passes as the rank with most blocks (under FSDP each pass gathers
         # parameters collectively); a rank out of blocks repeats block 0 and does not count it.
-        passes = -(-(-(-count // self.session.world_size)) // size)
+        passes = math.ceil(math.ceil(count / self.session.world_size) / size)
         for index in range(passes):
             chunk = ids[index * size:(index + 1) * size]
             tokens = self._tokens(self.val_blocks[chunk or [0]]["tokens"])
@@ -287,7 +288,7 @@ class TrainingRun:
             return [], {}
         model = self.placed.net.lm if self.placed.parallel == "ddp" else None
         if model is None:
-            weights = full_state_dict(self.placed)
+            weights = gathered_state_dict(self.placed.net)
             if self.session.rank == 0:
                 model = self._build_lm()
                 model.load_state_dict(weights)

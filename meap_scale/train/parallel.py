@@ -22,6 +22,7 @@ from torch import nn
 
 from meap_scale.train.loss import linear_cross_entropy, token_losses
 
+
 class CausalLM(nn.Module):
     """A ``LlamaForCausalLM`` whose forward returns the mean next-token loss (or per-position losses)."""
 
@@ -110,15 +111,12 @@ def place_fsdp(build_lm, device: torch.device, rank: int, world_size: int, *, bf
     return Placed(net, net, "fsdp")
 
 
-def full_state_dict(placed: Placed) -> dict[str, torch.Tensor]:
-    """The whole model's weights on the host (rank 0's copy is complete), keyed as ``LlamaForCausalLM``'s.
-    Every worker must call it: under FSDP it gathers the shards."""
+def gathered_state_dict(net: CausalLM) -> dict[str, torch.Tensor]:
+    """An FSDP model's whole weights on the host (rank 0's copy is complete), keyed as ``LlamaForCausalLM``'s.
+    Every worker must call it: it gathers the shards."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    if placed.parallel == "fsdp":
-        state = get_model_state_dict(placed.net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    else:
-        state = {k: v.detach().cpu() for k, v in placed.net.state_dict().items()}
+    state = get_model_state_dict(net, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     return {k.removeprefix("lm."): v for k, v in state.items()}
 
 

@@ -94,15 +94,20 @@ def _check_capacity(spec: RunSpec, extra_cpu: float, cpus: float, gpus: float, w
                           f"--cpus-per-worker, or set RAY_ADDRESS to a bigger cluster")
 
 
+def _starts_local_instance(new_cluster: bool) -> bool:
+    """Whether ``ensure_ray`` will start a local instance on this machine (whose resources are then known)."""
+    import ray
+
+    return not ray.is_initialized() and _joining(new_cluster)[2]
+
+
 def check_before_ray(spec: RunSpec, extra_cpu: float = 0.0, new_cluster: bool = False) -> None:
     """What can be known before Ray starts: a checkpoint path that is a file, and a run that cannot fit the
     new local instance Ray would start (it gets this machine's CPUs and GPUs)."""
     path = storage_uri(spec.storage_path)
     if "://" not in path and os.path.isfile(path):
         raise ConfigError(f"--storage-path {spec.storage_path} is a file: Ray Train keeps checkpoints in a folder")
-    import ray
-
-    if ray.is_initialized() or not _joining(new_cluster)[2]:
+    if not _starts_local_instance(new_cluster):
         return
     import torch
 
@@ -150,9 +155,7 @@ def check_memory(runs: list[RunSpec], vocab_size: int, new_cluster: bool = False
     """Before Ray starts a local instance on this machine: refuse a run whose estimated peak memory per worker
     exceeds what the machine has (its GPU, or its RAM shared by the run's workers). A joined cluster's
     machines are not known here and are not checked."""
-    import ray
-
-    if ray.is_initialized() or not _joining(new_cluster)[2]:
+    if not _starts_local_instance(new_cluster):
         return
     for spec in runs:
         capacity = _local_capacity(spec)
