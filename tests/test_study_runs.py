@@ -206,7 +206,7 @@ def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):
     data = replace(spec.base.data, cache_dir=str(tmp_path / "cache"))
     spec = replace(spec, base=replace(spec.base, data=data))
     prepared = prepare_data(data)
-    Path(prepared.split_path("train")).write_bytes(b"damaged after preparation")  # a real, broken cache
+    Path(prepared.shard_paths("train")[0]).write_bytes(b"damaged after preparation")  # a real, broken cache
     outcome = run_study(spec)
     runs = ResultsStore(spec.storage).runs().to_pylist()
     assert outcome.failed == 2 and outcome.total == 0

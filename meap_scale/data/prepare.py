@@ -1,8 +1,9 @@
-"""Turn a DataSpec into tokenised, packed Arrow blocks on local disk, once, before training starts.
+"""Turn a DataSpec into tokenised, packed Arrow blocks in numbered shards (``meap_scale.data.shards``), once.
 
-Everything here runs on the driver before Ray starts, so a bad corpus or tokenizer fails fast; the
-result is cached under a key that covers the corpus content and every setting that changes the blocks.
-Workers only memory-map the finished files.
+Preparation runs in this process by default (``train`` and studies call it on the driver, before Ray
+starts, so a bad corpus or tokenizer fails fast), or on a Ray Data actor pool (``meap-scale data prepare
+--workers N``); both write the same shards. The result is cached under a key that covers the corpus
+content and every setting that changes the blocks, with a manifest of its shards; workers memory-map them.
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import numpy as np
 
 from meap_scale.config import DataSpec
 from meap_scale.data import sources, tokenizer as tokenizers
-from meap_scale.data.packing import BLOCK_COLUMN, document_tokens, unigram_entropy, write_blocks
+from meap_scale.data.builders import build_here, build_with_ray_data
+from meap_scale.data.packing import BLOCK_COLUMN, unigram_entropy
+from meap_scale.data.shards import SHARD_BYTES, ShardStats, plan_shards, shard_name
 from meap_scale.models import padded_vocab_size
 
-PACKING_VERSION = 1
+PACKING_VERSION = 2
+"""2: packed per shard of about ``SHARD_BYTES`` of text (1: one stream per split)."""
 META_FILE = "prepared.json"
+MANIFEST_FILE = "shards.json"
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,18 @@ class PreparedData:
     val_blocks: int
     unigram_entropy: float
     """Entropy (nats/token) of the training split's token frequencies: what a context-free model scores."""
+    train_shards: int = 1
+    val_shards: int = 1
 
-    def split_path(self, split: str) -> str:
-        return os.path.join(self.directory, f"{split}.arrow")
+    def shard_paths(self, split: str) -> list[str]:
+        count = self.train_shards if split == "train" else self.val_shards
+        return [os.path.join(self.directory, shard_name(split, k)) for k in range(count)]
 
     def open_split(self, split: str) -> datasets.Dataset:
-        """Memory-mapped blocks; rows are (L + 1,) int32 arrays."""
-        return datasets.Dataset.from_file(self.split_path(split)).with_format("numpy", columns=[BLOCK_COLUMN])
+        """The split's shards, memory-mapped, as one table; rows are (L + 1,) int32 arrays numbered globally."""
+        shards = [datasets.Dataset.from_file(path) for path in self.shard_paths(split)]
+        blocks = shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
+        return blocks.with_format("numpy", columns=[BLOCK_COLUMN])
 
     @property
     def special_ids(self) -> tuple[int, ...]:
@@ -103,52 +113,74 @@ def _bpe_tokenizer(spec: DataSpec, train_docs: datasets.Dataset, corpus_key: str
     return final
 
 
-def _tokenized(docs: datasets.Dataset, tokenizer) -> datasets.Dataset:
-    return docs.map(lambda rows: {"ids": tokenizer(rows["text"], add_special_tokens=False)["input_ids"]},
-                    batched=True, remove_columns=docs.column_names, desc="tokenising")
+def _totals(stats: list[ShardStats], split: str) -> tuple[int, int, int, int]:
+    """(documents, tokens, blocks, shards) of a split."""
+    own = [s for s in stats if s.split == split]
+    return (sum(s.documents for s in own), sum(s.tokens for s in own), sum(s.blocks for s in own), len(own))
 
 
-def _pack_split(path: Path, docs: datasets.Dataset, tokenizer, block_len: int, ids: dict[str, int]):
-    token_lists = (row["ids"] for row in _tokenized(docs, tokenizer))
-    return write_blocks(str(path), document_tokens(token_lists, ids["bos"], ids["eos"]), block_len, ids["pad"],
-                        len(tokenizer))
+def _manifest(stats: list[ShardStats]) -> dict:
+    return {"packing_version": PACKING_VERSION,
+            "shards": [{"file": shard_name(s.split, s.index), "split": s.split, "documents": s.documents,
+                        "tokens": s.tokens, "blocks": s.blocks} for s in sorted(stats, key=lambda s: (s.split, s.index))]}
 
 
-def _build(spec: DataSpec, source: sources.Source, corpus_key: str, cache: Path, final: Path) -> None:
+def _build(spec: DataSpec, source: sources.Source, corpus_key: str, cache: Path, final: Path, *,
+           workers: int | None, shard_bytes: int) -> None:
     docs = sources.load_documents(source, spec.text_field, str(cache / "hf-datasets"))
     train_idx, val_idx = split_documents(len(docs), spec.val_fraction, spec.split_seed)
-    train_docs, val_docs = docs.select(train_idx), docs.select(val_idx)
     tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")
     tmp.mkdir(parents=True)
     if spec.tokenizer == "bpe":
-        tokenizer_dir = _bpe_tokenizer(spec, train_docs, corpus_key, cache)
+        tokenizer_dir = _bpe_tokenizer(spec, docs.select(train_idx), corpus_key, cache)
         tokenizer = tokenizers.PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
+        built_with = tokenizer_dir
     else:
         tokenizer = tokenizers.load_pretrained(spec.tokenizer)
-        tokenizer_dir = final / "tokenizer"
-        tokenizer.save_pretrained(tmp / "tokenizer")
+        tokenizer_dir, built_with = final / "tokenizer", tmp / "tokenizer"
+        tokenizer.save_pretrained(built_with)
     ids = tokenizers.special_token_ids(tokenizer)
     block_len = spec.seq_len + 1
-    train = _pack_split(tmp / "train.arrow", train_docs, tokenizer, block_len, ids)
-    val = _pack_split(tmp / "val.arrow", val_docs, tokenizer, block_len, ids)
+    tasks = plan_shards(docs, train_idx, "train", shard_bytes) + plan_shards(docs, val_idx, "val", shard_bytes)
+    build = dict(docs=docs, tokenizer_dir=str(built_with), directory=str(tmp), block_len=block_len, ids=ids,
+                 vocab_size=len(tokenizer))
+    stats = build_with_ray_data(tasks, workers=workers, **build) if workers else build_here(tasks, **build)
+    train_docs, train_tokens, train_blocks, train_shards = _totals(stats, "train")
+    val_docs, val_tokens, val_blocks, val_shards = _totals(stats, "val")
+    counts = np.sum([s.token_counts for s in stats if s.split == "train"], axis=0)
     prepared = PreparedData(
         directory=str(final), tokenizer_path=str(tokenizer_dir), fingerprint=corpus_key, block_len=block_len,
         vocab_size=len(tokenizer), model_vocab_size=padded_vocab_size(len(tokenizer)), mask_id=ids["mask"],
-        bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"], train_documents=train.documents,
-        val_documents=val.documents, train_tokens=train.tokens, val_tokens=val.tokens, train_blocks=train.blocks,
-        val_blocks=val.blocks, unigram_entropy=unigram_entropy(train.token_counts))
+        bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"], train_documents=train_docs,
+        val_documents=val_docs, train_tokens=train_tokens, val_tokens=val_tokens, train_blocks=train_blocks,
+        val_blocks=val_blocks, unigram_entropy=unigram_entropy(counts), train_shards=train_shards,
+        val_shards=val_shards)
+    (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(stats), indent=1))
     (tmp / META_FILE).write_text(json.dumps(prepared.to_dict(), indent=1))
     _publish(tmp, final)
 
 
-def prepare_data(spec: DataSpec) -> PreparedData:
-    """Blocks and tokenizer for ``spec``, built on first use and cached; raises DataError on bad input."""
+def prepare_data(spec: DataSpec, *, workers: int | None = None, shard_bytes: int = SHARD_BYTES) -> PreparedData:
+    """Blocks and tokenizer for ``spec``, built on first use and cached; raises DataError on bad input.
+
+    ``workers``: build the shards on that many Ray Data actors (Ray must be up) instead of in this process;
+    the shards are the same. ``shard_bytes``: text per shard, part of the cache key (it moves the padding)."""
     tokenizers.check_tokenizer_name(spec.tokenizer)
     source = sources.resolve_source(spec.source)
-    cache = Path(spec.resolved_cache_dir)
-    corpus_key = _digest(sources.fingerprint(source), spec.text_field, spec.val_fraction, spec.split_seed)
-    final = cache / "blocks" / _digest(corpus_key, spec.tokenizer, spec.vocab_size, spec.seq_len, PACKING_VERSION)
-    if not (final / META_FILE).exists():
+    corpus_key, final = _keys(spec, source, shard_bytes)
+    if not is_prepared(spec, shard_bytes):
         final.parent.mkdir(parents=True, exist_ok=True)
-        _build(spec, source, corpus_key, cache, final)
+        _build(spec, source, corpus_key, Path(spec.resolved_cache_dir), final, workers=workers, shard_bytes=shard_bytes)
     return PreparedData.from_dict(json.loads((final / META_FILE).read_text()))
+
+
+def _keys(spec: DataSpec, source: sources.Source, shard_bytes: int) -> tuple[str, Path]:
+    """The corpus key (content, text field, split) and the folder of the prepared blocks."""
+    corpus_key = _digest(sources.fingerprint(source), spec.text_field, spec.val_fraction, spec.split_seed)
+    return corpus_key, Path(spec.resolved_cache_dir) / "blocks" / _digest(
+        corpus_key, spec.tokenizer, spec.vocab_size, spec.seq_len, PACKING_VERSION, shard_bytes)
+
+
+def is_prepared(spec: DataSpec, shard_bytes: int = SHARD_BYTES) -> bool:
+    """Whether the cache already holds ``spec``'s blocks."""
+    return (_keys(spec, sources.resolve_source(spec.source), shard_bytes)[1] / META_FILE).exists()
