@@ -5,7 +5,8 @@
 
 The corpus is the bundled one's chapters repeated with a line number per copy (so no two documents are
 equal), written once to a temporary folder. Both paths use one BPE (trained first, not timed) and write
-the same shards (tests/test_shards.py); each runs in a fresh subprocess so its peak RSS (VmHWM) is its own.
+the same shards (tests/test_shards.py); each runs in a fresh subprocess so its peak RSS (VmHWM) is its own
+(for the Ray Data path that is the driver's: the actors' memory is not in it).
 Prints tokens/s of each, their ratio, peak RSS, and the hours 10B tokens would take at the measured
 per-CPU rate on 1 and on 8 nodes of N CPUs (``--node-cpus``, default 32), assuming the pool scales
 linearly with CPUs: a projection, printed as one.
@@ -89,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     rates = {}
     for name, result in results.items():
         rates[name] = result["tokens"] / result["seconds"]
+        whose = "driver only, not its actors" if name != "single process" else "the process"
         print(f"  {name:<18} {rates[name]:>12,.0f} tokens/s  {result['seconds']:7.1f} s  peak RSS "
-              f"{result['peak_rss'] / 2 ** 30:.2f} GiB")
+              f"{result['peak_rss'] / 2 ** 30:.2f} GiB ({whose})")
     single, pooled = rates.values()
     print(f"  Ray Data / single process: {pooled / single:.2f}x")
     per_cpu = pooled / args.workers
