@@ -509,13 +509,11 @@ def _eval_study(args: argparse.Namespace) -> int:
 
 def _harness(args: argparse.Namespace, spec: RunSpec, model, data) -> int:
     """Exit 0 when some task ran; 1 when every one was skipped (their data is not on this machine)."""
-    from transformers import PreTrainedTokenizerFast
-
     from meap_scale.evals.harness import run_harness
     from meap_scale.store import ResultsStore
 
     tasks = tuple(t.strip() for t in args.harness_tasks.split(",") if t.strip())
-    result = run_harness(model, PreTrainedTokenizerFast.from_pretrained(data.tokenizer_path), tasks,
+    result = run_harness(model, data.load_tokenizer(), tasks,
                          max_length=spec.data.seq_len, include=args.harness_include, limit=args.limit)
     for task, why in result.skipped.items():
         print(f"skipped {task}: {why}", file=sys.stderr)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meap_scale.models import LADDER, ModelShape
+from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")
 MASK_SAMPLINGS = ("per_row", "shared_columns")
@@ -181,7 +182,8 @@ class DataSpec(_Serialisable):
     split_seed: int = 0
     """Seed of the document-level train/validation split."""
     cache_dir: str | None = None
-    """Where tokenizers and packed blocks are cached; default ``$MEAP_SCALE_CACHE`` or ``~/.cache/meap-scale``."""
+    """Where tokenizers and packed blocks are cached: a folder or an fsspec URL (``s3://``, ``gs://``,
+    ``file://``); default ``$MEAP_SCALE_CACHE`` or ``~/.cache/meap-scale``."""
 
     def __post_init__(self) -> None:
         _require(bool(self.source.strip()), "data.source must not be empty")
@@ -192,6 +194,8 @@ class DataSpec(_Serialisable):
 
     @property
     def resolved_cache_dir(self) -> str:
+        if self.cache_dir and is_url(self.cache_dir):
+            return self.cache_dir.rstrip("/")
         default = os.environ.get("MEAP_SCALE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "meap-scale")
         return os.path.abspath(os.path.expanduser(self.cache_dir or default))
 

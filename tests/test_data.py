@@ -27,7 +27,7 @@ def expected_stream(texts, tokenizer) -> np.ndarray:
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_packing_loses_and_duplicates_no_token(prepared, split):
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+    tokenizer = prepared.load_tokenizer()
     stream = expected_stream(split_docs(DataSpec(), split), tokenizer)
     blocks = np.stack(prepared.open_split(split)[:]["tokens"])
     assert blocks.shape[1] == prepared.block_len
@@ -57,7 +57,7 @@ def test_bundled_corpus_is_real_text_of_at_least_four_million_characters():
 
 
 def test_tokenizer_has_distinct_special_tokens_and_round_trips_text(prepared):
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+    tokenizer = prepared.load_tokenizer()
     assert len({prepared.mask_id, prepared.bos_id, prepared.eos_id, prepared.pad_id}) == 4
     assert tokenizer.convert_ids_to_tokens(prepared.mask_id) == "[MASK]"
     text = "Ge1:3 And God said, Let there be light: and there was light. 42 ü"
@@ -144,7 +144,7 @@ def test_a_given_tokenizer_gains_the_missing_special_tokens(tmp_path):
     prepared = prepare_data(small_spec(corpus, tokenizer=str(tmp_path / "tok")))
     ids = {prepared.mask_id, prepared.bos_id, prepared.eos_id, prepared.pad_id}
     assert None not in ids and len(ids) == 4
-    assert PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path).mask_token == "[MASK]"
+    assert prepared.load_tokenizer().mask_token == "[MASK]"
 
 
 @pytest.mark.parametrize("setup, message", [

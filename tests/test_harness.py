@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast
 
 from conftest import tiny_run
 from meap_scale.evals.harness import HarnessError, run_harness
@@ -27,7 +26,7 @@ def include(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def tokenizer(prepared):
-    return PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+    return prepared.load_tokenizer()
 
 
 def _choice_by_hand(model, tokenizer, question: str, choices: list[str]) -> int:

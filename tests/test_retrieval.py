@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from transformers import PreTrainedTokenizerFast
 
 from meap_scale.data.retrieval import TaskError, multidoc_grid, needle_grid, needle_item
 from meap_scale.evals.retrieval import score_by_position, score_items
@@ -12,7 +11,7 @@ from meap_scale.models import LADDER, build_model
 
 @pytest.fixture(scope="module")
 def tokenizer(prepared):
-    return PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+    return prepared.load_tokenizer()
 
 
 @pytest.fixture(scope="module")

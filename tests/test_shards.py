@@ -7,7 +7,6 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import pytest
-from transformers import PreTrainedTokenizerFast
 
 from meap_scale.cli import main
 from meap_scale.config import DataSpec
@@ -38,7 +37,7 @@ def test_no_document_token_is_lost_or_duplicated_across_shards(tmp_path):
     spec = DataSpec(cache_dir=str(tmp_path))
     prepared = prepare_data(spec, shard_bytes=SMALL_SHARDS)
     assert prepared.train_shards > 10 and prepared.val_shards >= 1
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(prepared.tokenizer_path)
+    tokenizer = prepared.load_tokenizer()
     docs = load_documents(resolve_source(spec.source), "text", str(tmp_path / "hf"))
     manifest = json.loads((tmp_path / "blocks" / prepared.directory.rsplit("/", 1)[1] / MANIFEST_FILE).read_text())
     shards = _shard_tokens(prepared)

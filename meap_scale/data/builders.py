@@ -3,13 +3,32 @@
 
 The Ray Data path tokenises with one actor per CPU it is given (``TOKENIZERS_PARALLELISM=false`` inside
 them: the pool is the parallelism); the single-process path lets the fast tokenizer use its own threads.
+The actors run on the preparing node: they read its memory-mapped documents and write into its build
+folder (a cache at a URL is uploaded from there, ``meap_scale.data.prepare``). Both print a progress line
+per shard to stderr: shards, documents and tokens done, tokens/s.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 from meap_scale.data.shards import ShardStats, ShardTask, build_shard
+
+
+class _Progress:
+    def __init__(self, tasks: list[ShardTask]) -> None:
+        self.total, self.started = len(tasks), time.perf_counter()
+        self.shards = self.documents = self.tokens = 0
+
+    def done(self, stats: ShardStats) -> ShardStats:
+        self.shards, self.documents, self.tokens = \
+            self.shards + 1, self.documents + stats.documents, self.tokens + stats.tokens
+        rate = self.tokens / max(time.perf_counter() - self.started, 1e-9)
+        print(f"prepare: {self.shards}/{self.total} shards, {self.documents:,} documents, {self.tokens:,} tokens, "
+              f"{rate:,.0f} tokens/s", file=sys.stderr, flush=True)
+        return stats
 
 
 def build_here(tasks: list[ShardTask], docs, tokenizer_dir: str, directory: str, block_len: int,
@@ -17,7 +36,8 @@ def build_here(tasks: list[ShardTask], docs, tokenizer_dir: str, directory: str,
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-    return [build_shard(task, docs, tokenizer, directory, block_len, ids, vocab_size) for task in tasks]
+    progress = _Progress(tasks)
+    return [progress.done(build_shard(task, docs, tokenizer, directory, block_len, ids, vocab_size)) for task in tasks]
 
 
 class _ShardBuilder:
@@ -43,13 +63,16 @@ class _ShardBuilder:
 
 def build_with_ray_data(tasks: list[ShardTask], docs, tokenizer_dir: str, directory: str, block_len: int,
                         ids: dict[str, int], vocab_size: int, workers: int) -> list[ShardStats]:
-    """``workers`` actors, each on an equal share of the cluster's CPUs (at most one each)."""
+    """``workers`` actors on this node, each on an equal share of its CPUs (at most one each)."""
     import ray
 
-    cpus = min(1.0, ray.cluster_resources().get("CPU", 1.0) / workers)
+    here = ray.get_runtime_context().get_node_id()
+    node_cpus = next(n["Resources"].get("CPU", 1.0) for n in ray.nodes() if n["NodeID"] == here)
     rows = ray.data.from_items([{"split": t.split, "index": t.index, "documents": t.documents} for t in tasks])
-    built = rows.map_batches(_ShardBuilder, batch_size=1, concurrency=workers, num_cpus=cpus,
+    built = rows.map_batches(_ShardBuilder, batch_size=1, concurrency=workers, num_cpus=min(1.0, node_cpus / workers),
+                             label_selector={"ray.io/node-id": here},
                              fn_constructor_kwargs=dict(docs=docs, tokenizer_dir=tokenizer_dir, directory=directory,
                                                         block_len=block_len, ids=ids, vocab_size=vocab_size))
-    return [ShardStats(row["split"], int(row["index"]), int(row["documents"]), int(row["tokens"]), int(row["blocks"]),
-                       row["token_counts"]) for row in built.take_all()]
+    progress = _Progress(tasks)
+    return [progress.done(ShardStats(row["split"], int(row["index"]), int(row["documents"]), int(row["tokens"]),
+                                     int(row["blocks"]), row["token_counts"])) for row in built.iter_rows()]

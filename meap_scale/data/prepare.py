@@ -21,11 +21,12 @@ import datasets
 import numpy as np
 
 from meap_scale.config import DataSpec
-from meap_scale.data import sources, tokenizer as tokenizers
+from meap_scale.data import remote, sources, tokenizer as tokenizers
 from meap_scale.data.builders import build_here, build_with_ray_data
 from meap_scale.data.packing import BLOCK_COLUMN, unigram_entropy
 from meap_scale.data.shards import SHARD_BYTES, ShardStats, plan_shards, shard_name
 from meap_scale.models import padded_vocab_size
+from meap_scale.urls import is_url
 
 PACKING_VERSION = 2
 """2: packed per shard of about ``SHARD_BYTES`` of text (1: one stream per split)."""
@@ -59,8 +60,15 @@ class PreparedData:
     val_shards: int = 1
 
     def shard_paths(self, split: str) -> list[str]:
+        """Local paths of the split's shards (fetched to this node first when the cache is a URL)."""
         count = self.train_shards if split == "train" else self.val_shards
-        return [os.path.join(self.directory, shard_name(split, k)) for k in range(count)]
+        directory = _local(self.directory)
+        return [os.path.join(directory, shard_name(split, k)) for k in range(count)]
+
+    def load_tokenizer(self):
+        from transformers import PreTrainedTokenizerFast
+
+        return PreTrainedTokenizerFast.from_pretrained(_local(self.tokenizer_path))
 
     def open_split(self, split: str) -> datasets.Dataset:
         """The split's shards, memory-mapped, as one table; rows are (L + 1,) int32 arrays numbered globally."""
@@ -78,6 +86,10 @@ class PreparedData:
     @classmethod
     def from_dict(cls, data: dict) -> "PreparedData":
         return cls(**data)
+
+
+def _local(location: str) -> str:
+    return str(remote.fetch_folder(location)) if is_url(location) else location
 
 
 def _digest(*parts: object) -> str:
@@ -164,23 +176,44 @@ def prepare_data(spec: DataSpec, *, workers: int | None = None, shard_bytes: int
     """Blocks and tokenizer for ``spec``, built on first use and cached; raises DataError on bad input.
 
     ``workers``: build the shards on that many Ray Data actors (Ray must be up) instead of in this process;
-    the shards are the same. ``shard_bytes``: text per shard, part of the cache key (it moves the padding)."""
+    the shards are the same. ``shard_bytes``: text per shard, part of the cache key (it moves the padding).
+    A cache at a URL is built in this node's work folder and uploaded (``meap_scale.data.remote``)."""
     tokenizers.check_tokenizer_name(spec.tokenizer)
     source = sources.resolve_source(spec.source)
-    corpus_key, final = _keys(spec, source, shard_bytes)
+    corpus_key, key = _keys(spec, source, shard_bytes)
+    cache = spec.resolved_cache_dir
     if not is_prepared(spec, shard_bytes):
-        final.parent.mkdir(parents=True, exist_ok=True)
-        _build(spec, source, corpus_key, Path(spec.resolved_cache_dir), final, workers=workers, shard_bytes=shard_bytes)
-    return PreparedData.from_dict(json.loads((final / META_FILE).read_text()))
+        work = remote.work_folder(cache) if is_url(cache) else Path(cache)
+        if not (work / key / META_FILE).exists():
+            (work / key).parent.mkdir(parents=True, exist_ok=True)
+            _build(spec, source, corpus_key, work, work / key, workers=workers, shard_bytes=shard_bytes)
+        if is_url(cache):
+            _upload(work, key, cache)
+    meta = f"{cache}/{key}/{META_FILE}"
+    return PreparedData.from_dict(json.loads(remote.read_text(meta) if is_url(cache) else Path(meta).read_text()))
 
 
-def _keys(spec: DataSpec, source: sources.Source, shard_bytes: int) -> tuple[str, Path]:
-    """The corpus key (content, text field, split) and the folder of the prepared blocks."""
+def _upload(work: Path, key: str, cache: str) -> None:
+    """The folder built in ``work`` to the cache URL, ``prepared.json`` (naming the URLs) last; the local
+    folder then serves as this node's fetched copy. A trained BPE lives outside the blocks and goes too."""
+    built = PreparedData.from_dict(json.loads((work / key / META_FILE).read_text()))
+    tokenizer_at = Path(built.tokenizer_path).relative_to(work).as_posix()
+    if not tokenizer_at.startswith(f"{key}/"):
+        remote.upload_folder(Path(built.tokenizer_path), f"{cache}/{tokenizer_at}", last=META_FILE)
+    uploaded = dataclasses.replace(built, directory=f"{cache}/{key}", tokenizer_path=f"{cache}/{tokenizer_at}")
+    (work / key / META_FILE).write_text(json.dumps(uploaded.to_dict(), indent=1))
+    remote.upload_folder(work / key, uploaded.directory, last=META_FILE)
+    remote.keep_as_fetched(work / key, uploaded.directory)
+
+
+def _keys(spec: DataSpec, source: sources.Source, shard_bytes: int) -> tuple[str, str]:
+    """The corpus key (content, text field, split) and the cache-relative folder of the prepared blocks."""
     corpus_key = _digest(sources.fingerprint(source), spec.text_field, spec.val_fraction, spec.split_seed)
-    return corpus_key, Path(spec.resolved_cache_dir) / "blocks" / _digest(
-        corpus_key, spec.tokenizer, spec.vocab_size, spec.seq_len, PACKING_VERSION, shard_bytes)
+    return corpus_key, "blocks/" + _digest(corpus_key, spec.tokenizer, spec.vocab_size, spec.seq_len, PACKING_VERSION,
+                                           shard_bytes)
 
 
 def is_prepared(spec: DataSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     """Whether the cache already holds ``spec``'s blocks."""
-    return (_keys(spec, sources.resolve_source(spec.source), shard_bytes)[1] / META_FILE).exists()
+    meta = f"{spec.resolved_cache_dir}/{_keys(spec, sources.resolve_source(spec.source), shard_bytes)[1]}/{META_FILE}"
+    return remote.exists(meta) if is_url(meta) else Path(meta).exists()

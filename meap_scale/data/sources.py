@@ -1,19 +1,24 @@
-"""Corpus sources: the bundled corpus, local files, and Hugging Face hub datasets.
+"""Corpus sources: the bundled corpus, local files, files at fsspec URLs, and Hugging Face hub datasets.
 
 Each source loads as a ``datasets.Dataset`` with one ``text`` column (one row per document) plus a
-fingerprint that changes whenever the content does, so cached tokenizers and blocks never go stale.
+fingerprint that changes whenever the content does, so cached tokenizers and blocks never go stale: local
+files by content, files at URLs by what their store says of their version (size plus ETag, checksum,
+generation or modification time), without downloading them twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import datasets
 
+from meap_scale.data import remote
 from meap_scale.data.errors import DataError
+from meap_scale.urls import is_url
 
 BUNDLED = {"kjv": "kjv.jsonl.xz"}
 """Shipped corpora; provenance and licence in docs/corpus.md."""
@@ -24,7 +29,7 @@ _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "par
 @dataclass(frozen=True)
 class Source:
     kind: str
-    """``bundled``, ``local`` or ``hub``."""
+    """``bundled``, ``local``, ``remote`` (fsspec URLs) or ``hub``."""
     builder: str
     """The ``datasets`` builder (json, text, parquet) or the hub dataset name."""
     files: tuple[str, ...]
@@ -35,6 +40,10 @@ def bundled_path(name: str) -> Path:
     if name not in BUNDLED:
         raise DataError(f"unknown bundled corpus {name!r}; bundled corpora: {', '.join(BUNDLED)}")
     return Path(str(resources.files("meap_scale.data") / "corpus" / BUNDLED[name]))
+
+
+_VERSION_FIELDS = ("ETag", "etag", "md5Hash", "crc32c", "generation", "LastModified", "updated", "mtime", "created")
+"""What object stores and filesystems report of a file's version, in fsspec's ``info``."""
 
 
 def _builder_for(path: Path) -> str:
@@ -54,8 +63,28 @@ def _local_files(path: Path) -> tuple[str, ...]:
     return tuple(files)
 
 
+def _remote_source(url: str) -> Source:
+    fs, root = remote.filesystem(url)
+    if fs.isfile(root):
+        found = [root]
+    elif fs.isdir(root):
+        found = sorted(p for p in fs.find(root) if not p.rsplit("/", 1)[-1].startswith("."))
+    else:
+        raise DataError(f"data source {url!r} is not a file or folder there")
+    if not found:
+        raise DataError(f"data source folder {url} holds no files")
+    files = tuple(fs.unstrip_protocol(p) for p in found)
+    builders = {_builder_for(Path(f.rsplit("/", 1)[-1])) for f in files}
+    if len(builders) > 1:
+        raise DataError(f"data source folder {url} mixes file types {sorted(builders)}; keep one type per folder")
+    return Source("remote", builders.pop(), files)
+
+
 def resolve_source(source: str) -> Source:
-    """Parse ``bundled:NAME``, ``hf:NAME[:CONFIG]`` or a local path; fails early on what cannot exist."""
+    """Parse ``bundled:NAME``, ``hf:NAME[:CONFIG]``, an fsspec URL (``s3://``, ``gs://``, ``file://``) or a
+    local path; fails early on what cannot exist."""
+    if is_url(source):
+        return _remote_source(source)
     if source.startswith("bundled:"):
         return Source("bundled", "json", (str(bundled_path(source.split(":", 1)[1])),))
     if source.startswith("hf:"):
@@ -73,9 +102,20 @@ def resolve_source(source: str) -> Source:
     return Source("local", builders.pop(), files)
 
 
+def _version(url: str) -> str:
+    fs, path = remote.filesystem(url)
+    info = fs.info(path)
+    return json.dumps([url, info.get("size"), *(str(info[k]) for k in _VERSION_FIELDS if k in info)])
+
+
 def fingerprint(source: Source) -> str:
-    """Content hash of local files; name and config of hub datasets (their revision is pinned by the hub cache)."""
+    """Content hash of local files; the reported versions of files at URLs; name and config of hub datasets
+    (their revision is pinned by the hub cache)."""
     digest = hashlib.sha256(f"{source.kind}:{source.builder}:{source.config}".encode())
+    if source.kind == "remote":
+        for url in source.files:
+            digest.update(_version(url).encode())
+        return digest.hexdigest()[:16]
     for name in source.files:
         with open(name, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -91,7 +131,7 @@ def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:
                         f"{type(error).__name__}: {error}. Offline machines need a local file or 'bundled:kjv'.") from error
 
 
-def _load_local(source: Source, cache_dir: str) -> datasets.Dataset:
+def _load_files(source: Source, cache_dir: str) -> datasets.Dataset:
     extra = {"sample_by": "paragraph"} if source.builder == "text" else {}
     try:
         return datasets.load_dataset(source.builder, data_files=list(source.files), split="train",
@@ -105,7 +145,7 @@ def load_documents(source: Source, text_field: str, cache_dir: str) -> datasets.
     if source.kind == "hub":
         dataset = _load_hub(source, cache_dir)
     else:
-        dataset = _load_local(source, cache_dir)
+        dataset = _load_files(source, cache_dir)
     if text_field not in dataset.column_names:
         raise DataError(f"corpus has no column {text_field!r}; its columns are {dataset.column_names} "
                         f"(set data.text_field)")

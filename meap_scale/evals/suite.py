@@ -119,17 +119,11 @@ def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[
     return items
 
 
-def _tokenizer(data: PreparedData):
-    from transformers import PreTrainedTokenizerFast
-
-    return PreTrainedTokenizerFast.from_pretrained(data.tokenizer_path)
-
-
 def check_suite(data: PreparedData, spec: EvalSpec, seq_len: int) -> None:
     """Build the suite's items before training: a task that cannot fit the model fails now (TaskError),
     not after hours of training."""
     if spec.tasks:
-        _items(data, spec, seq_len, _tokenizer(data))
+        _items(data, spec, seq_len, data.load_tokenizer())
 
 
 def evaluation_device(gpu: bool) -> torch.device:
@@ -159,7 +153,7 @@ def run_suite(model, data: PreparedData, spec: EvalSpec, seq_len: int,
               device: torch.device | str = "cpu") -> tuple[list[dict], dict]:
     """Rows for the ``evals`` table (without run_id) and a summary {task: headline value}."""
     model.eval()
-    tokenizer = _tokenizer(data)
+    tokenizer = data.load_tokenizer()
     rows: list[dict] = []
     if "heldout" in spec.tasks:
         result = heldout_loss(model, data, device=device)

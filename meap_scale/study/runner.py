@@ -35,6 +35,7 @@ from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
 from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, check_local_cluster, check_memory,
                                      ensure_ray, run_training)
+from meap_scale.urls import is_url
 
 MODE, TIME_ATTR = "min", "tokens"
 
@@ -273,7 +274,7 @@ def anchored(spec: StudySpec) -> StudySpec:
     storage = spec.storage if _is_url(spec.storage) else os.path.abspath(os.path.expanduser(spec.storage))
     base = spec.base.to_dict()
     base["storage_path"] = posixpath.join(storage, "_runs")  # multi-worker runs' Ray Train checkpoints
-    if base["data"]["cache_dir"]:
+    if base["data"]["cache_dir"] and not is_url(base["data"]["cache_dir"]):
         base["data"]["cache_dir"] = os.path.abspath(os.path.expanduser(base["data"]["cache_dir"]))
     return replace(spec, storage=storage, base=RunSpec.from_dict(base))
 

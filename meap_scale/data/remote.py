@@ -1,0 +1,115 @@
+"""Prepared corpora at fsspec URLs: uploaded once, fetched once per node.
+
+A cache at a URL (``s3://``, ``gs://``, ``file://``) is built in a node-local work folder, then uploaded
+file by file with ``prepared.json`` last: object stores have no atomic folder rename, so the last file
+marks the upload complete, and two nodes preparing the same corpus upload the same bytes (shards are
+deterministic). A process that needs the files (a training worker memory-mapping shards, an eval loading
+the tokenizer) fetches the folder once per node into ``$MEAP_SCALE_NODE_CACHE`` (default
+``<local cache>/node``) under a file lock, so the ranks of one node download it once between them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from meap_scale.data.errors import DataError
+
+COMPLETE = ".complete"
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path inside it); a DataError naming the package an unknown protocol needs."""
+    import fsspec.core
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as error:
+        raise DataError(f"{url!r} needs a filesystem package that is not installed: {error}") from error
+    except ValueError as error:
+        raise DataError(f"{url!r} is not a path or a known URL: {error}") from error
+
+
+def local_cache_root() -> Path:
+    return Path(os.environ.get("MEAP_SCALE_CACHE") or Path.home() / ".cache" / "meap-scale").expanduser()
+
+
+def node_cache_root() -> Path:
+    return Path(os.environ.get("MEAP_SCALE_NODE_CACHE") or local_cache_root() / "node").expanduser()
+
+
+def _slot(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def work_folder(cache_url: str) -> Path:
+    """Where this node builds what it will upload to ``cache_url`` (the datasets cache lives here too)."""
+    return node_cache_root() / "work" / _slot(cache_url)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def read_text(url: str) -> str:
+    fs, path = filesystem(url)
+    with fs.open(path, "r") as handle:
+        return handle.read()
+
+
+def upload_folder(local: Path, url: str, *, last: str) -> None:
+    """Every file under ``local`` to the same relative path under ``url``, ``last`` (a relative path) after
+    all others: its presence says the upload is complete."""
+    fs, root = filesystem(url)
+    files = sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    for name in sorted(files, key=lambda name: name == last):
+        target = f"{root.rstrip('/')}/{name}"
+        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.put_file(str(local / name), target)
+
+
+def _fetched(url: str) -> Path:
+    return node_cache_root() / "fetched" / _slot(url)
+
+
+def keep_as_fetched(local: Path, url: str) -> None:
+    """A folder just uploaded to ``url`` becomes this node's copy of it, so it is not downloaded back."""
+    target = _fetched(url)
+    if (target / COMPLETE).exists():
+        shutil.rmtree(local)
+        return
+    (local / COMPLETE).write_text(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(local, target)
+
+
+def fetch_folder(url: str) -> Path:
+    """A node-local copy of everything under ``url``, downloaded on first use by one process of the node."""
+    from filelock import FileLock
+
+    local = _fetched(url)
+    if (local / COMPLETE).exists():
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{local}.lock"):
+        if (local / COMPLETE).exists():
+            return local
+        fs, root = filesystem(url)
+        root = root.rstrip("/")
+        if not fs.isdir(root):
+            raise DataError(f"{url} does not exist or is not a folder; prepare the data again "
+                            f"(meap-scale data prepare with the run's data options)")
+        partial = local.with_name(f"{local.name}.partial-{uuid.uuid4().hex}")
+        for remote_path in fs.find(root):
+            target = partial / remote_path[len(root) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fs.get_file(remote_path, str(target))
+        (partial / COMPLETE).write_text(url)
+        shutil.rmtree(local, ignore_errors=True)
+        os.rename(partial, local)
+    return local
