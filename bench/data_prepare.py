@@ -4,12 +4,18 @@
     python bench/data_prepare.py --mb 50 --workers 2
 
 The corpus is the bundled one's chapters repeated with a line number per copy (so no two documents are
-equal), written once to a temporary folder. Both paths use one BPE (trained first, not timed) and write
+equal), written once to a temporary folder. Every path uses one BPE (trained first, not timed) and writes
 the same shards (tests/test_shards.py); each runs in a fresh subprocess so its peak RSS (VmHWM) is its own
-(for the Ray Data path that is the driver's: the actors' memory is not in it).
-Prints tokens/s of each, their ratio, peak RSS, and the hours 10B tokens would take at the measured
+(for the Ray Data path that is the driver's: the actors' memory is not in it). RSS counts the pages of
+memory-mapped Arrow files the process has touched, which the kernel can drop at will; the peak of its
+anonymous part (RssAnon, sampled every 50 ms) is what the process really holds. Three paths: one process
+with the fast tokenizer's own threads (the default), one process on one thread (the one-core reference
+the Ray Data pool is measured against: on N CPUs its limit is N x), and the Ray Data actor pool.
+Prints tokens/s of each, end to end (reading the documents, planning, building) and of the build alone
+(tokenising, packing and writing shards, from the last progress line; the part the pool parallelises),
+the ratios, peak RSS, and the hours 10B tokens would take at the pool's measured
 per-CPU rate on 1 and on 8 nodes of N CPUs (``--node-cpus``, default 32), assuming the pool scales
-linearly with CPUs: a projection, printed as one.
+linearly with CPUs: a projection, printed as one (the pool runs on the preparing node today).
 """
 
 from __future__ import annotations
@@ -22,11 +28,21 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 RUN = """
-import json, os, sys, time
+import json, os, sys, threading, time
 spec_args, workers, shard_bytes = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def status(field):
+    with open("/proc/self/status") as lines:
+        return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field + ":"))
+
+peak_anon = [0]
+def sample():
+    while True:
+        peak_anon[0] = max(peak_anon[0], status("RssAnon"))
+        time.sleep(0.05)
+threading.Thread(target=sample, daemon=True).start()
 from meap_scale.config import DataSpec
 from meap_scale.data import prepare_data
 if workers:
@@ -35,9 +51,8 @@ if workers:
 started = time.perf_counter()
 prepared = prepare_data(DataSpec(**spec_args), workers=workers or None, shard_bytes=shard_bytes)
 seconds = time.perf_counter() - started
-with open("/proc/self/status") as status:
-    peak = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-print(json.dumps({"seconds": seconds, "tokens": prepared.train_tokens + prepared.val_tokens, "peak_rss": peak,
+print(json.dumps({"seconds": seconds, "tokens": prepared.train_tokens + prepared.val_tokens,
+                  "peak_rss": status("VmHWM"), "peak_anon": peak_anon[0],
                   "shards": prepared.train_shards + prepared.val_shards}))
 """
 
@@ -59,10 +74,14 @@ def generate_corpus(path: str, megabytes: int) -> int:
     return written
 
 
-def timed(spec_args: dict, workers: int, shard_bytes: int) -> dict:
+def timed(spec_args: dict, workers: int, shard_bytes: int, *, one_thread: bool = False) -> dict:
+    env = {**os.environ, **({"TOKENIZERS_PARALLELISM": "false", "RAYON_NUM_THREADS": "1"} if one_thread else {})}
     out = subprocess.run([sys.executable, "-c", RUN, json.dumps(spec_args), str(workers), str(shard_bytes)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         capture_output=True, text=True, check=True, env=env)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    last = [line for line in out.stderr.splitlines() if line.startswith("prepare: ")][-1]
+    result["build_rate"] = float(last.rsplit(", ", 1)[1].split()[0].replace(",", ""))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,27 +98,35 @@ def main(argv: list[str] | None = None) -> int:
         shard_bytes = args.shard_mb * 2 ** 20
         timed({**base, "cache_dir": os.path.join(folder, "warm")}, 0, shard_bytes)  # trains the BPE once
         results = {}
-        for name, workers in (("single process", 0), (f"Ray Data x {args.workers}", args.workers)):
-            cache = os.path.join(folder, f"cache-{workers}")
+        paths = (("single process", 0, False), ("one thread", 0, True), (f"Ray Data x {args.workers}", args.workers,
+                                                                           False))
+        for name, workers, one_thread in paths:
+            cache = os.path.join(folder, f"cache-{len(results)}")
             shutil.copytree(os.path.join(folder, "warm", "tokenizers"), os.path.join(cache, "tokenizers"))
-            started = time.perf_counter()
-            results[name] = timed({**base, "cache_dir": cache}, workers, shard_bytes)
-            results[name]["wall"] = time.perf_counter() - started
+            results[name] = timed({**base, "cache_dir": cache}, workers, shard_bytes, one_thread=one_thread)
     print(f"corpus: {size / 2 ** 20:.0f} MB of JSONL, {results['single process']['tokens']:,} tokens, "
           f"{results['single process']['shards']} shards; {os.cpu_count()} CPUs here")
-    rates = {}
+    rates, builds = {}, {}
     for name, result in results.items():
-        rates[name] = result["tokens"] / result["seconds"]
-        whose = "driver only, not its actors" if name != "single process" else "the process"
-        print(f"  {name:<18} {rates[name]:>12,.0f} tokens/s  {result['seconds']:7.1f} s  peak RSS "
-              f"{result['peak_rss'] / 2 ** 30:.2f} GiB ({whose})")
-    single, pooled = rates.values()
-    print(f"  Ray Data / single process: {pooled / single:.2f}x")
-    per_cpu = pooled / args.workers
+        rates[name], builds[name] = result["tokens"] / result["seconds"], result["build_rate"]
+        whose = "driver only, not its actors" if name.startswith("Ray") else "the process"
+        print(f"  {name:<18} {rates[name]:>12,.0f} tokens/s end to end ({result['seconds']:6.1f} s), build alone "
+              f"{builds[name]:>12,.0f} tokens/s; peak RSS {result['peak_rss'] / 2 ** 30:.2f} GiB, of it anonymous "
+              f"{result['peak_anon'] / 2 ** 30:.2f} GiB ({whose})")
+    pool = f"Ray Data x {args.workers}"
+    for over in ("one thread", "single process"):
+        print(f"  Ray Data / {over}: {rates[pool] / rates[over]:.2f}x end to end, {builds[pool] / builds[over]:.2f}x "
+              f"build alone" + (f" (limit {args.workers}x)" if over == "one thread" else ""))
+    pooled = results[pool]
+    serial_per_token = max(0.0, pooled["seconds"] - pooled["tokens"] / pooled["build_rate"]) / pooled["tokens"]
+    per_cpu = builds[pool] / args.workers
     for nodes in (1, 8):
-        hours = 10e9 / (per_cpu * args.node_cpus * nodes) / 3600
-        print(f"  projection: 10B tokens on {nodes} node(s) of {args.node_cpus} CPUs: {hours:.2f} h "
-              f"(at {per_cpu:,.0f} tokens/s per CPU, assuming linear scaling)")
+        hours = 10e9 * (serial_per_token + 1 / (per_cpu * args.node_cpus * nodes)) / 3600
+        print(f"  projection: 10B tokens on {nodes} node(s) of {args.node_cpus} CPUs: {hours:.2f} h (build at "
+              f"{per_cpu:,.0f} tokens/s per CPU, assumed linear; plus the serial reading and planning measured here, "
+              f"{serial_per_token * 1e9:,.0f} s per 1B tokens)"
+              + (" - the pool runs on the preparing node today, so this is what spreading it would give" if nodes > 1
+                 else ""))
     return 0
 
 

@@ -167,7 +167,8 @@ class ObjectiveSpec(_Serialisable):
 class DataSpec(_Serialisable):
     source: str = "bundled:kjv"
     """``bundled:kjv`` (shipped, offline), a local .txt/.jsonl/.json/.parquet file or a folder of
-    them, or ``hf:NAME[:CONFIG]`` for a Hugging Face hub dataset (needs network)."""
+    them, the same at an fsspec URL (``s3://``, ``gs://``, ``file://``), or ``hf:NAME[:CONFIG]`` for a
+    Hugging Face hub dataset (needs network)."""
     text_field: str = "text"
     """Column holding the document text in JSONL/Parquet/hub sources."""
     tokenizer: str = "bpe"
@@ -194,10 +195,9 @@ class DataSpec(_Serialisable):
 
     @property
     def resolved_cache_dir(self) -> str:
-        if self.cache_dir and is_url(self.cache_dir):
-            return self.cache_dir.rstrip("/")
         default = os.environ.get("MEAP_SCALE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "meap-scale")
-        return os.path.abspath(os.path.expanduser(self.cache_dir or default))
+        chosen = self.cache_dir or default
+        return chosen.rstrip("/") if is_url(chosen) else os.path.abspath(os.path.expanduser(chosen))
 
 
 @dataclass(frozen=True)

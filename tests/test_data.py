@@ -9,7 +9,7 @@ from transformers import PreTrainedTokenizerFast
 from meap_scale.config import DataSpec
 from meap_scale.data import DataError, prepare_data
 from meap_scale.data.order import BlockOrder, stream_blocks
-from meap_scale.data.packing import pack_documents
+from meap_scale.data.packing import cut_into_blocks, document_stream
 from meap_scale.data.prepare import split_documents
 from meap_scale.data.sources import load_documents, resolve_source
 
@@ -75,7 +75,8 @@ def test_preparation_is_cached_and_the_bpe_is_shared_across_context_lengths(prep
 @pytest.mark.parametrize("sizes, block_len", [([3, 5, 2], 4), ([10], 5), ([1] * 7, 3), ([4, 4], 8)])
 def test_packing_keeps_every_token_in_order_and_pads_only_the_end(sizes, block_len):
     docs = [np.arange(sum(sizes[:i]), sum(sizes[: i + 1]), dtype=np.int32) + 10 for i in range(len(sizes))]
-    blocks, stream = pack_documents([d.tolist() for d in docs], block_len, bos_id=1, eos_id=2, pad_id=0)
+    stream = document_stream([d.tolist() for d in docs], bos_id=1, eos_id=2)
+    blocks = cut_into_blocks(stream, block_len, pad_id=0)
     expected = np.concatenate([[1, *d, 2] for d in docs])
     assert np.array_equal(stream, expected) and np.array_equal(blocks.reshape(-1)[:stream.size], expected)
     assert (blocks.reshape(-1)[stream.size:] == 0).all() and blocks.size - stream.size < block_len

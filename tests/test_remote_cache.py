@@ -3,6 +3,7 @@ prepared.json last, fetched once per node, and trained from by two Ray Train wor
 
 import os
 import shutil
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -99,3 +100,11 @@ def test_two_ray_workers_train_from_a_cache_url_as_one_process_does_from_a_local
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
     assert os.path.exists(os.path.join(node_copy, remote.COMPLETE))
     assert remote_run.final["val_loss"] == pytest.approx(local_run["final"]["val_loss"], abs=1e-4)
+
+
+def test_a_cache_url_in_the_environment_stays_a_url_and_local_work_goes_home(monkeypatch):
+    monkeypatch.setenv("MEAP_SCALE_CACHE", "s3://bucket/meap-cache/")
+    monkeypatch.delenv("MEAP_SCALE_NODE_CACHE", raising=False)
+    assert DataSpec().resolved_cache_dir == "s3://bucket/meap-cache"
+    assert DataSpec(cache_dir="gs://other").resolved_cache_dir == "gs://other"
+    assert remote.node_cache_root() == Path.home() / ".cache" / "meap-scale" / "node"

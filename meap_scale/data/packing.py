@@ -13,13 +13,18 @@ import numpy as np
 BLOCK_COLUMN = "tokens"
 
 
-def pack_documents(documents: list[list[int]], block_len: int, bos_id: int, eos_id: int,
-                   pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """((n, block_len) int32 blocks, the unpadded int32 token stream) of the documents' token ids."""
-    stream = np.concatenate([np.asarray([bos_id, *doc, eos_id], dtype=np.int32) for doc in documents]) \
-        if documents else np.zeros(0, dtype=np.int32)
+def document_stream(documents: list[list[int]], bos_id: int, eos_id: int) -> np.ndarray:
+    """BOS + tokens + EOS of each document, concatenated: one int32 array (4 bytes a token, where the
+    tokenizer's lists of Python ints take about 36)."""
+    if not documents:
+        return np.zeros(0, dtype=np.int32)
+    return np.concatenate([np.asarray([bos_id, *doc, eos_id], dtype=np.int32) for doc in documents])
+
+
+def cut_into_blocks(stream: np.ndarray, block_len: int, pad_id: int) -> np.ndarray:
+    """(n, block_len) int32 blocks of the stream, the last one right-padded with PAD."""
     padded = np.concatenate([stream, np.full((-stream.size) % block_len, pad_id, dtype=np.int32)])
-    return padded.reshape(-1, block_len), stream
+    return padded.reshape(-1, block_len)
 
 
 def unigram_entropy(counts: np.ndarray) -> float:

@@ -16,6 +16,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+from meap_scale import urls
 from meap_scale.data.errors import DataError
 
 COMPLETE = ".complete"
@@ -23,18 +24,13 @@ COMPLETE = ".complete"
 
 def filesystem(url: str):
     """(fsspec filesystem, path inside it); a DataError naming the package an unknown protocol needs."""
-    import fsspec.core
-
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as error:
-        raise DataError(f"{url!r} needs a filesystem package that is not installed: {error}") from error
-    except ValueError as error:
-        raise DataError(f"{url!r} is not a path or a known URL: {error}") from error
+    return urls.filesystem(url, DataError, "data location")
 
 
 def local_cache_root() -> Path:
-    return Path(os.environ.get("MEAP_SCALE_CACHE") or Path.home() / ".cache" / "meap-scale").expanduser()
+    """``$MEAP_SCALE_CACHE`` where it names a local folder, else ``~/.cache/meap-scale``."""
+    named = os.environ.get("MEAP_SCALE_CACHE")
+    return Path(named).expanduser() if named and not urls.is_url(named) else Path.home() / ".cache" / "meap-scale"
 
 
 def node_cache_root() -> Path:

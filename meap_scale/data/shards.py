@@ -20,11 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meap_scale.data.packing import BLOCK_COLUMN, pack_documents
+from meap_scale.data.packing import BLOCK_COLUMN, cut_into_blocks, document_stream
 
 SHARD_BYTES = 64 * 2 ** 20
 LENGTH_BATCH = 65536
 """Documents whose lengths are read at once while planning shards: the text is never held whole."""
+ENCODE_BATCH = 1024
+"""Documents tokenised at once: their ids go to int32 before the next batch, so a shard's tokens never sit
+in the tokenizer's lists of Python ints all at once."""
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,11 @@ def write_shard(path: str, blocks: np.ndarray) -> None:
 def build_shard(task: ShardTask, docs, tokenizer, directory: str, block_len: int, ids: dict[str, int],
                 vocab_size: int) -> ShardStats:
     """Tokenise, pack and write one shard; its statistics."""
-    encoded = tokenizer(list(docs.select(task.documents)["text"]), add_special_tokens=False)["input_ids"]
-    blocks, stream = pack_documents(encoded, block_len, ids["bos"], ids["eos"], ids["pad"])
+    selected = docs.select(task.documents)
+    stream = np.concatenate([document_stream(tokenizer(selected[start:start + ENCODE_BATCH]["text"],
+                                                       add_special_tokens=False)["input_ids"], ids["bos"], ids["eos"])
+                             for start in range(0, len(selected), ENCODE_BATCH)])
+    blocks = cut_into_blocks(stream, block_len, ids["pad"])
     write_shard(os.path.join(directory, task.name), blocks)
     return ShardStats(task.split, task.index, len(task.documents), int(stream.size), int(blocks.shape[0]),
                       np.bincount(stream, minlength=vocab_size)[:vocab_size])

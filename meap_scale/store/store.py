@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from meap_scale.store.schema import KEYS, SCHEMA_VERSION, SETTLED, TABLES
+from meap_scale.urls import filesystem
 
 
 class StoreError(ValueError):
@@ -33,17 +34,6 @@ class Problem:
     reason: str
 
 
-def _filesystem(url: str):
-    import fsspec.core
-
-    try:
-        return fsspec.core.url_to_fs(url)
-    except ImportError as error:
-        raise StoreError(f"storage {url!r} needs a filesystem package that is not installed: {error}") from error
-    except ValueError as error:
-        raise StoreError(f"storage {url!r} is not a path or a known URL: {error}") from error
-
-
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -53,7 +43,7 @@ class ResultsStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.fs, self.root = _filesystem(url)
+        self.fs, self.root = filesystem(url, StoreError, "storage")
         self.problems: list[Problem] = []
         if self.fs.isfile(self.root):
             raise StoreError(f"--store {url} is a file: a results store is a folder (or a URL)")

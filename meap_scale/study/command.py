@@ -41,7 +41,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
-    parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, or hf:NAME[:CONFIG]")
+    parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, the same at an fsspec URL "
+                                       "(s3://, gs://, file://), or hf:NAME[:CONFIG]")
+    parser.add_argument("--cache-dir", help="where prepared corpora are cached: a folder every node sees or an "
+                                            "fsspec URL (default: $MEAP_SCALE_CACHE or ~/.cache/meap-scale)")
     parser.add_argument("--name", help="study name (default: <study>-<preset>); the same name with the same "
                                        "options resumes the study, with other options it is refused")
     parser.add_argument("--new-cluster", action="store_true",
@@ -53,7 +56,7 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
 
 def study_from_args(study: str, args: argparse.Namespace):
     changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
-               "placement": args.placement, "parallel": args.parallel,
+               "cache_dir": args.cache_dir, "placement": args.placement, "parallel": args.parallel,
                "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
                "tokens": args.tokens,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),

@@ -114,9 +114,10 @@ STUDY_CHANGES = ("name", "storage", "max_concurrent")
 OPTIM_CHANGES = ("micro_batch_size",)
 
 
-def build_study(study: str, preset: str, *, data: str | None = None, **changes) -> StudySpec:
-    """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES`` and corpus
-    (``data``), and the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
+def build_study(study: str, preset: str, *, data: str | None = None, cache_dir: str | None = None,
+                **changes) -> StudySpec:
+    """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES``, corpus
+    (``data``) and cache, and the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     if preset not in PRESETS:
@@ -129,6 +130,8 @@ def build_study(study: str, preset: str, *, data: str | None = None, **changes) 
     base = spec.base.to_dict()
     if data:
         base["data"]["source"] = data
+    if cache_dir:
+        base["data"]["cache_dir"] = cache_dir
     workers = run_changes.get("workers")
     if workers:
         # keep the preset's global batch: shrink micro-batches until the workers divide it
