@@ -15,7 +15,8 @@ Prints tokens/s of each, end to end (reading the documents, planning, building) 
 (tokenising, packing and writing shards, from the last progress line; the part the pool parallelises),
 the ratios, peak RSS, and the hours 10B tokens would take at the pool's measured
 per-CPU rate on 1 and on 8 nodes of N CPUs (``--node-cpus``, default 32), assuming the pool scales
-linearly with CPUs: a projection, printed as one (the pool runs on the preparing node today).
+linearly with CPUs up to the measured ceilings of the preparing node's reader and shard writer, plus the
+serial reading and planning at the rate measured here: a projection, printed as one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 RUN = """
 import json, os, sys, threading, time
@@ -84,6 +86,34 @@ def timed(spec_args: dict, workers: int, shard_bytes: int, *, one_thread: bool =
     return result
 
 
+def serial_ceilings(corpus: str, hf_cache: str, shard_bytes: int, block_len: int) -> tuple[float, float]:
+    """Text bytes/s of the Ray Data path's reader stage and tokens/s of its shard writer: the two stages that
+    run once, on the preparing node, however many actors tokenise. Measured on this corpus's training
+    shards and on random blocks of the same length."""
+    import datasets
+    import numpy as np
+
+    from meap_scale.data import sources
+    from meap_scale.data.builders import _read_texts
+    from meap_scale.data.prepare import split_documents
+    from meap_scale.data.shards import plan_shards, write_shard
+
+    datasets.disable_progress_bars()
+    docs = sources.load_documents(sources.resolve_source(corpus), "text", hf_cache)
+    tasks = plan_shards(docs, split_documents(len(docs), 0.02, 0)[0], "train", shard_bytes)
+    started, text_bytes = time.perf_counter(), 0
+    for task in tasks:
+        table = _read_texts({"split": np.array([task.split]), "index": np.array([task.index]),
+                             "documents": [task.documents]}, docs)
+        text_bytes += table.column("texts").combine_chunks().values.nbytes
+    read = text_bytes / (time.perf_counter() - started)
+    blocks = np.random.default_rng(0).integers(0, 4096, size=(shard_bytes // 4 // block_len, block_len), dtype=np.int32)
+    started = time.perf_counter()
+    for k in range(8):
+        write_shard(os.path.join(os.path.dirname(hf_cache), f"written-{k}.arrow"), blocks)
+    return read, 8 * blocks.size / (time.perf_counter() - started)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=200, help="corpus size in MB of JSONL (default 200)")
@@ -104,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             cache = os.path.join(folder, f"cache-{len(results)}")
             shutil.copytree(os.path.join(folder, "warm", "tokenizers"), os.path.join(cache, "tokenizers"))
             results[name] = timed({**base, "cache_dir": cache}, workers, shard_bytes, one_thread=one_thread)
+        read_bytes, write_tokens = serial_ceilings(corpus, os.path.join(folder, "serial", "hf"), shard_bytes,
+                                                   base["seq_len"] + 1)
     print(f"corpus: {size / 2 ** 20:.0f} MB of JSONL, {results['single process']['tokens']:,} tokens, "
           f"{results['single process']['shards']} shards; {os.cpu_count()} CPUs here")
     rates, builds = {}, {}
@@ -120,13 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     pooled = results[pool]
     serial_per_token = max(0.0, pooled["seconds"] - pooled["tokens"] / pooled["build_rate"]) / pooled["tokens"]
     per_cpu = builds[pool] / args.workers
+    read_tokens = read_bytes * pooled["tokens"] / size
+    print(f"  preparing node's serial stages: reader {read_bytes / 2 ** 20:,.0f} MiB/s of text "
+          f"({read_tokens:,.0f} tokens/s), shard writer {write_tokens:,.0f} tokens/s")
     for nodes in (1, 8):
-        hours = 10e9 * (serial_per_token + 1 / (per_cpu * args.node_cpus * nodes)) / 3600
+        build = min(per_cpu * args.node_cpus * nodes, read_tokens, write_tokens)
+        hours = 10e9 * (serial_per_token + 1 / build) / 3600
         print(f"  projection: 10B tokens on {nodes} node(s) of {args.node_cpus} CPUs: {hours:.2f} h (build at "
-              f"{per_cpu:,.0f} tokens/s per CPU, assumed linear; plus the serial reading and planning measured here, "
-              f"{serial_per_token * 1e9:,.0f} s per 1B tokens)"
-              + (" - the pool runs on the preparing node today, so this is what spreading it would give" if nodes > 1
-                 else ""))
+              f"{build:,.0f} tokens/s: {per_cpu:,.0f} per CPU assumed linear, capped by the reader and the writer; "
+              f"plus the serial reading and planning measured here, {serial_per_token * 1e9:,.0f} s per 1B tokens)")
     return 0
 
 

@@ -1,21 +1,25 @@
-"""Multi-node for real: a head and a second node on this machine (cluster/local.sh --worker-cpus), a
-2-worker DDP study whose workers must sit on different nodes (STRICT_SPREAD), one shared store."""
+"""Multi-node for real: a head and a second node on this machine (cluster/local.sh --worker-cpus), the
+corpus prepared once by a Ray Data pool with an actor on each node, then a 2-worker DDP study whose workers
+must sit on different nodes (STRICT_SPREAD), reading that cache, one shared store."""
 
 import json
 import subprocess
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
+from meap_scale.config import DataSpec
+from meap_scale.data import prepare_data
 from meap_scale.store import ResultsStore
 from test_ray_job import REPO, cluster_env
 
 pytestmark = pytest.mark.slow
 
 
-def test_a_strict_spread_ddp_study_runs_across_two_nodes(ray_cluster, tmp_path):
+def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_cluster, tmp_path):
     env, address = cluster_env(tmp_path)
-    store = tmp_path / "shared" / "results"
+    store, cache = tmp_path / "shared" / "results", tmp_path / "shared" / "cache"
 
     def sh(*argv, timeout=600):
         return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
@@ -25,19 +29,32 @@ def test_a_strict_spread_ddp_study_runs_across_two_nodes(ray_cluster, tmp_path):
         assert started.returncode == 0, started.stdout + started.stderr
         status = sh("bash", "cluster/local.sh", "status", timeout=120)
         assert status.returncode == 0 and status.stdout.count("node_") == 2, status.stdout + status.stderr
+        # one CPU per node and one per actor: the pool's two actors must sit on the two nodes
+        prepared = sh("ray", "job", "submit", "--address", address, "--submission-id", "prepare", "--working-dir",
+                      ".", "--", "meap-scale", "data", "prepare", "--seq-len", "64", "--workers", "2", "--cache-dir",
+                      str(cache))
+        assert prepared.returncode == 0 and "prepared in" in prepared.stdout, prepared.stdout[-3000:] + prepared.stderr
         submitted = sh("ray", "job", "submit", "--address", address, "--submission-id", "two-nodes",
                        "--working-dir", ".", "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke",
-                       "--workers", "2", "--placement", "STRICT_SPREAD", "--store", str(store))
+                       "--workers", "2", "--placement", "STRICT_SPREAD", "--store", str(store), "--cache-dir",
+                       str(cache))
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
-        listed = sh("ray", "list", "actors", "--address", address, "--filter", "class_name=RayTrainWorker",
-                    "--detail", "--format", "json", "--limit", "1000", timeout=120)
+        listed = sh("ray", "list", "actors", "--address", address, "--detail", "--format", "json", "--limit", "1000",
+                    timeout=120)
         assert listed.returncode == 0, listed.stderr
     finally:
         stopped = sh("bash", "cluster/local.sh", "stop", timeout=120)
     assert "stopped the Ray cluster on port" in stopped.stdout, stopped.stdout + stopped.stderr
     assert ray_cluster.get(ray_cluster.put("still here")) == "still here"  # only its own cluster was stopped
+    actors = json.loads(listed.stdout)
+    assert len({a["node_id"] for a in actors if a["class_name"] == "MapWorker(MapBatches(_ShardBuilder))"}) == 2
+    assert len(list(cache.glob("blocks/*/prepared.json"))) == 1  # the study found the prepared corpus
+    here = prepare_data(DataSpec(seq_len=64))  # the session's cache, prepared in this process
+    there = prepare_data(DataSpec(seq_len=64, cache_dir=str(cache)))
+    for split in ("train", "val"):
+        assert np.array_equal(np.stack(there.open_split(split)[:]["tokens"]), np.stack(here.open_split(split)[:]["tokens"]))
     nodes_per_group = defaultdict(set)
-    for actor in json.loads(listed.stdout):
+    for actor in (a for a in actors if a["class_name"] == "RayTrainWorker"):
         nodes_per_group[actor["placement_group_id"]].add(actor["node_id"])
     assert len(nodes_per_group) == 2  # one worker group per run
     assert all(len(nodes) == 2 for nodes in nodes_per_group.values())  # each run's two ranks on two nodes

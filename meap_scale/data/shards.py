@@ -79,14 +79,15 @@ def write_shard(path: str, blocks: np.ndarray) -> None:
     os.replace(partial, path)
 
 
-def build_shard(task: ShardTask, docs, tokenizer, directory: str, block_len: int, ids: dict[str, int],
+def pack_shard(texts: list[str], tokenizer, block_len: int, ids: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(blocks, unpadded token stream) of one shard's documents, tokenised ``ENCODE_BATCH`` at a time."""
+    stream = np.concatenate([document_stream(tokenizer(texts[start:start + ENCODE_BATCH], add_special_tokens=False)
+                                             ["input_ids"], ids["bos"], ids["eos"])
+                             for start in range(0, len(texts), ENCODE_BATCH)])
+    return cut_into_blocks(stream, block_len, ids["pad"]), stream
+
+
+def shard_stats(split: str, index: int, documents: int, blocks: np.ndarray, stream: np.ndarray,
                 vocab_size: int) -> ShardStats:
-    """Tokenise, pack and write one shard; its statistics."""
-    selected = docs.select(task.documents)
-    stream = np.concatenate([document_stream(tokenizer(selected[start:start + ENCODE_BATCH]["text"],
-                                                       add_special_tokens=False)["input_ids"], ids["bos"], ids["eos"])
-                             for start in range(0, len(selected), ENCODE_BATCH)])
-    blocks = cut_into_blocks(stream, block_len, ids["pad"])
-    write_shard(os.path.join(directory, task.name), blocks)
-    return ShardStats(task.split, task.index, len(task.documents), int(stream.size), int(blocks.shape[0]),
+    return ShardStats(split, index, documents, int(stream.size), int(blocks.shape[0]),
                       np.bincount(stream, minlength=vocab_size)[:vocab_size])
