@@ -2,6 +2,7 @@
 
     python bench/data_prepare.py                 # a generated ~200 MB JSONL corpus, pool = all CPUs
     python bench/data_prepare.py --mb 50 --workers 2
+    python bench/data_prepare.py --mb 2048 --shard-mb 64 --memory-only --tokenizer DIR   # memory at 2 GB
 
 The corpus is the bundled one's chapters repeated with a line number per copy (so no two documents are
 equal), written once to a temporary folder. Every path uses one BPE (trained first, not timed) and writes
@@ -120,22 +121,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Ray Data actors (default: CPUs)")
     parser.add_argument("--node-cpus", type=int, default=32, help="CPUs per node for the 10B-token projection")
     parser.add_argument("--shard-mb", type=int, default=16, help="text per shard in MB (default 16)")
+    parser.add_argument("--tokenizer", help="a tokenizer folder or hub name, instead of a BPE trained on the corpus "
+                                            "first (for corpora of several GB, where BPE training would dominate)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the default one-process path: its rate and peak memory, for large --mb")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="meap-data-bench-") as folder:
         corpus = os.path.join(folder, "corpus.jsonl")
         size = generate_corpus(corpus, args.mb)
-        base = {"source": corpus, "seq_len": 2048, "vocab_size": 4096}
+        base = {"source": corpus, "seq_len": 2048,
+                **({"tokenizer": args.tokenizer} if args.tokenizer else {"vocab_size": 4096})}
         shard_bytes = args.shard_mb * 2 ** 20
-        timed({**base, "cache_dir": os.path.join(folder, "warm")}, 0, shard_bytes)  # trains the BPE once
+        if not args.tokenizer:
+            timed({**base, "cache_dir": os.path.join(folder, "warm")}, 0, shard_bytes)  # trains the BPE once
         results = {}
         paths = (("single process", 0, False), ("one thread", 0, True), (f"Ray Data x {args.workers}", args.workers,
                                                                            False))
-        for name, workers, one_thread in paths:
+        for name, workers, one_thread in paths[:1] if args.memory_only else paths:
             cache = os.path.join(folder, f"cache-{len(results)}")
-            shutil.copytree(os.path.join(folder, "warm", "tokenizers"), os.path.join(cache, "tokenizers"))
+            if not args.tokenizer:
+                shutil.copytree(os.path.join(folder, "warm", "tokenizers"), os.path.join(cache, "tokenizers"))
             results[name] = timed({**base, "cache_dir": cache}, workers, shard_bytes, one_thread=one_thread)
-        read_bytes, write_tokens = serial_ceilings(corpus, os.path.join(folder, "serial", "hf"), shard_bytes,
-                                                   base["seq_len"] + 1)
+        if not args.memory_only:
+            read_bytes, write_tokens = serial_ceilings(corpus, os.path.join(folder, "serial", "hf"), shard_bytes,
+                                                       base["seq_len"] + 1)
     print(f"corpus: {size / 2 ** 20:.0f} MB of JSONL, {results['single process']['tokens']:,} tokens, "
           f"{results['single process']['shards']} shards; {os.cpu_count()} CPUs here")
     rates, builds = {}, {}
@@ -145,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:<18} {rates[name]:>12,.0f} tokens/s end to end ({result['seconds']:6.1f} s), build alone "
               f"{builds[name]:>12,.0f} tokens/s; peak RSS {result['peak_rss'] / 2 ** 30:.2f} GiB, of it anonymous "
               f"{result['peak_anon'] / 2 ** 30:.2f} GiB ({whose})")
+    if args.memory_only:
+        return 0
     pool = f"Ray Data x {args.workers}"
     for over in ("one thread", "single process"):
         print(f"  Ray Data / {over}: {rates[pool] / rates[over]:.2f}x end to end, {builds[pool] / builds[over]:.2f}x "
