@@ -24,6 +24,8 @@ from meap_scale.urls import is_url
 OBJECTIVES = ("ntp", "meap", "meap_sft")
 MASK_SAMPLINGS = ("per_row", "shared_columns")
 SFT_VARIANTS = ("paper", "code")
+MASK_WITH = ("mask_token", "random_token", "zero_embedding")
+MASK_SCHEDULES = ("constant", "linear_decay")
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLELISMS = ("ddp", "fsdp")
 DEFAULT_MASK_RATIO = {"ntp": 0.0, "meap": 0.15, "meap_sft": 0.10}
@@ -147,11 +149,23 @@ class ObjectiveSpec(_Serialisable):
     separate masked row with labels only at masked positions."""
     sft_min_answer_tokens: int = 50
     """meap_sft paper variant: answers shorter than this are trained with plain NTP."""
+    mask_with: Literal["mask_token", "random_token", "zero_embedding"] = "mask_token"
+    """meap (ntp ignores it, as it ignores every mask setting). What a masked input becomes: ``mask_token``, [MASK] (the paper); ``random_token``, an
+    ordinary token drawn uniformly from the vocabulary (BERT-style corruption: the position still carries a
+    plausible token); ``zero_embedding``, [MASK] whose input embedding is held at zero (the position
+    carries nothing but where it is)."""
+    mask_schedule: Literal["constant", "linear_decay"] = "constant"
+    """meap (ntp ignores it). ``constant``: ``mask_ratio`` throughout; ``linear_decay``: ``mask_ratio`` at the first step
+    falling linearly to 0 at the last (the reference's rule still masks one position per row at ratio 0)."""
 
     def __post_init__(self) -> None:
         _one_of("objective", "name", self.name, OBJECTIVES)
         _one_of("objective", "mask_sampling", self.mask_sampling, MASK_SAMPLINGS)
         _one_of("objective", "sft_variant", self.sft_variant, SFT_VARIANTS)
+        _one_of("objective", "mask_with", self.mask_with, MASK_WITH)
+        _one_of("objective", "mask_schedule", self.mask_schedule, MASK_SCHEDULES)
+        _require(self.name != "meap_sft" or (self.mask_with, self.mask_schedule) == ("mask_token", "constant"),
+                 "objective.mask_with and objective.mask_schedule apply to 'meap' pretraining, not 'meap_sft'")
         if self.name == "meap" and self.mask_ratio == 0:
             object.__setattr__(self, "name", "ntp")
         if self.mask_ratio is None:
@@ -275,9 +289,21 @@ class EvalSpec(_Serialisable):
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 IDENTITY_VERSION = 2
 """Bumped when the identity's fields or meaning change (2: weight-changing fields only, stream-keyed masks)."""
-OBJECTIVE_IDENTITY = {"ntp": ("name",), "meap": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens"),
-                      "meap_sft": tuple(f.name for f in dataclasses.fields(ObjectiveSpec))}
+OBJECTIVE_IDENTITY = {"ntp": ("name",),
+                      "meap": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens", "mask_with",
+                               "mask_schedule"),
+                      "meap_sft": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens", "sft_variant",
+                                   "sft_min_answer_tokens")}
 """The objective fields that change what a run trains on (NTP masks nothing, so its mask settings do not)."""
+LATER_OBJECTIVE_DEFAULTS = {"mask_with": "mask_token", "mask_schedule": "constant"}
+"""Objective settings added after runs were stored: part of the identity only away from these defaults,
+so every run stored before them keeps its identity (and its pairing and resumption)."""
+
+
+def _objective_identity(objective: dict) -> dict:
+    later = LATER_OBJECTIVE_DEFAULTS
+    return {k: objective[k] for k in OBJECTIVE_IDENTITY[objective["name"]]
+            if not (k in later and objective[k] == later[k])}
 
 
 @dataclass(frozen=True)
@@ -418,7 +444,7 @@ class RunSpec(_Serialisable):
         data["data"].pop("cache_dir")
         data["optim"].pop("micro_batch_size")
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
-                "objective": {k: data["objective"][k] for k in OBJECTIVE_IDENTITY[self.objective.name]},
+                "objective": _objective_identity(data["objective"]),
                 "optim": data["optim"], "tokens": self.tokens_trained, "seed": self.seed,
                 "precision": self.precision_used}
 

@@ -115,11 +115,31 @@ def llama_config(shape: ModelShape, vocab_size: int, seq_len: int, tie_embedding
 
 
 def build_model(shape: ModelShape, vocab_size: int, seq_len: int, *, seed: int, tie_embeddings: bool = False,
-                rope_theta: float = 10000.0, pad_token_id: int | None = None):
-    """Instantiate a freshly initialised ``LlamaForCausalLM``; the seed fixes the initial weights."""
+                rope_theta: float = 10000.0, pad_token_id: int | None = None,
+                zero_embedding_token_id: int | None = None):
+    """Instantiate a freshly initialised ``LlamaForCausalLM``; the seed fixes the initial weights.
+    ``zero_embedding_token_id``: that token's input embedding is held at zero (``zero_input_embedding``)."""
     import torch
     from transformers import LlamaForCausalLM
 
     config = llama_config(shape, vocab_size, seq_len, tie_embeddings, rope_theta, pad_token_id)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)
+    if zero_embedding_token_id is not None:
+        zero_input_embedding(model, zero_embedding_token_id)
+    return model
+
+
+ZERO_EMBEDDING_KEY = "zero_embedding_token_id"
+"""The model config's record of ``zero_input_embedding``, so a loaded checkpoint reads inputs the same way."""
+
+
+def zero_input_embedding(model, token_id: int) -> None:
+    """Inputs of ``token_id`` embed to zero: a forward hook on the input embedding zeroes their rows (the
+    embedding row then gets no gradient from the input side), and the config records it."""
+    setattr(model.config, ZERO_EMBEDDING_KEY, token_id)
+
+    def zeroed(module, args, output):
+        return output.masked_fill((args[0] == token_id).unsqueeze(-1), 0.0)
+
+    model.get_input_embeddings().register_forward_hook(zeroed)

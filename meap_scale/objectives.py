@@ -8,6 +8,9 @@ same convention, which is why its "last input position is never masked" rule is 
 MEAP pretraining (design.md section 3): k = max(1, int(L * ratio)) input positions are drawn without
 replacement from 0..L-2 and replaced by [MASK]; labels stay the clean next tokens; the loss is the mean
 over all positions. The only labels ever ignored in pretraining are padding of the corpus's final block.
+Variants to compare against (``ObjectiveSpec.mask_with``, ``mask_schedule``): masked inputs replaced by a
+uniformly drawn ordinary token, or by [MASK] with a zero input embedding (``meap_scale.models``); the
+ratio constant or decaying linearly to 0 over the run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ class StreamPlace:
     """Optimiser step (``shared_columns`` masks one set of columns per step, for the whole global batch)."""
     positions: tuple[int, ...]
     """Global sequence index of each row in the run's token stream."""
+    steps: int | None = None
+    """The run's optimiser steps: what a mask-ratio schedule runs over."""
 
     def scores(self, sampling: str, candidates: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Mask scores for ``meap_mask``: one row per sequence (``per_row``) or one per step (``shared_columns``)."""
@@ -56,8 +61,34 @@ def mask_count(length: int, ratio: float) -> int:
     return max(1, int(length * ratio))
 
 
-MASK_STREAMS = {"row": 0, "step": 1, "probe": 2}
-"""Independent random streams: a training row's masks, a shared-columns step's masks, an eval probe's masks."""
+MASK_STREAMS = {"row": 0, "step": 1, "probe": 2, "replacement": 3}
+"""Independent random streams: a training row's masks, a shared-columns step's masks, an eval probe's masks,
+a training row's replacement tokens (``mask_with='random_token'``)."""
+
+
+def scheduled_ratio(spec: ObjectiveSpec, place: StreamPlace) -> float:
+    """The mask ratio at ``place.step``: constant, or falling linearly from ``mask_ratio`` at the first
+    step to 0 at the last."""
+    if spec.mask_schedule == "constant":
+        return spec.mask_ratio
+    if place.steps is None:
+        raise ValueError("mask_schedule 'linear_decay' needs the run's steps in StreamPlace.steps")
+    return spec.mask_ratio * (1.0 - place.step / max(place.steps - 1, 1))
+
+
+def ordinary_ids(vocab_size: int, special_token_ids: Sequence[int]) -> torch.Tensor:
+    """Token ids a random replacement may take: the vocabulary without its special tokens."""
+    ids = torch.arange(vocab_size)
+    return ids[~torch.isin(ids, torch.tensor(list(special_token_ids), dtype=ids.dtype))]
+
+
+def replacement_tokens(place: StreamPlace, length: int, ordinary: torch.Tensor) -> torch.Tensor:
+    """(B, length) ordinary tokens drawn uniformly, row i from a generator keyed by its stream position
+    (as its masks are), so the replacements too are the same whatever the resources."""
+    tag = MASK_STREAMS["replacement"]
+    rows = [np.random.default_rng([place.seed, tag, int(key)]).integers(0, len(ordinary), length)
+            for key in place.positions]
+    return ordinary[torch.from_numpy(np.stack(rows))]
 
 
 def mask_scores(seed: int, keys: Sequence[int], candidates: int, *, stream: str = "row",
@@ -130,13 +161,22 @@ def ntp(tokens: torch.Tensor, *, pad_token_id: int | None = None) -> Batch:
 
 
 def meap(tokens: torch.Tensor, spec: ObjectiveSpec, *, mask_token_id: int, place: StreamPlace,
-         special_token_ids: Sequence[int] = (), pad_token_id: int | None = None) -> Batch:
-    """MEAP pretraining over a (B, L+1) block: masked inputs, clean labels, loss on every position."""
+         special_token_ids: Sequence[int] = (), pad_token_id: int | None = None,
+         vocab_size: int | None = None) -> Batch:
+    """MEAP pretraining over a (B, L+1) block: masked inputs, clean labels, loss on every position.
+    ``vocab_size`` (the tokenizer's) is needed for ``mask_with='random_token'``."""
     inputs = tokens[:, :-1]
     eligible = _not_special(inputs, special_token_ids) if spec.exclude_special_tokens and special_token_ids else None
     scores = place.scores(spec.mask_sampling, inputs.shape[1] - 1, inputs.device)
-    mask = meap_mask(inputs, spec.mask_ratio, scores=scores, eligible=eligible)
-    return Batch(inputs.masked_fill(mask, mask_token_id), _ignore(tokens[:, 1:], pad_token_id))
+    mask = meap_mask(inputs, scheduled_ratio(spec, place), scores=scores, eligible=eligible)
+    if spec.mask_with == "random_token":
+        if vocab_size is None:
+            raise ValueError("mask_with 'random_token' needs the tokenizer's vocab_size")
+        fill = replacement_tokens(place, inputs.shape[1], ordinary_ids(vocab_size, special_token_ids))
+        masked = torch.where(mask, fill.to(inputs.device, inputs.dtype), inputs)
+    else:
+        masked = inputs.masked_fill(mask, mask_token_id)
+    return Batch(masked, _ignore(tokens[:, 1:], pad_token_id))
 
 
 def _answer_mask_positions(answer: torch.Tensor, ratio: float, scores: torch.Tensor) -> torch.Tensor:
@@ -202,6 +242,7 @@ def apply_objective(
     special_token_ids: Sequence[int] = (),
     pad_token_id: int | None = None,
     answer_mask: torch.Tensor | None = None,
+    vocab_size: int | None = None,
 ) -> Batch:
     """The one entry point the training loop calls: a block of tokens in, the Batch the loss sees out.
 
@@ -213,7 +254,7 @@ def apply_objective(
         return ntp(tokens, pad_token_id=pad_token_id)
     if spec.name == "meap":
         return meap(tokens, spec, mask_token_id=mask_token_id, place=place,
-                    special_token_ids=special_token_ids, pad_token_id=pad_token_id)
+                    special_token_ids=special_token_ids, pad_token_id=pad_token_id, vocab_size=vocab_size)
     if answer_mask is None or pad_token_id is None:
         raise ValueError("objective 'meap_sft' needs answer_mask and pad_token_id")
     return meap_sft(tokens, answer_mask, spec, mask_token_id=mask_token_id, place=place,

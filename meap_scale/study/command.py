@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 
-from meap_scale.config import PARALLELISMS, PLACEMENTS, ConfigError
+from meap_scale.config import MASK_SCHEDULES, MASK_WITH, PARALLELISMS, PLACEMENTS, ConfigError
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option, at_least
 from meap_scale.report.fit_tables import paired_line
@@ -38,6 +38,11 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="recompute each layer's activations in the backward pass (default: the preset's, off)")
     parser.add_argument("--micro-batch-size", type=at_least(1),
                         help="sequences per worker per forward pass; accumulation keeps the preset's global batch")
+    parser.add_argument("--mask-with", choices=MASK_WITH,
+                        help="what MEAP's masked inputs become: [MASK] (the paper), a random ordinary token, or "
+                             "[MASK] with a zero embedding (default: mask_token)")
+    parser.add_argument("--mask-schedule", choices=MASK_SCHEDULES,
+                        help="MEAP's mask ratio: constant, or decaying linearly to 0 over each run (default: constant)")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
@@ -58,7 +63,7 @@ def study_from_args(study: str, args: argparse.Namespace):
     changes = {"workers": args.workers, "cpus_per_worker": args.cpus_per_worker, "data": args.data,
                "cache_dir": args.cache_dir, "placement": args.placement, "parallel": args.parallel,
                "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
-               "tokens": args.tokens,
+               "tokens": args.tokens, "mask_with": args.mask_with, "mask_schedule": args.mask_schedule,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}
     return build_study(study, args.preset, **changes)

@@ -112,17 +112,19 @@ CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")
 OPTIM_CHANGES = ("micro_batch_size",)
+OBJECTIVE_CHANGES = ("mask_with", "mask_schedule")
 
 
 def build_study(study: str, preset: str, *, data: str | None = None, cache_dir: str | None = None,
                 **changes) -> StudySpec:
-    """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES``, corpus
-    (``data``) and cache, and the study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
+    """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES``,
+    ``OBJECTIVE_CHANGES`` (the masking variant of every MEAP run), corpus (``data``) and cache, and the
+    study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    unknown = sorted(set(changes) - set(RUN_CHANGES) - set(STUDY_CHANGES) - set(OPTIM_CHANGES))
+    unknown = sorted(set(changes) - set(RUN_CHANGES) - set(STUDY_CHANGES) - set(OPTIM_CHANGES) - set(OBJECTIVE_CHANGES))
     if unknown:
         raise ConfigError(f"cannot change {unknown} of a study preset")
     spec = STUDIES[study](preset)
@@ -138,6 +140,7 @@ def build_study(study: str, preset: str, *, data: str | None = None, cache_dir: 
         sequences = spec.base.sequences_per_step
         base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size, sequences // workers))
     base["optim"].update({k: changes[k] for k in OPTIM_CHANGES if changes.get(k) is not None})
+    base["objective"].update({k: changes[k] for k in OBJECTIVE_CHANGES if changes.get(k) is not None})
     if workers and workers > 1 and "cpus_per_worker" not in run_changes and not run_changes.get("use_gpu", False) \
             and not spec.base.use_gpu:
         base["cpus_per_worker"] = CPU_WORKER_SHARE  # n workers and their trial's driver fit on n cores

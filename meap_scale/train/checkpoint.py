@@ -137,9 +137,12 @@ def load_model(directory: str) -> nn.Module:
     sharded = _require_sharded(directory)
     import torch.distributed.checkpoint as dcp
 
+    from meap_scale.models import ZERO_EMBEDDING_KEY, zero_input_embedding
     from meap_scale.train.parallel import CausalLM
 
     model = LlamaForCausalLM(LlamaConfig.from_pretrained(os.path.join(directory, MODEL_DIR)))
+    if getattr(model.config, ZERO_EMBEDDING_KEY, None) is not None:
+        zero_input_embedding(model, getattr(model.config, ZERO_EMBEDDING_KEY))
     state = {"model": CausalLM(model).state_dict()}
     with _single_process_intended():
         dcp.load(state, checkpoint_id=sharded, no_dist=True)

@@ -113,9 +113,10 @@ class TrainingRun:
 
     def _build_lm(self):
         spec, data = self.spec, self.data
+        zeroed = data.mask_id if spec.objective.mask_with == "zero_embedding" else None
         return build_model(spec.model.shape, data.model_vocab_size, spec.data.seq_len, seed=spec.seed,
                            tie_embeddings=spec.model.tie_embeddings, rope_theta=spec.model.rope_theta,
-                           pad_token_id=data.pad_id)
+                           pad_token_id=data.pad_id, zero_embedding_token_id=zeroed)
 
     def _place(self) -> Placed:
         """FSDP needs a process group; a lone in-process worker has none and nothing to shard over, so it
@@ -154,9 +155,10 @@ class TrainingRun:
         blocks' stream positions, so the layout of ranks and micro-batches does not change them."""
         rank = self.session.rank
         blocks = self.train_blocks[self.order.micro_batch(step, micro_step, rank)]["tokens"]
-        place = StreamPlace(self.spec.seed, step, tuple(self.order.positions(step, micro_step, rank)))
+        place = StreamPlace(self.spec.seed, step, tuple(self.order.positions(step, micro_step, rank)), self.spec.steps)
         batch = apply_objective(self._tokens(blocks), self.spec.objective, mask_token_id=self.data.mask_id,
-                                place=place, special_token_ids=self.data.special_ids, pad_token_id=self.data.pad_id)
+                                place=place, special_token_ids=self.data.special_ids, pad_token_id=self.data.pad_id,
+                                vocab_size=self.data.vocab_size)
         return blocks, batch
 
     def _micro_step(self, step: int, micro_step: int, last: bool) -> torch.Tensor:
