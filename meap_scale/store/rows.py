@@ -50,6 +50,7 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
     return {
         "run_id": spec.run_id, "objective": objective.name, "mask_ratio": objective.mask_ratio,
         "mask_sampling": objective.mask_sampling, "exclude_special_tokens": objective.exclude_special_tokens,
+        "mask_with": objective.mask_with, "mask_schedule": objective.mask_schedule,
         "model_size": spec.model.size, "n_layers": shape.n_layers, "d_model": shape.d_model,
         "n_heads": shape.n_heads, "n_kv_heads": shape.n_kv_heads, "ffn_dim": shape.ffn_dim,
         "vocab_size": data.model_vocab_size, "seq_len": spec.data.seq_len,

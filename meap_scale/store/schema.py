@@ -7,6 +7,8 @@ files written by older versions still read, with nulls):
 - 3: ``evals.eval_spec_json``, the eval spec (one task) a row was made with; runs may have status
   ``stopped`` (by the scheduler, ASHA) or ``interrupted`` (the study was stopped) besides
   ``finished`` and ``failed``.
+- 4: ``runs.mask_with`` and ``runs.mask_schedule``, MEAP's masking variant (null in older files: they
+  were written before the variants existed, so ``mask_token`` and ``constant``).
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES = ("finished", "failed", "stopped", "interrupted")
 """How a run ended: trained to its budget; raised or its process died; stopped early by the study's
@@ -30,7 +32,7 @@ RUNS = pa.schema([
     pa.field("status", pa.string(), nullable=False),  # STATUSES
     ("error", pa.string()),
     ("objective", pa.string()), ("mask_ratio", pa.float64()), ("mask_sampling", pa.string()),
-    ("exclude_special_tokens", pa.bool_()),
+    ("exclude_special_tokens", pa.bool_()), ("mask_with", pa.string()), ("mask_schedule", pa.string()),
     ("model_size", pa.string()), ("n_layers", pa.int32()), ("d_model", pa.int32()), ("n_heads", pa.int32()),
     ("n_kv_heads", pa.int32()), ("ffn_dim", pa.int32()), ("vocab_size", pa.int32()), ("seq_len", pa.int32()),
     ("params_total", pa.int64()), ("params_non_embedding", pa.int64()),
