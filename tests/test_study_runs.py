@@ -265,3 +265,14 @@ def test_a_study_with_an_eval_suite_stores_every_evals_rows(ray_cluster, tmp_pat
         assert {r["task"] for r in mine} == set(EVAL_TASKS)
         assert {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy",
                 "attention_needle_share"} <= set(__import__("json").loads(run["eval_summary_json"]))
+
+
+def test_a_file_url_store_is_anchored_as_its_folder_and_remote_urls_stay_as_they_are(tmp_path, monkeypatch):
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import anchored
+
+    monkeypatch.chdir(tmp_path)
+    for store, expected in ((f"file://{tmp_path}/shared", f"{tmp_path}/shared"), ("results", f"{tmp_path}/results"),
+                            ("s3://bucket/study", "s3://bucket/study")):
+        spec = anchored(build_study("mask_ratio_sweep", "smoke", storage=store))
+        assert spec.storage == expected and spec.base.storage_path == f"{expected}/_runs"

@@ -264,14 +264,17 @@ class StudyOutcome:
         return self.ended["failed"]
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
+def _anchored_store(store: str) -> str:
+    """A remote URL as it is; a local path, or a ``file://`` URL (the same folder), absolute."""
+    if store.startswith("file://"):
+        store = store[len("file://"):]
+    return store if is_url(store) else os.path.abspath(os.path.expanduser(store))
 
 
 def anchored(spec: StudySpec) -> StudySpec:
     """Local paths made absolute on the driver: Tune runs every trial in a working directory of its own,
     where a relative store, run folder or cache would land somewhere else."""
-    storage = spec.storage if _is_url(spec.storage) else os.path.abspath(os.path.expanduser(spec.storage))
+    storage = _anchored_store(spec.storage)
     base = spec.base.to_dict()
     base["storage_path"] = posixpath.join(storage, "_runs")  # multi-worker runs' Ray Train checkpoints
     if base["data"]["cache_dir"] and not is_url(base["data"]["cache_dir"]):
