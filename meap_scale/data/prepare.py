@@ -183,14 +183,14 @@ def prepare_data(spec: DataSpec, *, workers: int | None = None, shard_bytes: int
     corpus_key, key = _keys(spec, source, shard_bytes)
     cache = spec.resolved_cache_dir
     meta = f"{cache}/{key}/{META_FILE}"
-    if not _exists(meta):
+    if not remote.exists(meta):
         work = remote.work_folder(cache) if is_url(cache) else Path(cache)
         if not (work / key / META_FILE).exists():
             (work / key).parent.mkdir(parents=True, exist_ok=True)
             _build(spec, source, corpus_key, work, work / key, workers=workers, shard_bytes=shard_bytes)
         if is_url(cache):
             _upload(work, key, cache)
-    return PreparedData.from_dict(json.loads(remote.read_text(meta) if is_url(cache) else Path(meta).read_text()))
+    return PreparedData.from_dict(json.loads(remote.read_text(meta)))
 
 
 def _upload(work: Path, key: str, cache: str) -> None:
@@ -213,11 +213,7 @@ def _keys(spec: DataSpec, source: sources.Source, shard_bytes: int) -> tuple[str
                                            shard_bytes)
 
 
-def _exists(location: str) -> bool:
-    return remote.exists(location) if is_url(location) else Path(location).exists()
-
-
 def is_prepared(spec: DataSpec, shard_bytes: int = SHARD_BYTES) -> bool:
     """Whether the cache already holds ``spec``'s blocks."""
     key = _keys(spec, sources.resolve_source(spec.source), shard_bytes)[1]
-    return _exists(f"{spec.resolved_cache_dir}/{key}/{META_FILE}")
+    return remote.exists(f"{spec.resolved_cache_dir}/{key}/{META_FILE}")

@@ -47,6 +47,7 @@ def work_folder(cache_url: str) -> Path:
 
 
 def exists(url: str) -> bool:
+    """Whether ``url`` (a URL or a local path: fsspec reads both) exists."""
     fs, path = filesystem(url)
     return fs.exists(path)
 
