@@ -164,6 +164,12 @@ def _add_fit_command(commands) -> None:
                      help="approach 3: leave out this many highest-loss runs per group (Epoch AI drop 5)")
     fit.add_argument("--delta", type=float, default=1e-3, help="approach 3: Huber delta (default: 1e-3)")
     fit.add_argument("--study", help="only runs of this study")
+    held = fit.add_mutually_exclusive_group()
+    held.add_argument("--holdout", type=at_least(1), metavar="K",
+                      help="extrapolation check (approach 3): fit without each group's K largest-compute runs, "
+                           "predict them with prediction intervals and report errors and coverage")
+    held.add_argument("--holdout-above", type=at_least(1), metavar="C",
+                      help="extrapolation check (approach 3): hold out the runs above C FLOPs (C = 6ND)")
 
 
 SUITES = {"retrieval": ("needle", "needle_control", "multidoc", "two_hop"),
@@ -217,6 +223,8 @@ def _add_report_command(commands) -> None:
     report.add_argument("--figures", help="also write every figure as SVG and PNG into this folder")
     report.add_argument("--bootstrap", type=at_least(0), default=100,
                         help="bootstrap resamples for fit bands (default: 100)")
+    report.add_argument("--holdout", type=at_least(1), default=2, metavar="K",
+                        help="extrapolation check: hold out each group's K largest-compute runs (default: 2)")
 
 
 PLAN_DESCRIPTION = """Before running anything: per run, the memory each GPU needs (weights, gradients,
@@ -400,12 +408,32 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extrapolation_check(args: argparse.Namespace, store) -> int:
+    from meap_scale.report.fit_tables import extrapolation_table
+    from meap_scale.scaling import ScalingFitError
+    from meap_scale.scaling.from_store import extrapolation_checks, extrapolation_row
+
+    if args.approach != 3:
+        raise ScalingFitError("an extrapolation check fits approach 3; drop --approach 2")
+    results = extrapolation_checks(store, holdout=args.holdout, above=args.holdout_above,
+                                   group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
+                                   n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap,
+                                   seed=args.seed, options={"drop_highest": args.drop_highest, "delta": args.delta})
+    print(extrapolation_table(results))
+    store.append("fits", [extrapolation_row(r, args.study) for r in results if r.check is not None])
+    checked = sum(r.check is not None for r in results)
+    print(f"{checked} of {len(results)} group(s) checked; checks appended to {args.store}")
+    return 0 if checked == len(results) else 1
+
+
 def _fit(args: argparse.Namespace) -> int:
     from meap_scale.report.fit_tables import fit_table, multiplier_table, paired_line
     from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers, paired_comparisons
     from meap_scale.store import ResultsStore
 
     store = ResultsStore(args.store).require()
+    if args.holdout or args.holdout_above:
+        return _extrapolation_check(args, store)
     results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
                          n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
                          approach=args.approach,
@@ -532,7 +560,8 @@ def _report(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
 
     ResultsStore(args.store).require()
-    built = build_report(args.store, args.out, study=args.study, figures_dir=args.figures, bootstrap=args.bootstrap)
+    built = build_report(args.store, args.out, study=args.study, figures_dir=args.figures, bootstrap=args.bootstrap,
+                         holdout=args.holdout)
     print(f"wrote {built.path} ({built.size_bytes / 1e6:.1f} MB, {len(built.figures)} figures, "
           f"{built.seconds:.1f} s); sections: {', '.join(built.sections)}")
     if built.missing:

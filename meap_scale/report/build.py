@@ -12,7 +12,9 @@ from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.from_store import GroupFit, fit_groups, paired_comparisons
+from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
+from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, extrapolation_checks, fit_groups,
+                                           paired_comparisons)
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 
@@ -41,6 +43,14 @@ def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int)
         return []
 
 
+def _extrapolations(store: ResultsStore, study: str | None, bootstrap: int, holdout: int) -> list[GroupExtrapolation]:
+    """Each group's check with its ``holdout`` largest-compute runs held out; none when nothing can be checked."""
+    try:
+        return extrapolation_checks(store, study=study, holdout=holdout, bootstrap_samples=bootstrap)
+    except ScalingFitError:
+        return []
+
+
 def _paired(store: ResultsStore, study: str | None) -> list[PairedComparison]:
     try:
         return paired_comparisons(store, study=study)
@@ -56,15 +66,18 @@ def _version() -> str:
 
 
 def build_report(store_url: str, out: str, *, study: str | None = None, figures_dir: str | None = None,
-                 bootstrap: int = 100) -> BuiltReport:
+                 bootstrap: int = 100, holdout: int = 2) -> BuiltReport:
     """Write the report for ``store_url`` (one ``study`` or all) to ``out``; ``figures_dir`` also gets every
-    figure as SVG and PNG. Fits are made here, with ``bootstrap`` resamples for their bands."""
+    figure as SVG and PNG. Fits are made here, with ``bootstrap`` resamples for their bands; the extrapolation
+    check holds out each group's ``holdout`` largest-compute runs."""
     started = time.perf_counter()
     store = ResultsStore(store_url)
     data = load_report_data(store, study)
     fits, isoflops = _fits(store, study, bootstrap, 3), _fits(store, study, bootstrap, 2)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops), S.meap_vs_ntp(data, fits, _paired(store, study)),
+    checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_BOOTSTRAP else []
+    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops),
+             S.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
              S.mask_ratio(data, S.importances(data)), S.retrieval(data), S.curves(data)]
     if data.runs:
         built.append(S.Section("runs", "All runs", "Every run in the store: click a column to sort, type to filter.",

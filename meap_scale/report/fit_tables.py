@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meap_scale.scaling.from_store import GroupFit, Multiplier
+from meap_scale.scaling.from_store import GroupExtrapolation, GroupFit, Multiplier
 
 COLUMNS = {"chinchilla-approach-3": ("E", "A", "B", "alpha", "beta", "a", "b"), "isoflop": ("a", "b", "k")}
 
@@ -56,3 +56,30 @@ def paired_line(comparison) -> str:
     return (f"{treatment} minus ntp, val_loss paired by seed: {comparison.mean_difference:+.4f} "
             f"(95% t [{low:+.4f}, {high:+.4f}], bootstrap [{boot_low:+.4f}, {boot_high:+.4f}], {comparison.pairs} "
             f"pair(s) in {comparison.cells} (N, D) cell(s)): {comparison.verdict()}")
+
+
+def extrapolation_table(results: list[GroupExtrapolation]) -> str:
+    """Per group: the held-out runs, predicted against observed with the prediction interval, then coverage."""
+    lines = []
+    for result in results:
+        lines.append(f"[{_group_label(result.group)}] {len(result.run_ids)} run(s)")
+        lines.extend(f"  note: {note}" for note in result.notes)
+        check = result.check
+        if check is None:
+            lines.append(f"  cannot check: {result.error}")
+            continue
+        percent = f"{100 * check.fit.interval:g}%"
+        lines.append(f"  {check.rule}; law fitted on {len(check.fitted_ids)} run(s) up to C={check.largest_fitted_compute:.3g}"
+                     f" (E={check.fit.E:.4g}, alpha={check.fit.alpha:.3g}, beta={check.fit.beta:.3g})")
+        lines.append(f"  {'run':<20} {'C':>9} {'observed':>9} {'predicted':>9}  {percent + ' prediction interval':<24}"
+                     f" {'error':>8} {'rel.':>7}")
+        for h in check.held_out:
+            mark = "" if h.covered else "  outside"
+            lines.append(f"  {h.run_id[:20]:<20} {h.compute:>9.3g} {h.observed:>9.4g} {h.predicted:>9.4g}  "
+                         f"{f'[{h.low:.4g}, {h.high:.4g}]':<24} {h.error:>+8.4f} {h.relative_error:>+7.2%}{mark}")
+        covered = sum(h.covered for h in check.held_out)
+        lines.append(f"  coverage {covered}/{len(check.held_out)} ({check.coverage:.0%}, nominal {percent}); mean "
+                     f"|error| {check.mean_absolute_error:.4g} ({check.mean_absolute_relative_error:.2%}); held-out "
+                     f"compute reaches {check.reach:.3g}x the largest fitted")
+        lines.extend(f"  warning: {w}" for w in check.fit.warnings)
+    return "\n".join(lines)

@@ -18,6 +18,8 @@ import numpy as np
 from meap_scale import strict_json
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
 from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.scaling.extrapolation import (Extrapolation, check_extrapolation, holdout_rule,
+                                               require_bootstrap)
 from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
@@ -51,25 +53,45 @@ def group_stream(seed: int, key: dict) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_samples: int, seed: int,
-               options: dict) -> GroupFit:
+@dataclass(frozen=True)
+class GroupPoints:
+    """One group's runs as fit inputs, with the conventions they were read under."""
+
+    n: list
+    d: list
+    loss: list
+    ids: tuple[str, ...]
+    notes: tuple[str, ...]
+    stream: int
+    conventions: dict
+
+    @property
+    def compute(self) -> tuple[float, ...]:
+        return tuple(6.0 * ni * di for ni, di in zip(self.n, self.d) if ni and di)
+
+
+def group_points(group: RunGroup, n_convention: str, seed: int) -> GroupPoints:
     members = group.runs
-    n = [m[N_COLUMNS[n_convention]] for m in members]
-    d = [m["tokens_seen"] for m in members]
-    ids = tuple(m["run_id"] for m in members)
-    compute = tuple(6.0 * ni * di for ni, di in zip(n, d) if ni and di)
     notes = tuple(group.note_exclusions() + group.notes)
     stream = group_stream(seed, group.key)
     conventions = {"n": n_convention, "d": "tokens_seen", "loss": "val_loss", "group": group.label,
                    "law_key": group.key, "bootstrap_seed": stream, "notes": list(notes)}
+    return GroupPoints([m[N_COLUMNS[n_convention]] for m in members], [m["tokens_seen"] for m in members],
+                       [m["val_loss"] for m in members], tuple(m["run_id"] for m in members), notes, stream,
+                       conventions)
+
+
+def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_samples: int, seed: int,
+               options: dict) -> GroupFit:
+    p = group_points(group, n_convention, seed)
     try:
-        if not members:
+        if not p.ids:
             raise ScalingFitError("no run of this group can be a point")
-        fit = fit_function(n, d, [m["val_loss"] for m in members], bootstrap_samples=bootstrap_samples,
-                           seed=stream, conventions=conventions, **options)
-        return GroupFit(group.label, fit, None, ids, compute, group.key, notes)
+        fit = fit_function(p.n, p.d, p.loss, bootstrap_samples=bootstrap_samples, seed=p.stream,
+                           conventions=p.conventions, **options)
+        return GroupFit(group.label, fit, None, p.ids, p.compute, group.key, p.notes)
     except ScalingFitError as error:
-        return GroupFit(group.label, None, str(error), ids, compute, group.key, notes)
+        return GroupFit(group.label, None, str(error), p.ids, p.compute, group.key, p.notes)
 
 
 def _rows(store: ResultsStore, study: str | None) -> list[dict]:
@@ -77,6 +99,18 @@ def _rows(store: ResultsStore, study: str | None) -> list[dict]:
     if not rows:
         raise ScalingFitError(f"no runs in {store.url}" + (f" for study {study!r}" if study else ""))
     return rows
+
+
+def _groups(store: ResultsStore, group_by: tuple[str, ...] | None, n_convention: str, study: str | None,
+            split_by: tuple[str, ...] = ()) -> list[RunGroup]:
+    if n_convention not in N_COLUMNS:
+        raise ScalingFitError(f"unknown N convention {n_convention!r}; use one of {', '.join(N_COLUMNS)}")
+    groups = group_runs(_rows(store, study), group_by, split_by=split_by)
+    if not any(group.runs for group in groups):
+        reasons = sorted({reason for group in groups for reason in group.excluded})
+        raise ScalingFitError(f"no finished runs with a finite validation loss in {store.url}"
+                              + (f" for study {study!r}" if study else "") + f" ({'; '.join(reasons)})")
+    return groups
 
 
 def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, n_convention: str = "total",
@@ -87,15 +121,44 @@ def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, 
     drop_highest, delta for approach 3)."""
     if approach not in APPROACHES:
         raise ScalingFitError(f"unknown approach {approach}; approaches: {', '.join(map(str, APPROACHES))}")
-    if n_convention not in N_COLUMNS:
-        raise ScalingFitError(f"unknown N convention {n_convention!r}; use one of {', '.join(N_COLUMNS)}")
-    groups = group_runs(_rows(store, study), group_by, split_by=SPLIT_BY[approach])
-    if not any(group.runs for group in groups):
-        reasons = sorted({reason for group in groups for reason in group.excluded})
-        raise ScalingFitError(f"no finished runs with a finite validation loss in {store.url}"
-                              + (f" for study {study!r}" if study else "") + f" ({'; '.join(reasons)})")
+    groups = _groups(store, group_by, n_convention, study, SPLIT_BY[approach])
     return [_fit_group(group, APPROACHES[approach], n_convention, bootstrap_samples, seed, options or {})
             for group in groups]
+
+
+@dataclass(frozen=True)
+class GroupExtrapolation:
+    group: dict
+    check: Extrapolation | None
+    error: str | None
+    run_ids: tuple[str, ...]
+    key: dict = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _check_group(group: RunGroup, n_convention: str, seed: int, checks: dict) -> GroupExtrapolation:
+    p = group_points(group, n_convention, seed)
+    try:
+        if not p.ids:
+            raise ScalingFitError("no run of this group can be a point")
+        check = check_extrapolation(p.n, p.d, p.loss, p.ids, seed=p.stream, conventions=p.conventions, **checks)
+        return GroupExtrapolation(group.label, check, None, p.ids, group.key, p.notes)
+    except ScalingFitError as error:
+        return GroupExtrapolation(group.label, None, str(error), p.ids, group.key, p.notes)
+
+
+def extrapolation_checks(store: ResultsStore, *, holdout: int | None = None, above: float | None = None,
+                         group_by: tuple[str, ...] | None = None, n_convention: str = "total",
+                         study: str | None = None, bootstrap_samples: int = 200, seed: int = 0,
+                         options: dict | None = None) -> list[GroupExtrapolation]:
+    """Per law group: fit approach 3 without its largest-compute runs (``holdout`` K of them, or those
+    ``above`` C FLOPs) and predict them with prediction intervals. The choice is checked before the store
+    is read; a group that cannot be checked carries the reason."""
+    holdout_rule(holdout, above)
+    require_bootstrap(bootstrap_samples)
+    checks = {"holdout": holdout, "above": above, "bootstrap_samples": bootstrap_samples, **(options or {})}
+    return [_check_group(group, n_convention, seed, checks)
+            for group in _groups(store, group_by, n_convention, study)]
 
 
 @dataclass(frozen=True)
@@ -195,3 +258,16 @@ def fit_row(result: GroupFit, study: str | None) -> dict:
         "params_json": strict_json.dumps({k: v for k, v in summary.items() if k != "intervals"}, default=str),
         "intervals_json": strict_json.dumps(summary["intervals"]),
     }
+
+
+def extrapolation_row(result: GroupExtrapolation, study: str | None) -> dict:
+    """The ``fits`` row of one group's extrapolation check: the rule, the law fitted without the held-out
+    runs, every prediction with its interval, and the coverage."""
+    summary = {**result.check.summary(), "group": result.group, "conventions": result.check.fit.conventions}
+    identity = json.dumps([summary["rule"], summary["conventions"], sorted(result.run_ids),
+                           len(result.check.fit.samples)], sort_keys=True, default=str)
+    return {"fit_id": hashlib.sha256(("extrapolation-check" + identity).encode()).hexdigest()[:16], "study": study,
+            "law": "extrapolation-check", "objective": result.group.get("objective"),
+            "n_convention": summary["conventions"]["n"], "flops_convention": "C = 6ND",
+            "n_points": len(result.run_ids), "params_json": strict_json.dumps(summary, default=str),
+            "intervals_json": strict_json.dumps({h.run_id: [h.low, h.high] for h in result.check.held_out})}

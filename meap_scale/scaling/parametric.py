@@ -227,11 +227,15 @@ class ParametricFit:
                 "tokens_per_parameter": self._with_interval(lambda v: d_opt(v) / n_opt(v)),
                 "loss": self._with_interval(loss)}
 
-    def interval_of(self, function) -> tuple[float, float, float]:
-        """(low, high, standard error) of ``function(values)`` over the bootstrap samples."""
+    def draws(self, function) -> np.ndarray:
+        """``function(values)`` at every bootstrap refit."""
         if self.samples is None:
             raise ScalingFitError("no bootstrap samples: fit with bootstrap > 0 for intervals")
-        draws = np.asarray(function(natural(self.samples)), dtype=float)
+        return np.asarray(function(natural(self.samples)), dtype=float)
+
+    def interval_of(self, function) -> tuple[float, float, float]:
+        """(low, high, standard error) of ``function(values)`` over the bootstrap samples."""
+        draws = self.draws(function)
         return (*percentile_interval(draws, self.interval), float(np.nanstd(draws, ddof=1)))
 
     def intervals(self) -> dict[str, tuple[float, float, float]]:
