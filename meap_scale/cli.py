@@ -427,8 +427,9 @@ def _extrapolation_check(args: argparse.Namespace, store) -> int:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from meap_scale.report.fit_tables import fit_table, multiplier_table, paired_line
-    from meap_scale.scaling.from_store import fit_groups, fit_row, multiplier_rows, multipliers, paired_comparisons
+    from meap_scale.report.fit_tables import fit_table, multiplier_table, paired_line, retrieval_table
+    from meap_scale.scaling.from_store import (fit_groups, fit_row, multiplier_rows, multipliers, paired_comparisons,
+                                               retrieval_laws, retrieval_multipliers, retrieval_rows)
     from meap_scale.store import ResultsStore
 
     store = ResultsStore(args.store).require()
@@ -444,8 +445,12 @@ def _fit(args: argparse.Namespace) -> int:
         print(multiplier_table(found))
     for comparison in paired_comparisons(store, study=args.study, seed=args.seed):
         print(paired_line(comparison))
+    laws = retrieval_laws(store, results, seed=args.seed) if args.approach == 3 else []
+    retrieval = retrieval_multipliers(laws, results)
+    if laws:
+        print(retrieval_table(laws, retrieval))
     store.append("fits", [fit_row(r, args.study) for r in results if r.fit is not None]
-                 + multiplier_rows(found, args.study))
+                 + multiplier_rows(found, args.study) + retrieval_rows(laws, retrieval, args.study))
     fitted = sum(r.fit is not None for r in results)
     print(f"{fitted} of {len(results)} group(s) fitted; fits appended to {args.store}")
     return 0 if fitted == len(results) else 1

@@ -15,10 +15,11 @@ from meap_scale.report.synthetic import write_synthetic_store
 SI = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 XSS_NAME = "<script>alert(1)</script>"
 XSS_ERROR = "<img src=x onerror=alert(1)> CUDA out of memory"
-SECTIONS = ("summary", "scaling", "fits", "extrapolation", "meap_vs_ntp", "mask_ratio", "retrieval", "curves", "runs", "provenance")
-FIGURES = ("loss_vs_compute", "isoflop_profiles", "extrapolation_check", "compute_multiplier", "retrieval_vs_compute", "mask_ratio_loss",
-           "mask_ratio_retrieval", "parameter_importance", "needle_heatmap", "lost_in_the_middle",
-           "attention_summary", "attention_entropy", "training_curves")
+SECTIONS = ("summary", "scaling", "fits", "extrapolation", "meap_vs_ntp", "mask_ratio", "retrieval",
+            "retrieval_laws", "curves", "runs", "provenance")
+FIGURES = ("loss_vs_compute", "isoflop_profiles", "extrapolation_check", "compute_multiplier", "retrieval_vs_compute",
+           "mask_ratio_loss", "mask_ratio_retrieval", "parameter_importance", "needle_heatmap", "lost_in_the_middle",
+           "attention_summary", "attention_entropy", "retrieval_laws", "training_curves")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_an_empty_store_gives_a_page_that_says_what_is_missing(empty_report):
     built, page = empty_report
     assert built.sections == ("provenance",) and built.figures == ()
     assert set(built.missing) == {"summary", "scaling", "fits", "extrapolation", "meap_vs_ntp", "mask_ratio",
-                                  "retrieval", "curves"}
+                                  "retrieval", "retrieval_laws", "curves"}
     assert "has no runs" in page and "Not shown" in page and "finished runs with a validation loss" in page
 
 

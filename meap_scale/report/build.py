@@ -8,13 +8,14 @@ import time
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+from meap_scale.report import forecasts as F
 from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
 from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, extrapolation_checks, fit_groups,
-                                           paired_comparisons)
+                                           paired_comparisons, retrieval_laws, retrieval_multipliers)
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 
@@ -75,10 +76,13 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     data = load_report_data(store, study)
     fits, isoflops = _fits(store, study, bootstrap, 3), _fits(store, study, bootstrap, 2)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    laws = retrieval_laws(store, fits)
+    retrieval = retrieval_multipliers(laws, fits)
     checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_BOOTSTRAP else []
     built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops),
-             S.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
-             S.mask_ratio(data, S.importances(data)), S.retrieval(data), S.curves(data)]
+             F.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
+             S.mask_ratio(data, S.importances(data)), S.retrieval(data), F.retrieval_laws(laws, retrieval),
+             S.curves(data)]
     if data.runs:
         built.append(S.Section("runs", "All runs", "Every run in the store: click a column to sort, type to filter.",
                                run_columns=S.RUN_COLUMNS))

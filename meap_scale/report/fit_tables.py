@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from meap_scale.scaling.from_store import GroupExtrapolation, GroupFit, Multiplier
+from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, GroupRetrievalLaw, Multiplier,
+                                           RetrievalMultiplier)
 
 COLUMNS = {"chinchilla-approach-3": ("E", "A", "B", "alpha", "beta", "a", "b"), "isoflop": ("a", "b", "k")}
 
@@ -82,4 +83,32 @@ def extrapolation_table(results: list[GroupExtrapolation]) -> str:
                      f"|error| {check.mean_absolute_error:.4g} ({check.mean_absolute_relative_error:.2%}); held-out "
                      f"compute reaches {check.reach:.3g}x the largest fitted")
         lines.extend(f"  warning: {w}" for w in check.fit.warnings)
+    return "\n".join(lines)
+
+
+def _bounds(entry: dict) -> str:
+    return f" [{entry['low']:.3g}, {entry['high']:.3g}]" if "low" in entry else ""
+
+
+def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplier]) -> str:
+    """Two-step retrieval laws per group and task, or why not; then multipliers on retrieval next to loss."""
+    if not laws:
+        return ""
+    lines = ["retrieval laws (accuracy = chance + (1 - chance) / (1 + exp(k (L - L0))), L from the loss law's "
+             "compute-optimal frontier):"]
+    for law in laws:
+        label = f"  [{_group_label(law.group)}] {law.task}"
+        if law.law is None:
+            lines.append(f"{label}: not fitted: {law.error}")
+            continue
+        fitted = law.law
+        largest = float(fitted.points.compute.max())
+        top = fitted.accuracy(largest)
+        lines.append(f"{label}: L0={fitted.l0:.4g}, k={fitted.k:.3g}, chance {fitted.points.chance:.3g}, "
+                     f"{int(fitted.points.above_chance().sum())} of {len(fitted.points.run_ids)} run(s) above chance; "
+                     f"chained accuracy {top['value']:.3g}{_bounds(top)} at C={largest:.3g}")
+    if found:
+        lines.append("compute multiplier over NTP on retrieval accuracy (and on loss, at the same compute):")
+        lines.extend(f"  {_group_label(m.group)} {m.task} at C={m.compute:.3g}: retrieval {m.retrieval['value']:.3g}"
+                     f"{_bounds(m.retrieval)}; loss {m.loss['value']:.3g}{_bounds(m.loss)}" for m in found)
     return "\n".join(lines)

@@ -16,11 +16,10 @@ import numpy as np
 from meap_scale.report.data import CURVE_POINTS, ReportData
 from meap_scale.report.figures import SCHEMA, Figure, axis, band, chart, heatmap, objective_colour, rule_at
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
-from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
-from meap_scale.scaling.from_store import GroupExtrapolation, GroupFit, baseline_of
+from meap_scale.scaling.from_store import GroupFit, baseline_of
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.isoflop import IsoflopFit
-from meap_scale.scaling.parametric import PARAMS, ParametricFit
+from meap_scale.scaling.parametric import ParametricFit
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ class Missing:
     needs: str
 
 
-def _label(group: dict) -> str:
+def label(group: dict) -> str:
     return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in group.items())
 
 
@@ -103,7 +102,7 @@ def _frontier_rows(result: GroupFit, grid: np.ndarray) -> list[dict]:
     for compute in grid:
         loss = result.fit.frontier(float(compute))["loss"]
         rows.append({"flops": float(compute), "loss": loss["value"], "low": loss.get("low"),
-                     "high": loss.get("high"), "group": _label(result.group),
+                     "high": loss.get("high"), "group": label(result.group),
                      "objective": result.group.get("objective")})
     return rows
 
@@ -113,7 +112,7 @@ def not_fitted(what: str, fits: list[GroupFit]) -> list[str]:
     reasons: dict[str, list[str]] = defaultdict(list)
     for f in fits:
         if f.fit is None:
-            reasons[str(f.error)].append(_label(f.group))
+            reasons[str(f.error)].append(label(f.group))
     return [f"{what} not fitted for {len(groups)} of {len(fits)} group(s) ({'; '.join(groups[:3])}"
             f"{', ...' if len(groups) > 3 else ''}): {reason}" for reason, groups in reasons.items()]
 
@@ -160,10 +159,10 @@ def _isoflop_figure(data: ReportData, iso: list[GroupFit]) -> Figure:
     for result in iso:
         for run_id in result.run_ids:
             run = by_id[run_id]
-            values.append({"params": run["params_total"], "loss": run["val_loss"], "group": _label(result.group),
+            values.append({"params": run["params_total"], "loss": run["val_loss"], "group": label(result.group),
                            "budget": f"{run['flops_6nd']:.2g}"})
         for budget in result.fit.budgets:
-            minima.append({"params": budget.n_star, "loss": budget.loss_star, "group": _label(result.group),
+            minima.append({"params": budget.n_star, "loss": budget.loss_star, "group": label(result.group),
                            "budget": f"{budget.compute:.2g}", "extrapolated": budget.extrapolated})
     x, y = axis("params", "parameters N (total)", log=True), axis("loss", "validation loss")
     budget = {"field": "budget", "type": "ordinal", "title": "budget (FLOPs)"}
@@ -195,10 +194,10 @@ def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missi
             law = "approach 2"
         else:
             continue
-        rows.append((_label(result.group), law, len(result.run_ids), *cells, "; ".join(fit.warnings),
+        rows.append((label(result.group), law, len(result.run_ids), *cells, "; ".join(fit.warnings),
                      "; ".join(result.notes)))
     if not rows:
-        reasons = "; ".join(f"{_label(f.group)}: {f.error}" for f in fits if f.error)
+        reasons = "; ".join(f"{label(f.group)}: {f.error}" for f in fits if f.error)
         return Missing("fits", "Fitted scaling laws", "groups of finished runs spanning several sizes and budgets"
                        + (f" ({reasons})" if reasons else ""))
     return Section("fits", "Fitted scaling laws", "Chinchilla's approach 3, L(N, D) = E + A/N^alpha + B/D^beta "
@@ -211,73 +210,6 @@ def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missi
                                   "notes"), rows)])
 
 
-# --- does the law extrapolate ------------------------------------------------------------------------
-
-def _extrapolation_values(checks: list[GroupExtrapolation]) -> tuple[list[dict], list[dict]]:
-    """Relative errors (observed / predicted - 1) of the fitted runs and of the held-out runs, with the
-    held-out runs' prediction intervals on the same scale."""
-    fitted, held = [], []
-    for result in checks:
-        check, label = result.check, _label(result.group)
-        fitted += [{"flops": c, "error": r, "group": label, "run": run_id} for run_id, c, r in
-                   zip(check.fitted_ids, check.fitted_compute, check.fitted_relative_errors)]
-        held += [{"flops": h.compute, "error": h.observed / h.predicted - 1, "low": h.low / h.predicted - 1,
-                  "high": h.high / h.predicted - 1, "observed": h.observed, "predicted": h.predicted,
-                  "group": label, "run": h.run_id, "covered": "inside" if h.covered else "outside"}
-                 for h in check.held_out]
-    return fitted, held
-
-
-def extrapolation(checks: list[GroupExtrapolation], bootstrap: int) -> Section | Missing:
-    title = "Does the law extrapolate?"
-    needs = (f"groups with at least {len(PARAMS) + 1} runs to fit below the held-out largest-compute runs, and a "
-             f"report bootstrap of at least {MIN_BOOTSTRAP} refits")
-    if bootstrap < MIN_BOOTSTRAP:
-        return Missing("extrapolation", title, f"{needs} (this report was built with --bootstrap {bootstrap})")
-    done = [c for c in checks if c.check is not None]
-    if not done:
-        reasons = "; ".join(sorted({f"{_label(c.group)}: {c.error}" for c in checks})[:4])
-        return Missing("extrapolation", title, needs + (f" ({reasons})" if reasons else ""))
-    fitted, held = _extrapolation_values(done)
-    x = {"field": "flops", "type": "quantitative", "title": "training compute C = 6ND (FLOPs)",
-         "scale": {"type": "log", "padding": 16, "nice": False}}  # padding: the held-out runs sit at the largest compute
-    y = {"field": "error", "type": "quantitative", "title": "observed / predicted loss - 1", "axis": {"format": "+%"}}
-    colour = {"field": "group", "type": "nominal", "title": "law"}
-    tooltip = [{"field": f, "type": "nominal"} for f in ("run", "group", "covered")] + [
-        {"field": f, "type": "quantitative", "format": ".4g"} for f in ("observed", "predicted")]
-    layers = [{"data": {"values": fitted}, "mark": {"type": "point", "opacity": 0.35},
-               "encoding": {"x": x, "y": y, "color": colour,
-                            "tooltip": [{"field": "run", "type": "nominal"}, {"field": "error", "format": "+.2%"}]}},
-              {"mark": {"type": "rule", "strokeWidth": 3, "opacity": 0.45},
-               "encoding": {"x": x, "y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"},
-                            "color": colour}},
-              {"mark": {"type": "point", "filled": True, "size": 70},
-               "encoding": {"x": x, "y": y, "color": colour,
-                            "shape": {"field": "covered", "type": "nominal", "title": "observed vs interval",
-                                      "scale": {"domain": ["inside", "outside"], "range": ["circle", "cross"]}},
-                            "tooltip": tooltip}},
-              rule_at(0.0, "y", "law's prediction")]
-    rows = [(_label(c.group), h.run_id, f"{h.compute:.3g}", f"{h.compute / c.check.largest_fitted_compute:.3g}x",
-             f"{h.observed:.4g}", f"{h.predicted:.4g}", f"[{h.low:.4g}, {h.high:.4g}]", f"{h.relative_error:+.2%}",
-             "yes" if h.covered else "no") for c in done for h in c.check.held_out]
-    percent = f"{100 * done[0].check.fit.interval:g}%"
-    notes = [f"{_label(c.group)}: {sum(h.covered for h in c.check.held_out)} of {len(c.check.held_out)} held-out "
-             f"run(s) inside their {percent} prediction interval; mean |relative error| "
-             f"{c.check.mean_absolute_relative_error:.2%}; law fitted on {len(c.check.fitted_ids)} run(s)"
-             + ("; warnings: " + "; ".join(c.check.fit.warnings) if c.check.fit.warnings else "") for c in done]
-    notes += [f"{_label(c.group)}: not checked: {c.error}" for c in checks if c.check is None]
-    return Section("extrapolation", title, f"Each law is fitted again without its group's largest-compute runs "
-                   f"({done[0].check.rule}) and asked to predict them. Filled marks: held-out runs, observed loss "
-                   f"relative to the prediction; bars: their {percent} prediction intervals (bootstrap refits of the "
-                   "law plus the run-to-run scatter of the fitted runs); faint points: the fitted runs, the in-sample "
-                   "scatter. A law that extrapolates puts most held-out runs inside their bars; errors that grow with "
-                   "distance from the fitted compute mean the law's form, not noise, limits the forecast. Rerun with "
-                   "meap-scale fit --holdout K or --holdout-above C to choose the held-out runs.",
-                   figures=[Figure("extrapolation_check", title, chart(title, held, layers))],
-                   tables=[Table(("law", "held-out run", "C (FLOPs)", "C / largest fitted", "observed", "predicted",
-                                  f"{percent} prediction interval", "relative error", "inside"), rows)], notes=notes)
-
-
 # --- MEAP vs NTP ------------------------------------------------------------------------------------
 
 def _multiplier_rows(treatment: GroupFit, baseline: GroupFit) -> list[dict]:
@@ -288,7 +220,7 @@ def _multiplier_rows(treatment: GroupFit, baseline: GroupFit) -> list[dict]:
         low, high = (multiplier_interval(treatment.fit, baseline.fit, float(compute), treatment.fit.interval)
                      if treatment.fit.samples is not None and baseline.fit.samples is not None else (None, None))
         rows.append({"flops": float(compute), "multiplier": float(value), "low": low, "high": high,
-                     "group": _label(treatment.group), "objective": treatment.group.get("objective")})
+                     "group": label(treatment.group), "objective": treatment.group.get("objective")})
     return rows
 
 
@@ -330,7 +262,7 @@ def at_chance(data: ReportData) -> bool:
 
 
 def _paired_table(paired: list[PairedComparison]) -> Table:
-    rows = [(_label(c.treatment), c.pairs, c.cells, f"{c.mean_difference:+.4f}",
+    rows = [(label(c.treatment), c.pairs, c.cells, f"{c.mean_difference:+.4f}",
              f"[{c.t_interval[0]:+.4f}, {c.t_interval[1]:+.4f}]",
              f"[{c.bootstrap_interval[0]:+.4f}, {c.bootstrap_interval[1]:+.4f}]",
              "-" if c.p_value is None else f"{c.p_value:.2g}", c.verdict()) for c in paired]

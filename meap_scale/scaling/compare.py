@@ -27,7 +27,7 @@ def frontier_loss(values: dict, compute: float) -> float:
     return values["E"] + values["A"] / n ** values["alpha"] + values["B"] / d ** values["beta"]
 
 
-def _scalar(values: dict, k: int = 0) -> dict:
+def scalar(values: dict, k: int = 0) -> dict:
     return {name: float(v[k]) for name, v in values.items()}
 
 
@@ -35,18 +35,23 @@ def _multiplier(treatment: dict, baseline: dict, compute: float) -> float:
     target = frontier_loss(treatment, compute)
     if not np.isfinite(target) or target <= baseline["E"]:
         return math.inf
-    gap = lambda log_c: frontier_loss(baseline, math.exp(log_c)) - target  # noqa: E731 (decreasing in C)
+    return matching_compute(lambda log_c: frontier_loss(baseline, math.exp(log_c)) - target, compute)
+
+
+def matching_compute(gap, compute: float) -> float:
+    """The baseline compute where ``gap(log C)`` (decreasing in C) crosses zero, over ``compute``: inf when the
+    baseline never gets there within ``LOG_C_RANGE``."""
     low, high = LOG_C_RANGE
     if gap(low) < 0:
         return math.exp(low) / compute
-    if gap(high) > 0:
+    if not gap(high) <= 0:  # also NaN: a degenerate refit never matches
         return math.inf
     return math.exp(brentq(gap, low, high, xtol=1e-10)) / compute
 
 
 def compute_multiplier(treatment: ParametricFit, baseline: ParametricFit, compute) -> np.ndarray:
     """Baseline compute matching the treatment's frontier loss, over C, for each C in ``compute``."""
-    t, b = _scalar(natural(treatment.theta)), _scalar(natural(baseline.theta))
+    t, b = scalar(natural(treatment.theta)), scalar(natural(baseline.theta))
     return np.array([_multiplier(t, b, float(c)) for c in np.atleast_1d(compute)])
 
 
@@ -57,5 +62,5 @@ def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compu
         raise ScalingFitError("both fits need bootstrap samples for a multiplier interval")
     count = min(len(treatment.samples), len(baseline.samples))
     t, b = natural(treatment.samples[:count]), natural(baseline.samples[:count])
-    draws = np.array([_multiplier(_scalar(t, k), _scalar(b, k), compute) for k in range(count)])
+    draws = np.array([_multiplier(scalar(t, k), scalar(b, k), compute) for k in range(count)])
     return percentile_interval(draws, interval)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,8 @@ from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric
+from meap_scale.scaling.retrieval_law import TASKS as RETRIEVAL_TASKS
+from meap_scale.scaling.retrieval_law import RetrievalLaw, accuracy_points, fit_retrieval_law, retrieval_multiplier
 from meap_scale.store import ResultsStore
 
 N_COLUMNS = {"total": "params_total", "non_embedding": "params_non_embedding"}
@@ -271,3 +274,111 @@ def extrapolation_row(result: GroupExtrapolation, study: str | None) -> dict:
             "n_convention": summary["conventions"]["n"], "flops_convention": "C = 6ND",
             "n_points": len(result.run_ids), "params_json": strict_json.dumps(summary, default=str),
             "intervals_json": strict_json.dumps({h.run_id: [h.low, h.high] for h in result.check.held_out})}
+
+
+@dataclass(frozen=True)
+class GroupRetrievalLaw:
+    group: dict
+    task: str
+    law: RetrievalLaw | None
+    error: str | None
+    key: dict = field(default_factory=dict)
+
+
+def _retrieval_evals(store: ResultsStore) -> dict[tuple[str, str], dict[str, dict]]:
+    """(run_id, task) -> {"accuracy": row, "chance": row} over whole-task ("all") rows of retrieval tasks."""
+    found: dict[tuple[str, str], dict[str, dict]] = {}
+    for row in store.read("evals").to_pylist():
+        if row["condition"] == "all" and row["task"] in RETRIEVAL_TASKS and row["metric"] in ("accuracy", "chance"):
+            found.setdefault((row["run_id"], row["task"]), {})[row["metric"]] = row
+    return found
+
+
+def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, float], seed: int) -> RetrievalLaw:
+    if not isinstance(result.fit, ParametricFit):
+        raise ScalingFitError(f"no loss law to chain: {result.error}")
+    ids = [r for r in result.run_ids if {"accuracy", "chance"} <= set(evals.get((r, task), {}))]
+    rows = [evals[(r, task)] for r in ids]
+    compute = dict(zip(result.run_ids, result.compute))
+    points = accuracy_points(ids, [compute.get(r, math.nan) for r in ids], [losses[r] for r in ids],
+                             [row["accuracy"]["value"] for row in rows],
+                             [row["accuracy"]["stderr"] if row["accuracy"]["stderr"] is not None else math.nan
+                              for row in rows], [row["chance"]["value"] for row in rows])
+    return fit_retrieval_law(task, result.fit, points, group_stream(seed, {**result.key, "task": task}))
+
+
+def retrieval_laws(store: ResultsStore, fits: list[GroupFit], *, seed: int = 0) -> list[GroupRetrievalLaw]:
+    """Two-step retrieval laws for every approach-3 group and retrieval task its runs were evaluated on; a law
+    that cannot be fitted carries the reason (every run at chance, too few runs, no loss law)."""
+    evals = _retrieval_evals(store)
+    if not evals:
+        return []
+    losses = {r["run_id"]: r["val_loss"] for r in store.read("runs").select(["run_id", "val_loss"]).to_pylist()}
+    out = []
+    for result in fits:
+        for task in RETRIEVAL_TASKS:
+            if not any((r, task) in evals for r in result.run_ids):
+                continue
+            try:
+                out.append(GroupRetrievalLaw(result.group, task, _retrieval_law(result, task, evals, losses, seed),
+                                             None, result.key))
+            except ScalingFitError as error:
+                out.append(GroupRetrievalLaw(result.group, task, None, str(error), result.key))
+    return out
+
+
+@dataclass(frozen=True)
+class RetrievalMultiplier:
+    group: dict
+    task: str
+    compute: float
+    retrieval: dict
+    """Multiplier on chained retrieval accuracy: value, and low/high with bootstrap."""
+    loss: dict
+    """Multiplier on frontier loss at the same compute, for comparison."""
+
+
+def retrieval_multipliers(laws: list[GroupRetrievalLaw], fits: list[GroupFit],
+                          baseline_objective: str = "ntp") -> list[RetrievalMultiplier]:
+    """Every fitted treatment law against the baseline objective's law of the same key and task, at the smallest,
+    geometric-mean and largest compute of the two groups' runs; the loss multiplier alongside."""
+    fitted = [law for law in laws if law.law is not None]
+    compute = {json.dumps(f.key, sort_keys=True, default=str): f.compute for f in fits}
+    out = []
+    for task in RETRIEVAL_TASKS:
+        of_task = [law for law in fitted if law.task == task]
+        for law in of_task:
+            index = _baseline_index(law.key, [other.key for other in of_task], baseline_objective)
+            if law.key.get("objective.name") == baseline_objective or index is None:
+                continue
+            baseline = of_task[index]
+            spent = np.array(compute[json.dumps(law.key, sort_keys=True, default=str)]
+                             + compute[json.dumps(baseline.key, sort_keys=True, default=str)])
+            for c in (spent.min(), float(np.exp(np.log(spent).mean())), spent.max()):
+                loss = {"value": float(compute_multiplier(law.law.loss_law, baseline.law.loss_law, [c])[0])}
+                if law.law.loss_law.samples is not None and baseline.law.loss_law.samples is not None:
+                    loss["low"], loss["high"] = multiplier_interval(law.law.loss_law, baseline.law.loss_law, c,
+                                                                    law.law.loss_law.interval)
+                out.append(RetrievalMultiplier(law.group, task, float(c),
+                                               retrieval_multiplier(law.law, baseline.law, float(c)), loss))
+    return out
+
+
+def retrieval_rows(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplier], study: str | None) -> list[dict]:
+    """One ``fits`` row per fitted retrieval law, its multipliers over the baseline inside."""
+    rows = []
+    for law in laws:
+        if law.law is None:
+            continue
+        mine = [{"compute": m.compute, "retrieval": m.retrieval, "loss": m.loss} for m in found
+                if m.group == law.group and m.task == law.task]
+        summary = {**law.law.summary(), "group": law.group, "law_key": law.key, "multipliers_over_ntp": mine,
+                   "loss_conventions": law.law.loss_law.conventions}
+        identity = json.dumps([law.key, law.task, sorted(law.law.points.run_ids), summary["bootstrap"]],
+                              sort_keys=True, default=str)
+        rows.append({"fit_id": hashlib.sha256(("retrieval-two-step" + identity).encode()).hexdigest()[:16],
+                     "study": study, "law": "retrieval-two-step", "objective": law.group.get("objective"),
+                     "n_convention": law.law.loss_law.conventions.get("n"), "flops_convention": "C = 6ND",
+                     "n_points": len(law.law.points.run_ids),
+                     "params_json": strict_json.dumps(summary, default=str), "intervals_json": None})
+    return rows

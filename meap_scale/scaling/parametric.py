@@ -128,8 +128,15 @@ def percentile_interval(draws, interval: float) -> tuple[float, float]:
     """Central percentile interval of bootstrap draws with coverage ``interval``; NaN draws are ignored,
     infinite ones sort last."""
     tail = 50.0 * (1.0 - interval)
-    low, high = np.nanpercentile(np.asarray(draws, dtype=float), [tail, 100.0 - tail])
-    return float(low), float(high)
+    values = np.asarray(draws, dtype=float)
+    with np.errstate(invalid="ignore"):  # interpolating between two infinite draws gives NaN: the bound is inf
+        bounds = np.nanpercentile(values, [tail, 100.0 - tail])
+    low, high = (float(b) for b in bounds)
+    if np.isnan(low) and np.isinf(values).any():
+        low = -np.inf if (values == -np.inf).any() else np.inf
+    if np.isnan(high) and np.isinf(values).any():
+        high = np.inf if (values == np.inf).any() else -np.inf
+    return low, high
 
 
 def natural(theta: np.ndarray) -> dict[str, np.ndarray]:
