@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -246,6 +247,19 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mfu", type=float,
                         help="model-FLOP utilisation for GPU-hours, in (0, 1] (default: an assumption the output states)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--gpus", type=at_least(1), default=8,
+                        help="GPUs available: the study's wall time packs its runs onto them (default: 8)")
+    parser.add_argument("--price", type=float, help="cost of one GPU-hour (e.g. 2.5, in your currency)")
+    power = parser.add_argument_group("power analysis (studies with NTP and MEAP runs at several sizes and budgets)")
+    power.add_argument("--detect", type=float, default=1.2,
+                       help="the MEAP-over-NTP compute multiplier to detect (default: 1.2)")
+    power.add_argument("--prior-store",
+                       help="a results store whose latest NTP fit is the prior law and whose repeated seeds give "
+                            "the run-to-run noise (default: the Epoch AI law and --noise)")
+    power.add_argument("--noise", type=float,
+                       help="run-to-run standard deviation of log loss (default: measured in --prior-store, else 0.01)")
+    power.add_argument("--simulations", type=at_least(0), default=200,
+                       help="simulated studies (default: 200; 0 skips the power analysis)")
 
 
 def _plan_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
@@ -579,7 +593,8 @@ def _report(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from meap_scale.plan import ASSUMED_MFU, MFU_BASIS, plan_runs, render, study_runs
+    from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render, render_power, render_schedule,
+                                 study_runs, wall_hours)
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 
@@ -602,14 +617,51 @@ def _plan(args: argparse.Namespace) -> int:
     if options.mfu is not None and not 0 < options.mfu <= 1:
         raise ConfigError(f"--mfu must be in (0, 1], got {options.mfu}")
     mfu, basis = (options.mfu, "given with --mfu") if options.mfu else (ASSUMED_MFU, MFU_BASIS)
+    if options.price is not None and not (math.isfinite(options.price) and options.price >= 0):
+        raise ConfigError(f"--price must be a non-negative number, got {options.price}")
     gpu = accelerator_named(options.gpu)
     plans = plan_runs(runs, gpu, mfu)
+    wall_hours(plans, options.gpus)
+    power, why_not = _power(options, plans) if args.rest[0] in STUDIES else (None, None)
     if options.json:
+        hours = sum(p.gpu_hours for p in plans)
         print(json.dumps({"gpu": gpu.key, "mfu": mfu, "mfu_basis": basis, "runs": [p.to_dict() for p in plans],
-                          "gpu_hours": sum(p.gpu_hours for p in plans)}, indent=1))
+                          "gpu_hours": hours, "gpus": options.gpus, "wall_hours": wall_hours(plans, options.gpus),
+                          "cost": None if options.price is None else hours * options.price,
+                          "power": power.to_dict() if power else None, "power_not_run": why_not}, indent=1))
     else:
-        print(render(plans, gpu, mfu, basis))
+        lines = [render(plans, gpu, mfu, basis), "", *render_schedule(plans, options.gpus, options.price)]
+        lines += render_power(power) if power else [f"Power analysis not run: {why_not}"] if why_not else []
+        print("\n".join(lines))
     return 0 if all(p.fits for p in plans) else 1
+
+
+def _power(options: argparse.Namespace, plans: list):
+    """(the power analysis, None), or (None, why it was not run)."""
+    from meap_scale.plan import power_design
+    from meap_scale.scaling import ScalingFitError
+    from meap_scale.scaling.from_store import noise_from_store, prior_from_store
+    from meap_scale.scaling.power import DEFAULT_NOISE, EPOCH_PRIOR, check_design, simulate_power
+    from meap_scale.store import ResultsStore
+
+    if options.simulations == 0:
+        return None, "--simulations 0"
+    for name, value in (("--detect", options.detect), ("--noise", options.noise)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{name} must be a positive number, got {value}")
+    ntp, meap, which = power_design(plans)
+    try:
+        check_design(ntp, meap)
+    except ScalingFitError as error:
+        return None, f"{error} ({which})"
+    prior, measured = EPOCH_PRIOR, None
+    if options.prior_store:
+        store = ResultsStore(options.prior_store).require()
+        prior, measured = prior_from_store(store), noise_from_store(store)
+    noise, source = (options.noise, "given with --noise") if options.noise else measured or \
+        (DEFAULT_NOISE, "a stated default (no store with repeated seeds given)")
+    return simulate_power(ntp, meap, prior=prior, multiplier=options.detect, noise=noise, noise_source=source,
+                          simulations=options.simulations), None
 
 
 def main(argv: list[str] | None = None) -> int:

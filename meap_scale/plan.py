@@ -1,9 +1,12 @@
 """``meap-scale plan``: before anything runs, what each run of a train command or a study preset needs per
-GPU, whether it fits a named GPU type, its FLOPs and its GPU-hours.
+GPU, whether it fits a named GPU type, its FLOPs and its GPU-hours; for a study, its wall time on a given
+number of GPUs and its cost at a given price (the power analysis is ``meap_scale.scaling.power``).
 
 GPU-hours = PaLM training FLOPs (``meap_scale.models.flops_per_token(...).palm`` x tokens trained) / (the
 GPU's dense bf16 peak x MFU). Our loop's MFU on GPUs is unmeasured (docs/performance.md): the default
-``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it.
+``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it. Wall time packs the
+runs onto the GPUs longest first, each run holding its ``workers`` GPUs for GPU-hours / workers hours
+(start-up, evals and checkpoints not counted).
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from meap_scale.config import RunSpec
-from meap_scale.models import flops_per_token, padded_vocab_size
+from meap_scale.config import ConfigError, RunSpec
+from meap_scale.models import flops_per_token, padded_vocab_size, param_counts
 from meap_scale.train.devices import Accelerator
 from meap_scale.train.memory import MemoryEstimate, estimate_memory, fixes, gib
 
@@ -31,6 +34,8 @@ class RunPlan:
     fixes: tuple[str, ...]
     flops: float
     gpu_hours: float
+    params_total: int
+    """N as the scaling fits count it (Chinchilla: embeddings and head included)."""
 
     @property
     def fits(self) -> bool:
@@ -60,7 +65,8 @@ def plan_run(spec: RunSpec, gpu: Accelerator, mfu: float, label: dict, vocab: in
         * spec.tokens_trained
     found = tuple(fixes(spec, vocab, gpu.memory_bytes, gpu=True)) if memory.total > gpu.memory_bytes else ()
     return RunPlan(spec=spec, label=label, memory=memory, capacity=gpu.memory_bytes, fixes=found, flops=flops,
-                   gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600)
+                   gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
+                   params_total=param_counts(spec.model.shape, vocab, spec.model.tie_embeddings).total)
 
 
 def study_runs(study) -> list[tuple[dict, RunSpec]]:
@@ -89,6 +95,38 @@ def plan_runs(runs: list[tuple[dict, RunSpec]], gpu: Accelerator, mfu: float) ->
             vocabs[key] = model_vocab(spec)
         plans.append(plan_run(spec, gpu, mfu, label, vocabs[key]))
     return plans
+
+
+def wall_hours(plans: list[RunPlan], gpus: int) -> float:
+    """Hours until the last run ends when the runs are packed onto ``gpus`` GPUs, longest first, each on the
+    ``workers`` GPUs that free up earliest."""
+    widest = max(p.spec.workers for p in plans)
+    if gpus < widest:
+        raise ConfigError(f"--gpus {gpus} is fewer than the {widest} GPUs one run of this plan needs")
+    free = [0.0] * gpus
+    for plan in sorted(plans, key=lambda p: p.gpu_hours / p.spec.workers, reverse=True):
+        chosen = sorted(range(gpus), key=free.__getitem__)[:plan.spec.workers]
+        end = max(free[g] for g in chosen) + plan.gpu_hours / plan.spec.workers
+        for g in chosen:
+            free[g] = end
+    return max(free)
+
+
+def power_design(plans: list[RunPlan]) -> tuple[list[tuple[float, float]], list[tuple[float, float]], str]:
+    """(N, D) of every NTP run and of every MEAP run at the plan's most planned mask ratio (the paper's on a
+    tie), and which ratio."""
+    ntp = [(float(p.params_total), float(p.spec.tokens_trained)) for p in plans if p.spec.objective.name == "ntp"]
+    by_ratio: dict[float, list[RunPlan]] = {}
+    for p in plans:
+        if p.spec.objective.name == "meap":
+            by_ratio.setdefault(p.spec.objective.mask_ratio, []).append(p)
+    if not by_ratio:
+        return ntp, [], "no MEAP runs"
+    from meap_scale.study.presets import MEAP_RATIO
+
+    ratio = max(by_ratio, key=lambda r: (len(by_ratio[r]), r == MEAP_RATIO))  # ties: the paper's ratio
+    return ntp, [(float(p.params_total), float(p.spec.tokens_trained)) for p in by_ratio[ratio]], \
+        f"MEAP at mask ratio {ratio:g}"
 
 
 def _si(value: float) -> str:
@@ -127,3 +165,25 @@ def render(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> st
               f"{gib(largest.memory.activations_if_not_checkpointed)}; full fp32 logits (HF's loss) would add "
               f"{gib(largest.memory.plain_loss_logits)}"]
     return "\n".join(lines)
+
+
+def render_schedule(plans: list[RunPlan], gpus: int, price: float | None) -> list[str]:
+    """Wall time on ``gpus`` GPUs and, with a price per GPU-hour, the cost."""
+    hours = sum(p.gpu_hours for p in plans)
+    wall = wall_hours(plans, gpus)
+    lines = [f"On {gpus} GPU(s): {wall:,.1f} hours wall time ({wall / 24:,.2f} days; runs packed longest first, "
+             f"start-up, evals and checkpoints not counted)"]
+    if price is not None:
+        lines.append(f"Cost at ${price:g} per GPU-hour: ${hours * price:,.0f}")
+    return lines
+
+
+def render_power(power) -> list[str]:
+    """The power analysis in words (``power``: a ``meap_scale.scaling.power.Power``)."""
+    return [f"Power (simulated {power.simulations} times; prior: {power.prior.source}; run-to-run noise "
+            f"{power.noise:.3g} in log loss, {power.noise_source}):",
+            f"  a true compute multiplier of {power.multiplier:g}x at C = {power.compute:.3g} FLOPs is estimated as "
+            f"{power.median_estimate:.3g}x (median); a 95% interval would span about {power.interval_ratio:.2f}x "
+            f"(high / low)",
+            f"  probability of detecting it (multiplier > 1 at p < 0.05, two-sided): {power.detection:.0%}"
+            + (f"; {power.failed} simulation(s) could not be fitted" if power.failed else "")]

@@ -25,6 +25,7 @@ from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric
+from meap_scale.scaling.power import PriorLaw
 from meap_scale.scaling.retrieval_law import TASKS as RETRIEVAL_TASKS
 from meap_scale.scaling.retrieval_law import RetrievalLaw, accuracy_points, fit_retrieval_law, retrieval_multiplier
 from meap_scale.store import ResultsStore
@@ -380,5 +381,36 @@ def retrieval_rows(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplie
                      "study": study, "law": "retrieval-two-step", "objective": law.group.get("objective"),
                      "n_convention": law.law.loss_law.conventions.get("n"), "flops_convention": "C = 6ND",
                      "n_points": len(law.law.points.run_ids),
-                     "params_json": strict_json.dumps(summary, default=str), "intervals_json": None})
+                     "params_json": strict_json.dumps(summary, default=str),
+                     "intervals_json": strict_json.dumps(law.law.intervals())})
     return rows
+
+
+def prior_from_store(store: ResultsStore, objective: str = "ntp") -> PriorLaw:
+    """The latest approach-3 fit of ``objective`` in the store's ``fits`` table, as a prior law."""
+    rows = [r for r in store.read("fits").to_pylist() if r["law"] == "chinchilla-approach-3"
+            and r["objective"] == objective]
+    if not rows:
+        raise ScalingFitError(f"no approach-3 {objective} fit in {store.url}: run meap-scale fit there first")
+    latest = max(rows, key=lambda r: r["written_at"])
+    values = json.loads(latest["params_json"])["values"]
+    return PriorLaw(*(float(values[k]) for k in ("E", "A", "B", "alpha", "beta")),
+                    source=f"{objective} fit {latest['fit_id']} from {store.url}")
+
+
+def noise_from_store(store: ResultsStore) -> tuple[float, str] | None:
+    """Pooled seed-to-seed standard deviation of log(validation loss) over cells (one law group, one N and
+    D) with two or more seeds, and how it was measured; None when no cell has two seeds."""
+    squares, freedom, cells = 0.0, 0, 0
+    for group in group_runs(store.runs().to_pylist()):
+        by_cell: dict[tuple, list[float]] = {}
+        for run in group.runs:
+            by_cell.setdefault((run["params_total"], run["tokens_seen"]), []).append(math.log(run["val_loss"]))
+        for logs in by_cell.values():
+            if len(logs) >= 2:
+                squares += float(np.sum((np.array(logs) - np.mean(logs)) ** 2))
+                freedom += len(logs) - 1
+                cells += 1
+    if not freedom:
+        return None
+    return math.sqrt(squares / freedom), f"measured in {store.url}: {cells} (N, D) cell(s) with 2+ seeds"

@@ -141,6 +141,13 @@ class RetrievalLaw:
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return np.array([function(scalar(loss_samples, k), self.samples[k]) for k in range(count)])
 
+    def intervals(self) -> dict[str, list[float]]:
+        """Percentile intervals of L0 and k over the sigmoid's bootstrap refits (none without them)."""
+        if self.samples is None:
+            return {}
+        return {"L0": list(percentile_interval(self.samples[:, 0], self.loss_law.interval)),
+                "k": list(percentile_interval(np.exp(self.samples[:, 1]), self.loss_law.interval))}
+
     def summary(self) -> dict:
         return {"task": self.task, "law": "acc = chance + (1 - chance) / (1 + exp(k (L - L0)))", "L0": self.l0,
                 "k": self.k, "chance": self.points.chance, "runs": len(self.points.run_ids),

@@ -1,0 +1,131 @@
+"""Planning a study before launch: wall time and cost on a number of GPUs, and the power analysis that
+simulates the design from a prior law to say whether it can detect a MEAP compute multiplier."""
+
+import json
+import math
+from contextlib import redirect_stdout
+from io import StringIO
+
+import numpy as np
+import pytest
+
+from meap_scale.cli import main
+from meap_scale.plan import plan_runs, study_runs, wall_hours
+from meap_scale.report.synthetic import write_synthetic_store
+from meap_scale.scaling import ScalingFitError
+from meap_scale.scaling.compare import frontier_loss
+from meap_scale.scaling.from_store import noise_from_store, prior_from_store
+from meap_scale.scaling.parametric import natural
+from meap_scale.scaling.power import EPOCH_PRIOR, check_design, simulate_power
+from meap_scale.study.presets import scaling_grid
+from meap_scale.train.devices import accelerator_named
+
+GRID = [(n, d) for n in (1e8, 3e8, 6e8, 1.2e9) for d in (2e9, 8e9, 2e10)]
+
+
+def test_the_simulated_treatment_is_worth_exactly_the_multiplier_at_every_compute():
+    prior = natural(EPOCH_PRIOR.theta)
+    values = {k: float(v[0]) for k, v in prior.items()}
+    for compute in (1e18, 1e21, 1e24):
+        n = np.geomspace(1e6, 1e13, 200_001)
+        best_treated = EPOCH_PRIOR.treated_loss(n, compute / (6 * n), 1.5).min()
+        assert best_treated == pytest.approx(frontier_loss(values, 1.5 * compute), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def powers():
+    """(no effect, 1.2x, 1.5x, 1.2x with three seeds per cell): 60 simulations each."""
+    return (simulate_power(GRID, GRID, multiplier=1.0, simulations=60, seed=1, n_jobs=2),
+            simulate_power(GRID, GRID, multiplier=1.2, simulations=60, seed=2, n_jobs=2),
+            simulate_power(GRID, GRID, multiplier=1.5, simulations=60, seed=3, n_jobs=2),
+            simulate_power(GRID * 3, GRID * 3, multiplier=1.2, simulations=60, seed=4, n_jobs=2))
+
+
+def test_with_no_effect_a_difference_is_detected_at_about_the_false_positive_rate(powers):
+    """Measured over 200 simulations: 2% (nominal 2.5%, one-sided)."""
+    null = powers[0]
+    assert null.detection <= 0.1 and 0.9 < null.median_estimate < 1.1 and null.failed == 0
+
+
+def test_detection_grows_with_the_effect_and_with_seeds_per_cell(powers):
+    """Measured over 200 simulations: 1.2x 27%, 1.5x 76%; three seeds shrink sigma from 0.15 to 0.095."""
+    _, small, large, seeded = powers
+    assert large.detection > small.detection + 0.2
+    assert small.median_estimate == pytest.approx(1.2, rel=0.1) and large.median_estimate == pytest.approx(1.5, rel=0.1)
+    assert seeded.sigma < 0.8 * small.sigma and seeded.interval_ratio < small.interval_ratio
+    assert seeded.interval_ratio == pytest.approx(math.exp(2 * 1.959964 * seeded.sigma))
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"multiplier": 0.0}, "positive number"),
+    ({"noise": -0.01}, "positive standard deviation"),
+    ({"simulations": 5}, "at least 20 simulations"),
+])
+def test_bad_power_options_are_refused_before_simulating(options, message):
+    with pytest.raises(ScalingFitError, match=message):
+        simulate_power(GRID, GRID, **options)
+
+
+def test_designs_that_cannot_fit_a_law_per_objective_are_refused():
+    with pytest.raises(ScalingFitError, match="0 MEAP run"):
+        check_design(GRID, [])
+    with pytest.raises(ScalingFitError, match="every NTP run has the same model size"):
+        check_design([(1e8, d) for d in np.geomspace(1e9, 1e10, 8)], GRID)
+
+
+def _plan(*argv: str) -> tuple[int, str]:
+    out = StringIO()
+    with redirect_stdout(out):
+        code = main(["plan", *argv])
+    return code, out.getvalue()
+
+
+def test_plan_of_the_paper_presets_prints_wall_time_cost_and_detection_probability():
+    code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--gpus", "64", "--price", "2.5",
+                       "--simulations", "40")
+    assert code in (0, 1)
+    assert "On 64 GPU(s): " in text and "hours wall time" in text and "Cost at $2.5 per GPU-hour: $" in text
+    assert "probability of detecting it (multiplier > 1 at p < 0.05, two-sided): " in text
+    assert "Epoch AI's replication of Chinchilla" in text and "a stated default" in text
+    code, raw = _plan("isoflop", "--preset", "paper", "--gpu", "h100", "--json", "--simulations", "40", "--detect",
+                      "1.5")
+    plan = json.loads(raw)
+    assert plan["power"]["multiplier"] == 1.5 and 0 <= plan["power"]["detection_probability"] <= 1
+    assert plan["wall_hours"] >= max(r["gpu_hours"] / r["workers"] for r in plan["runs"])
+    code, text = _plan("mask_ratio_sweep", "--preset", "paper", "--gpu", "h100")
+    assert "Power analysis not run: every NTP run has the same model size" in text and "mask ratio 0.15" in text
+
+
+def test_wall_time_packs_runs_onto_the_gpus():
+    plans = plan_runs(study_runs(scaling_grid("paper")), accelerator_named("h100"), 0.3)
+    longest = max(p.gpu_hours / p.spec.workers for p in plans)
+    assert wall_hours(plans, 10_000) == pytest.approx(longest)
+    workers = plans[0].spec.workers
+    assert wall_hours(plans, workers) == pytest.approx(sum(p.gpu_hours for p in plans) / workers)
+    assert longest <= wall_hours(plans, 64) <= sum(p.gpu_hours for p in plans) / 64 + longest
+    with pytest.raises(Exception, match="fewer than the 8 GPUs one run"):
+        wall_hours(plans, 4)
+
+
+def test_a_bad_plan_schedule_option_fails_before_simulating(capsys):
+    assert main(["plan", "scaling_grid", "--preset", "paper", "--gpus", "4"]) == 2
+    assert "fewer than the 8 GPUs" in capsys.readouterr().err
+    assert main(["plan", "scaling_grid", "--preset", "paper", "--price", "-1"]) == 2
+    assert main(["plan", "scaling_grid", "--preset", "paper", "--noise", "nan"]) == 2
+    assert "--noise must be a positive number" in capsys.readouterr().err
+
+
+def test_the_prior_law_and_the_noise_come_from_a_store(tmp_path, capsys):
+    """The synthetic store: two seeds per cell with 1% log-normal noise, NTP's law E=1.8, A=400, alpha=0.34."""
+    store = write_synthetic_store(str(tmp_path))
+    with pytest.raises(ScalingFitError, match="run meap-scale fit there first"):
+        prior_from_store(store)
+    assert main(["fit", "--store", str(tmp_path), "--study", "synthetic-grid", "--bootstrap", "0"]) == 0
+    prior = prior_from_store(store)
+    assert prior.alpha == pytest.approx(0.34, abs=0.08) and str(tmp_path) in prior.source
+    noise, how = noise_from_store(store)
+    assert 0.006 < noise < 0.014 and "cell(s) with 2+ seeds" in how
+    capsys.readouterr()
+    code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20",
+                       "--prior-store", str(tmp_path))
+    assert "ntp fit" in text and "measured in" in text
