@@ -26,6 +26,8 @@ MASK_SAMPLINGS = ("per_row", "shared_columns")
 SFT_VARIANTS = ("paper", "code")
 MASK_WITH = ("mask_token", "random_token", "zero_embedding")
 MASK_SCHEDULES = ("constant", "linear_decay")
+SCHEDULES = ("cosine", "wsd")
+COOLDOWN_SHAPES = ("linear", "1-sqrt")
 PRECISIONS = ("auto", "fp32", "bf16")
 PARALLELISMS = ("ddp", "fsdp")
 DEFAULT_MASK_RATIO = {"ntp": 0.0, "meap": 0.15, "meap_sft": 0.10}
@@ -222,6 +224,12 @@ class OptimSpec(_Serialisable):
     """Floor of the cosine decay (paper: 4e-5)."""
     warmup_fraction: float = 0.1
     """Linear warmup as a fraction of all optimiser steps (paper: 10%)."""
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    """After warmup: cosine decay to min_lr (paper), or warmup-stable-decay (the peak held, then a cooldown)."""
+    cooldown_fraction: float = 0.2
+    """WSD only: the share of all steps spent cooling down to min_lr at the end."""
+    cooldown_shape: Literal["linear", "1-sqrt"] = "linear"
+    """WSD only: the cooldown's shape from the peak to min_lr."""
     betas: tuple[float, float] = (0.9, 0.95)
     """AdamW betas (paper: 0.9, 0.95)."""
     eps: float = 1e-8
@@ -241,6 +249,13 @@ class OptimSpec(_Serialisable):
         _require(0.0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         _require(0.0 <= self.warmup_fraction < 1.0,
                  f"optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _one_of("optim", "schedule", self.schedule, SCHEDULES)
+        _one_of("optim", "cooldown_shape", self.cooldown_shape, COOLDOWN_SHAPES)
+        _require(0.0 < self.cooldown_fraction <= 1.0,
+                 f"optim.cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
+        _require(self.schedule != "wsd" or self.warmup_fraction + self.cooldown_fraction <= 1.0,
+                 f"optim.warmup_fraction + optim.cooldown_fraction must not exceed 1 for a WSD schedule, got "
+                 f"{self.warmup_fraction} + {self.cooldown_fraction}")
         _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
                  f"optim.betas must be two numbers in [0, 1), got {self.betas}")
         _require(self.weight_decay >= 0.0 and self.grad_clip >= 0.0,
@@ -298,6 +313,16 @@ OBJECTIVE_IDENTITY = {"ntp": ("name",),
 LATER_OBJECTIVE_DEFAULTS = {"mask_with": "mask_token", "mask_schedule": "constant"}
 """Objective settings added after runs were stored: part of the identity only away from these defaults,
 so every run stored before them keeps its identity (and its pairing and resumption)."""
+
+
+WSD_FIELDS = ("schedule", "cooldown_fraction", "cooldown_shape")
+"""Optimiser settings added after runs were stored: part of the identity only for WSD runs, so every cosine
+run keeps its identity."""
+
+
+def _optim_identity(optim: dict) -> dict:
+    optim = {k: v for k, v in optim.items() if k != "micro_batch_size"}
+    return optim if optim["schedule"] == "wsd" else {k: v for k, v in optim.items() if k not in WSD_FIELDS}
 
 
 def _objective_identity(objective: dict) -> dict:
@@ -442,10 +467,9 @@ class RunSpec(_Serialisable):
         """
         data = self.to_dict()
         data["data"].pop("cache_dir")
-        data["optim"].pop("micro_batch_size")
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
                 "objective": _objective_identity(data["objective"]),
-                "optim": data["optim"], "tokens": self.tokens_trained, "seed": self.seed,
+                "optim": _optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,
                 "precision": self.precision_used}
 
     @property

@@ -8,7 +8,8 @@ import shlex
 import signal
 import sys
 
-from meap_scale.config import MASK_SCHEDULES, MASK_WITH, PARALLELISMS, PLACEMENTS, ConfigError
+from meap_scale.config import (COOLDOWN_SHAPES, MASK_SCHEDULES, MASK_WITH, PARALLELISMS, PLACEMENTS, SCHEDULES,
+                               ConfigError)
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option, at_least
 from meap_scale.report.fit_tables import paired_line
@@ -43,6 +44,12 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                              "[MASK] with a zero embedding (default: mask_token)")
     parser.add_argument("--mask-schedule", choices=MASK_SCHEDULES,
                         help="MEAP's mask ratio: constant, or decaying linearly to 0 over each run (default: constant)")
+    parser.add_argument("--schedule", choices=SCHEDULES,
+                        help="learning rate after warmup: cosine to the floor (the paper), or wsd: warmup, the peak "
+                             "held, then a cooldown (default: the preset's, cosine)")
+    parser.add_argument("--cooldown-fraction", type=float, help="wsd: share of each run's steps spent cooling down "
+                                                                "(default: 0.2)")
+    parser.add_argument("--cooldown-shape", choices=COOLDOWN_SHAPES, help="wsd: linear or 1-sqrt (default: linear)")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
@@ -64,6 +71,8 @@ def study_from_args(study: str, args: argparse.Namespace):
                "cache_dir": args.cache_dir, "placement": args.placement, "parallel": args.parallel,
                "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
                "tokens": args.tokens, "mask_with": args.mask_with, "mask_schedule": args.mask_schedule,
+               "schedule": args.schedule, "cooldown_fraction": args.cooldown_fraction,
+               "cooldown_shape": args.cooldown_shape,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}
     return build_study(study, args.preset, **changes)

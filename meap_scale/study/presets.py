@@ -111,7 +111,7 @@ RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement", "
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")
-OPTIM_CHANGES = ("micro_batch_size",)
+OPTIM_CHANGES = ("micro_batch_size", "schedule", "cooldown_fraction", "cooldown_shape")
 OBJECTIVE_CHANGES = ("mask_with", "mask_schedule")
 
 

@@ -97,7 +97,9 @@ class TrainingRun:
                                            fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(spec.steps, lr=optim.lr, min_lr=optim.min_lr,
-                                          warmup_fraction=optim.warmup_fraction))
+                                          warmup_fraction=optim.warmup_fraction, schedule=optim.schedule,
+                                          cooldown_fraction=optim.cooldown_fraction,
+                                          cooldown_shape=optim.cooldown_shape))
         self.flops_per_token = flops_per_token(spec.model.shape, data.model_vocab_size, spec.data.seq_len,
                                                spec.model.tie_embeddings).palm
         device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"

@@ -1,23 +1,46 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to the floor (the paper's 4e-4 -> 4e-5)."""
+"""Learning-rate schedules: linear warmup, then either cosine decay to the floor (the paper's
+4e-4 -> 4e-5) or warmup-stable-decay (WSD: the peak rate held, then a cooldown to the floor over the
+last ``cooldown_fraction`` of the steps, linear or 1-sqrt as in Hagele et al. 2024).
+
+A WSD run's rate before its cooldown does not depend on its length beyond the warmup: that is what
+lets one long run at constant rate stand in for the first part of shorter runs.
+"""
 
 from __future__ import annotations
 
 import math
 
-
 def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
     return int(total_steps * warmup_fraction)
 
 
-def lr_at(step: int, total_steps: int, *, lr: float, min_lr: float, warmup_fraction: float) -> float:
+def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
+    """Steps of a WSD cooldown: at least one, so the last step always runs at the floor's side."""
+    return max(1, round(total_steps * cooldown_fraction))
+
+
+def _cooldown(progress: float, shape: str) -> float:
+    """Share of the way from the peak to the floor after ``progress`` (0..1) of the cooldown."""
+    return progress if shape == "linear" else math.sqrt(progress)
+
+
+def lr_at(step: int, total_steps: int, *, lr: float, min_lr: float, warmup_fraction: float,
+          schedule: str = "cosine", cooldown_fraction: float = 0.2, cooldown_shape: str = "linear") -> float:
     """Rate used for optimiser step ``step`` (0-based): ramps to ``lr`` by the end of warmup, ends at ``min_lr``."""
     warmup = warmup_steps(total_steps, warmup_fraction)
     if step < warmup:
         return lr * (step + 1) / warmup
+    if schedule == "wsd":
+        cooldown = cooldown_steps(total_steps, cooldown_fraction)
+        start = total_steps - cooldown
+        if step < start:
+            return lr
+        progress = min(1.0, (step - start + 1) / cooldown)
+        return lr - (lr - min_lr) * _cooldown(progress, cooldown_shape)
     progress = (step - warmup) / max(1, total_steps - 1 - warmup)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def lr_multiplier(total_steps: int, *, lr: float, min_lr: float, warmup_fraction: float):
-    """The schedule as a ``LambdaLR`` factor of the peak rate."""
-    return lambda step: lr_at(step, total_steps, lr=lr, min_lr=min_lr, warmup_fraction=warmup_fraction) / lr
+def lr_multiplier(total_steps: int, **schedule):
+    """The schedule as a ``LambdaLR`` factor of the peak rate (``schedule``: ``lr_at``'s keywords)."""
+    return lambda step: lr_at(step, total_steps, **schedule) / schedule["lr"]
