@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from meap_scale import strict_json
 from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
@@ -288,10 +290,12 @@ class GroupRetrievalLaw:
 
 def _retrieval_evals(store: ResultsStore) -> dict[tuple[str, str], dict[str, dict]]:
     """(run_id, task) -> {"accuracy": row, "chance": row} over whole-task ("all") rows of retrieval tasks."""
+    evals = store.read("evals")
+    wanted = pc.and_(pc.and_(pc.equal(evals["condition"], "all"), pc.is_in(evals["task"], pa.array(RETRIEVAL_TASKS))),
+                     pc.is_in(evals["metric"], pa.array(["accuracy", "chance"])))
     found: dict[tuple[str, str], dict[str, dict]] = {}
-    for row in store.read("evals").to_pylist():
-        if row["condition"] == "all" and row["task"] in RETRIEVAL_TASKS and row["metric"] in ("accuracy", "chance"):
-            found.setdefault((row["run_id"], row["task"]), {})[row["metric"]] = row
+    for row in evals.filter(wanted).to_pylist():  # filtered first: a store of many runs holds many eval rows
+        found.setdefault((row["run_id"], row["task"]), {})[row["metric"]] = row
     return found
 
 
