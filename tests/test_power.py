@@ -129,3 +129,21 @@ def test_the_prior_law_and_the_noise_come_from_a_store(tmp_path, capsys):
     code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20",
                        "--prior-store", str(tmp_path))
     assert "ntp fit" in text and "measured in" in text
+
+
+def test_a_hostile_prior_store_is_refused_with_the_reason(tmp_path):
+    from meap_scale.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path))
+    store.append("fits", [{"fit_id": "broken", "law": "chinchilla-approach-3", "objective": "ntp",
+                           "params_json": '{"values": {"E": 0.0, "A": 1, "B": 1, "alpha": 0.3, "beta": 0.3}}'}])
+    with pytest.raises(ScalingFitError, match="non-positive or non-finite parameter"):
+        prior_from_store(store)
+    store.append("fits", [{"fit_id": "garbled", "law": "chinchilla-approach-3", "objective": "ntp",
+                           "params_json": "<script>"}])
+    with pytest.raises(ScalingFitError, match="no usable law parameters"):
+        prior_from_store(store)
+    store.append("runs", [{"run_id": f"r{i}", "status": "finished", "objective": "ntp", "mask_ratio": 0.0,
+                           "params_total": 1000, "tokens_seen": 10 ** 6, "val_loss": -1.0 if i else 4.0}
+                          for i in range(3)])
+    assert noise_from_store(store) is None  # one positive loss in the cell: nothing to measure

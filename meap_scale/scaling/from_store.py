@@ -397,9 +397,16 @@ def prior_from_store(store: ResultsStore, objective: str = "ntp") -> PriorLaw:
     if not rows:
         raise ScalingFitError(f"no approach-3 {objective} fit in {store.url}: run meap-scale fit there first")
     latest = max(rows, key=lambda r: r["written_at"])
-    values = json.loads(latest["params_json"])["values"]
-    return PriorLaw(*(float(values[k]) for k in ("E", "A", "B", "alpha", "beta")),
-                    source=f"{objective} fit {latest['fit_id']} from {store.url}")
+    try:
+        values = json.loads(latest["params_json"])["values"]
+        law = [float(values[k]) for k in ("E", "A", "B", "alpha", "beta")]
+    except (TypeError, KeyError, ValueError) as error:
+        raise ScalingFitError(f"fit {latest['fit_id']} in {store.url} has no usable law parameters ({error!r})") \
+            from None
+    if not all(math.isfinite(v) and v > 0 for v in law):
+        raise ScalingFitError(f"fit {latest['fit_id']} in {store.url} has a non-positive or non-finite parameter "
+                              f"({dict(zip(('E', 'A', 'B', 'alpha', 'beta'), law))}): it cannot be a prior")
+    return PriorLaw(*law, source=f"{objective} fit {latest['fit_id']} from {store.url}")
 
 
 def noise_from_store(store: ResultsStore) -> tuple[float, str] | None:
@@ -409,7 +416,8 @@ def noise_from_store(store: ResultsStore) -> tuple[float, str] | None:
     for group in group_runs(store.runs().to_pylist()):
         by_cell: dict[tuple, list[float]] = {}
         for run in group.runs:
-            by_cell.setdefault((run["params_total"], run["tokens_seen"]), []).append(math.log(run["val_loss"]))
+            if run["val_loss"] > 0:  # a loss is never below 0; a hostile row is not a measurement
+                by_cell.setdefault((run["params_total"], run["tokens_seen"]), []).append(math.log(run["val_loss"]))
         for logs in by_cell.values():
             if len(logs) >= 2:
                 squares += float(np.sum((np.array(logs) - np.mean(logs)) ** 2))
