@@ -1,5 +1,6 @@
 """`ray job submit` of the smoke study against a head node started by cluster/local.sh, with token auth."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,19 +15,23 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every probe stays bound until all are chosen (probes closed one by one
+    could be handed the same port twice: a GCS and a dashboard once collided on one)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
 
 
 def cluster_env(tmp_path: Path) -> tuple[dict, str]:
     """The environment cluster/local.sh and the `ray` CLI run in (its own HOME, so its own token; free
     ports, so it runs beside the test session's Ray; this environment's `ray` first on the PATH), and the
     dashboard address."""
-    dashboard = free_port()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(free_port()),
-           "DASHBOARD_PORT": str(dashboard), "AGENT_PORT": str(free_port()), "CLIENT_PORT": str(free_port()),
+    gcs, dashboard, agent, client = free_ports(4)
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(gcs),
+           "DASHBOARD_PORT": str(dashboard), "AGENT_PORT": str(agent), "CLIENT_PORT": str(client),
            "RAY_AUTH_MODE": "token",
            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
     env.pop("RAY_ADDRESS", None)
