@@ -422,6 +422,11 @@ def _store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _group_by(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--group-by a, b`` as a tuple of column names; None (the law key's groups) when empty."""
+    return tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None
+
+
 def _extrapolation_check(args: argparse.Namespace, store) -> int:
     from meap_scale.report.fit_tables import extrapolation_table
     from meap_scale.scaling import ScalingFitError
@@ -430,7 +435,7 @@ def _extrapolation_check(args: argparse.Namespace, store) -> int:
     if args.approach != 3:
         raise ScalingFitError("an extrapolation check fits approach 3; drop --approach 2")
     results = extrapolation_checks(store, holdout=args.holdout, above=args.holdout_above,
-                                   group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
+                                   group_by=_group_by(args),
                                    n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap,
                                    seed=args.seed, options={"drop_highest": args.drop_highest, "delta": args.delta})
     print(extrapolation_table(results))
@@ -449,7 +454,7 @@ def _fit(args: argparse.Namespace) -> int:
     store = ResultsStore(args.store).require()
     if args.holdout or args.holdout_above:
         return _extrapolation_check(args, store)
-    results = fit_groups(store, group_by=tuple(k.strip() for k in args.group_by.split(",") if k.strip()) or None,
+    results = fit_groups(store, group_by=_group_by(args),
                          n_convention=args.n, study=args.study, bootstrap_samples=args.bootstrap, seed=args.seed,
                          approach=args.approach,
                          options={"drop_highest": args.drop_highest, "delta": args.delta} if args.approach == 3 else {})
@@ -621,16 +626,16 @@ def _plan(args: argparse.Namespace) -> int:
         raise ConfigError(f"--price must be a non-negative number, got {options.price}")
     gpu = accelerator_named(options.gpu)
     plans = plan_runs(runs, gpu, mfu)
-    wall_hours(plans, options.gpus)
+    wall = wall_hours(plans, options.gpus)
     power, why_not = _power(options, plans) if args.rest[0] in STUDIES else (None, None)
     if options.json:
         hours = sum(p.gpu_hours for p in plans)
         print(json.dumps({"gpu": gpu.key, "mfu": mfu, "mfu_basis": basis, "runs": [p.to_dict() for p in plans],
-                          "gpu_hours": hours, "gpus": options.gpus, "wall_hours": wall_hours(plans, options.gpus),
+                          "gpu_hours": hours, "gpus": options.gpus, "wall_hours": wall,
                           "cost": None if options.price is None else hours * options.price,
                           "power": power.to_dict() if power else None, "power_not_run": why_not}, indent=1))
     else:
-        lines = [render(plans, gpu, mfu, basis), "", *render_schedule(plans, options.gpus, options.price)]
+        lines = [render(plans, gpu, mfu, basis), "", *render_schedule(plans, options.gpus, wall, options.price)]
         lines += render_power(power) if power else [f"Power analysis not run: {why_not}"] if why_not else []
         print("\n".join(lines))
     return 0 if all(p.fits for p in plans) else 1

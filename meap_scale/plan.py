@@ -167,10 +167,9 @@ def render(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> st
     return "\n".join(lines)
 
 
-def render_schedule(plans: list[RunPlan], gpus: int, price: float | None) -> list[str]:
-    """Wall time on ``gpus`` GPUs and, with a price per GPU-hour, the cost."""
+def render_schedule(plans: list[RunPlan], gpus: int, wall: float, price: float | None) -> list[str]:
+    """Wall time (``wall_hours`` on ``gpus`` GPUs) and, with a price per GPU-hour, the cost."""
     hours = sum(p.gpu_hours for p in plans)
-    wall = wall_hours(plans, gpus)
     lines = [f"On {gpus} GPU(s): {wall:,.1f} hours wall time ({wall / 24:,.2f} days; runs packed longest first, "
              f"start-up, evals and checkpoints not counted)"]
     if price is not None:

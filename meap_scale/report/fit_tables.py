@@ -86,8 +86,10 @@ def extrapolation_table(results: list[GroupExtrapolation]) -> str:
     return "\n".join(lines)
 
 
-def _bounds(entry: dict) -> str:
-    return f" [{entry['low']:.3g}, {entry['high']:.3g}]" if "low" in entry else ""
+def with_bounds(entry: dict) -> str:
+    """'value [low, high]' of a {value, low, high} entry; the value alone without bounds."""
+    bounds = f" [{entry['low']:.3g}, {entry['high']:.3g}]" if "low" in entry else ""
+    return f"{entry['value']:.3g}{bounds}"
 
 
 def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplier]) -> str:
@@ -106,9 +108,9 @@ def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultipli
         top = fitted.accuracy(largest)
         lines.append(f"{label}: L0={fitted.l0:.4g}, k={fitted.k:.3g}, chance {fitted.points.chance:.3g}, "
                      f"{int(fitted.points.above_chance().sum())} of {len(fitted.points.run_ids)} run(s) above chance; "
-                     f"chained accuracy {top['value']:.3g}{_bounds(top)} at C={largest:.3g}")
+                     f"chained accuracy {with_bounds(top)} at C={largest:.3g}")
     if found:
         lines.append("compute multiplier over NTP on retrieval accuracy (and on loss, at the same compute):")
-        lines.extend(f"  {_group_label(m.group)} {m.task} at C={m.compute:.3g}: retrieval {m.retrieval['value']:.3g}"
-                     f"{_bounds(m.retrieval)}; loss {m.loss['value']:.3g}{_bounds(m.loss)}" for m in found)
+        lines.extend(f"  {_group_label(m.group)} {m.task} at C={m.compute:.3g}: retrieval {with_bounds(m.retrieval)}; "
+                     f"loss {with_bounds(m.loss)}" for m in found)
     return "\n".join(lines)

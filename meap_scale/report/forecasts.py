@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from meap_scale.report.figures import SCHEMA, Figure, chart, objective_colour, rule_at
+from meap_scale.report.fit_tables import with_bounds
 from meap_scale.report.sections import Missing, Section, Table, label
 from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
 from meap_scale.scaling.from_store import GroupExtrapolation, GroupRetrievalLaw, RetrievalMultiplier
@@ -84,11 +85,6 @@ def extrapolation(checks: list[GroupExtrapolation], bootstrap: int) -> Section |
 
 # --- retrieval scaling laws -------------------------------------------------------------------------
 
-def _bounds(entry: dict, digits: str = ".3g") -> str:
-    value = format(entry["value"], digits)
-    return f"{value} [{entry['low']:{digits}}, {entry['high']:{digits}}]" if "low" in entry else value
-
-
 def _retrieval_law_values(fitted: list[GroupRetrievalLaw], points: int = 30) -> list[dict]:
     """Each run's observed accuracy and each law's chained accuracy (with its band) over its runs' compute."""
     values = []
@@ -136,14 +132,15 @@ def retrieval_laws(laws: list[GroupRetrievalLaw], multipliers: list[RetrievalMul
     interval = f"{100 * fitted[0].law.loss_law.interval:g}%"
     law_rows = [(label(law.group), law.task, f"{law.law.l0:.4g}", f"{law.law.k:.3g}", f"{law.law.points.chance:.3g}",
                  f"{int(law.law.points.above_chance().sum())} of {len(law.law.points.run_ids)}",
-                 f"{law.law.points.compute.max():.3g}", _bounds(law.law.accuracy(float(law.law.points.compute.max()))))
+                 f"{law.law.points.compute.max():.3g}",
+                 with_bounds(law.law.accuracy(float(law.law.points.compute.max()))))
                 for law in fitted]
     tables = [Table(("law", "task", "L0", "k", "chance", "runs above chance (2 SE)", "largest C",
                      f"chained accuracy there [{interval}]"), law_rows)]
     if multipliers:
         tables.append(Table(("treatment", "task", "C (FLOPs)", f"multiplier on retrieval [{interval}]",
                              f"multiplier on loss [{interval}]"),
-                            [(label(m.group), m.task, f"{m.compute:.3g}", _bounds(m.retrieval), _bounds(m.loss))
+                            [(label(m.group), m.task, f"{m.compute:.3g}", with_bounds(m.retrieval), with_bounds(m.loss))
                              for m in multipliers]))
     return Section("retrieval_laws", title, "Retrieval accuracy against compute in two steps, per objective: the loss "
                    "law's compute-optimal loss L*(C), then accuracy as a sigmoid of loss from the task's chance level "

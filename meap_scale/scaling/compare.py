@@ -31,7 +31,7 @@ def scalar(values: dict, k: int = 0) -> dict:
     return {name: float(v[k]) for name, v in values.items()}
 
 
-def _multiplier(treatment: dict, baseline: dict, compute: float) -> float:
+def multiplier_of(treatment: dict, baseline: dict, compute: float) -> float:
     target = frontier_loss(treatment, compute)
     if not np.isfinite(target) or target <= baseline["E"]:
         return math.inf
@@ -52,7 +52,7 @@ def matching_compute(gap, compute: float) -> float:
 def compute_multiplier(treatment: ParametricFit, baseline: ParametricFit, compute) -> np.ndarray:
     """Baseline compute matching the treatment's frontier loss, over C, for each C in ``compute``."""
     t, b = scalar(natural(treatment.theta)), scalar(natural(baseline.theta))
-    return np.array([_multiplier(t, b, float(c)) for c in np.atleast_1d(compute)])
+    return np.array([multiplier_of(t, b, float(c)) for c in np.atleast_1d(compute)])
 
 
 def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compute: float,
@@ -62,5 +62,5 @@ def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compu
         raise ScalingFitError("both fits need bootstrap samples for a multiplier interval")
     count = min(len(treatment.samples), len(baseline.samples))
     t, b = natural(treatment.samples[:count]), natural(baseline.samples[:count])
-    draws = np.array([_multiplier(scalar(t, k), scalar(b, k), compute) for k in range(count)])
+    draws = np.array([multiplier_of(scalar(t, k), scalar(b, k), compute) for k in range(count)])
     return percentile_interval(draws, interval)

@@ -111,16 +111,21 @@ def bootstrap(theta: np.ndarray, points: Points, delta: float, samples: int, see
     """(samples, 5) parameter vectors refitted on resampled points from the full-data optimum ``theta`` and
     the resample's best grid starts; sample k always comes from stream k of ``seed``."""
     seeds = np.random.SeedSequence(seed).generate_state(samples).tolist()
-    jobs = max(1, min(n_jobs or os.cpu_count() or 1, samples))
-    chunks = [(theta, points, delta, seeds[k::jobs]) for k in range(jobs)]
+    return np.array(in_seed_order(_refit, (theta, points, delta), seeds, n_jobs)).reshape(samples, 5)
+
+
+def in_seed_order(function, fixed: tuple, seeds: list, n_jobs: int | None) -> list:
+    """``function((*fixed, seeds_chunk))`` over round-robin chunks of ``seeds`` in worker processes (inline when
+    one job), with the results put back so entry k always comes from seed k, whatever the number of jobs."""
+    jobs = max(1, min(n_jobs or os.cpu_count() or 1, len(seeds)))
+    chunks = [(*fixed, seeds[k::jobs]) for k in range(jobs)]
     if jobs == 1:
-        return _refit(chunks[0])
+        return list(function(chunks[0]))
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        parts = list(pool.map(_refit, chunks))
-    # undo the round-robin split so sample k always comes from seed k
-    out = np.empty((samples, 5))
+        parts = list(pool.map(function, chunks))
+    out = [None] * len(seeds)
     for k, part in enumerate(parts):
-        out[k::jobs] = part
+        out[k::jobs] = list(part)
     return out
 
 

@@ -25,16 +25,14 @@ prior is a start, not a constraint. BLAS is pinned to one thread in the worker p
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from meap_scale.scaling.compare import _multiplier, scalar
+from meap_scale.scaling.compare import multiplier_of, scalar
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.parametric import best_of_grid, natural, prepare_points
+from meap_scale.scaling.parametric import best_of_grid, in_seed_order, natural, prepare_points
 
 Z = 1.959963984540054
 SIMULATION_STARTS = 2
@@ -115,7 +113,7 @@ def _simulate(args) -> list[float]:
                 out.append(math.nan)
                 continue
             meap, ntp = (scalar(natural(t)) for t in thetas)
-            out.append(_multiplier(meap, ntp, compute))
+            out.append(multiplier_of(meap, ntp, compute))
     return out
 
 
@@ -146,16 +144,8 @@ def simulate_power(ntp: list[tuple[float, float]], meap: list[tuple[float, float
     ntp_mask = np.arange(len(runs)) < len(ntp)
     compute = float(np.exp(np.mean(np.log(6.0 * n * d))))
     seeds = np.random.SeedSequence(seed).generate_state(simulations).tolist()
-    jobs = max(1, min(n_jobs or os.cpu_count() or 1, simulations))
-    chunks = [(prior, n, d, ntp_mask, multiplier, noise, compute, seeds[k::jobs]) for k in range(jobs)]
-    if jobs == 1:
-        estimates = np.array(_simulate(chunks[0]))
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            parts = list(pool.map(_simulate, chunks))
-        estimates = np.empty(simulations)
-        for k, part in enumerate(parts):
-            estimates[k::jobs] = part
+    estimates = np.array(in_seed_order(_simulate, (prior, n, d, ntp_mask, multiplier, noise, compute), seeds,
+                                       n_jobs), dtype=float)
     failed = int(np.isnan(estimates).sum())
     with np.errstate(divide="ignore"):
         logs = np.log(estimates[~np.isnan(estimates)])
