@@ -27,7 +27,7 @@ _SECTIONS = (
     ("data", DataSpec, (), {"source": "data"}),
     ("optim", OptimSpec, (), {}),
     ("evals", EvalSpec, (), {name: f"eval_{name}" for name in EvalSpec.__dataclass_fields__}),
-    ("run", RunSpec, ("model", "objective", "data", "optim", "evals"), {"use_gpu": "gpu"}),
+    ("run", RunSpec, ("model", "objective", "data", "optim", "evals", "branch_of"), {"use_gpu": "gpu"}),
 )
 
 CPU_SCALE_NOTE = ("Note: a CPU-scale run is a plumbing check. At this size MEAP and NTP both retrieve at chance "
@@ -358,10 +358,12 @@ def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=1))
         return
-    shown = {key: value for key, value in info.items() if value is not None}
+    shown = {key: value for key, value in info.items() if value is not None and key != "branches"}
     width = max(map(len, shown))
     for key, value in shown.items():
         print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    for branch in info.get("branches", ()):
+        print(f"decay branch {branch['run_id']}: {branch['tokens']} tokens, val_loss {branch['val_loss']:.4g}")
     if "mfu" in shown:
         from meap_scale.train.metrics import MFU_FORMULA
 
@@ -378,30 +380,50 @@ def _train(args: argparse.Namespace) -> int:
     from meap_scale.store import ResultsStore
     from meap_scale.store.rows import run_row
     from meap_scale.store.store import utc_now
+    from meap_scale.train.branches import train_family
     from meap_scale.train.trainer import check_before_ray, check_memory, ensure_ray, run_training
 
     prepared = prepare_data(spec.data)
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
-    started = utc_now()
     check_before_ray(spec, new_cluster=args.new_cluster)
     check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)
-    try:
-        result = run_training(spec, prepared)
-    except (ConfigError, DataError):
-        raise  # bad input found before training: no run to record
-    except Exception:
-        if store:
-            store.append_run(run_row(spec, prepared, final={}, status="failed", started_at=started,
-                                     wall_seconds=(utc_now() - started).total_seconds(),
-                                     error=traceback.format_exc(limit=20)))
-        raise
-    if store:
-        store.append_curve(spec.run_id, result.curve)
-        store.append("evals", [{"run_id": spec.run_id, **row} for row in result.evals])
-        store.append_run(run_row(spec, prepared, final=result.final, status="finished", started_at=started,
-                                 wall_seconds=result.wall_seconds, eval_summary=result.eval_summary))
-    _print_summary({**summary(result), "store": args.store}, args.json, not spec.use_gpu)
+
+    def train(run: RunSpec, start_from=None):
+        """Train ``run`` (a pause of a multi-budget run is not recorded) and write its rows to the store."""
+        started = utc_now()
+        try:
+            result = run_training(run, prepared, start_from=start_from)
+        except (ConfigError, DataError):
+            raise  # bad input found before training: no run to record
+        except Exception:
+            if store and run.stop_at_step is None:
+                store.append_run(run_row(run, prepared, final={}, status="failed", started_at=started,
+                                         wall_seconds=(utc_now() - started).total_seconds(),
+                                         error=traceback.format_exc(limit=20)))
+            raise
+        if store and run.stop_at_step is None:
+            store.append_curve(run.run_id, result.curve)
+            store.append("evals", [{"run_id": run.run_id, **row} for row in result.evals])
+            store.append_run(run_row(run, prepared, final=result.final, status="finished", started_at=started,
+                                     wall_seconds=result.wall_seconds, eval_summary=result.eval_summary))
+        return result
+
+    branched = []
+
+    def train_branch(branch: RunSpec, checkpoint) -> None:
+        branched.append(train(branch, checkpoint))
+
+    def paused(run: RunSpec):
+        result = train(run)
+        return result.final.get("step"), result.checkpoint
+
+    finished = (lambda run: store.has_run(run.run_id)) if store else (lambda run: False)
+    result = train_family(spec, finished=finished, pause_at=paused, train_branch=train_branch, train_main=train)
+    info = {**summary(result), "store": args.store}
+    if branched:
+        info["branches"] = [{key: summary(b)[key] for key in ("run_id", "tokens", "val_loss")} for b in branched]
+    _print_summary(info, args.json, not spec.use_gpu)
     return 0
 
 
@@ -598,8 +620,8 @@ def _report(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render, render_power, render_schedule,
-                                 study_runs, wall_hours)
+    from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render, render_power, render_savings,
+                                 render_schedule, study_runs, wall_hours)
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 
@@ -631,11 +653,14 @@ def _plan(args: argparse.Namespace) -> int:
     if options.json:
         hours = sum(p.gpu_hours for p in plans)
         print(json.dumps({"gpu": gpu.key, "mfu": mfu, "mfu_basis": basis, "runs": [p.to_dict() for p in plans],
-                          "gpu_hours": hours, "gpus": options.gpus, "wall_hours": wall,
+                          "gpu_hours": hours, "flops": sum(p.flops for p in plans),
+                          "standalone_flops": sum(p.standalone_flops for p in plans), "gpus": options.gpus,
+                          "wall_hours": wall,
                           "cost": None if options.price is None else hours * options.price,
                           "power": power.to_dict() if power else None, "power_not_run": why_not}, indent=1))
     else:
-        lines = [render(plans, gpu, mfu, basis), "", *render_schedule(plans, options.gpus, wall, options.price)]
+        lines = [render(plans, gpu, mfu, basis), "", *render_savings(plans),
+                 *render_schedule(plans, options.gpus, wall, options.price)]
         lines += render_power(power) if power else [f"Power analysis not run: {why_not}"] if why_not else []
         print("\n".join(lines))
     return 0 if all(p.fits for p in plans) else 1

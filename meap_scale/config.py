@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import textwrap
 import typing
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meap_scale.models import LADDER, ModelShape
+from meap_scale.train.schedule import cooldown_steps, warmup_steps
 from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")
@@ -392,6 +394,17 @@ class RunSpec(_Serialisable):
     """Worker-group restarts Ray Train attempts from the latest checkpoint."""
     fail_at_step: int | None = None
     """Fault injection for tests: rank 1 (or 0 when alone) exits hard after this step on a fresh start."""
+    decay_at: tuple[int, ...] = ()
+    """Multi-budget run (WSD only): smaller data budgets in tokens. The run holds its peak rate past each and,
+    where a run of that budget would start its cooldown, a decay branch continues from its checkpoint and
+    cools down: one store row per budget (each branch with the run as its parent) for the cost of the
+    longest run plus the branches' cooldowns (``meap_scale.train.branches``)."""
+    branch_of: str | None = None
+    """Set on a decay branch: the run id of the multi-budget run it branched from (it shares that run's
+    warmup, so it is not the same training as a standalone run of its budget)."""
+    stop_at_step: int | None = None
+    """Stop after this optimiser step with a checkpoint, without the end-of-run evals; the run continues
+    from there when started again. How a multi-budget run pauses at its branch points; not identity."""
 
     def __post_init__(self) -> None:
         _positive("run", tokens=self.tokens, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
@@ -417,6 +430,36 @@ class RunSpec(_Serialisable):
                  f"evals.context_lens {self.evals.context_lens} exceed the model's context data.seq_len={seq_len}")
         _require(self.tokens >= batch_tokens,
                  f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
+        _require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
+                 f"run.stop_at_step must be in [1, {self.steps}] (the run's steps), got {self.stop_at_step}")
+        self._check_decay_at()
+
+    def _check_decay_at(self) -> None:
+        """A branch must start on the constant-rate stretch, after the run's warmup: before it, the run's rate
+        is not the one a run of the branch's budget would have had."""
+        if not self.decay_at:
+            return
+        _require(self.optim.schedule == "wsd", "run.decay_at needs optim.schedule 'wsd' (a cosine run's rate "
+                                               "depends on its length from the first step, so it cannot branch)")
+        _require(self.objective.mask_schedule == "constant",
+                 "run.decay_at needs objective.mask_schedule 'constant': a decaying mask ratio depends on each "
+                 "run's length from the first step, so a branch could not share the longer run's masks")
+        _require(self.branch_of is None, "a decay branch (run.branch_of) cannot itself have run.decay_at")
+        batch = self.optim.batch_tokens
+        _require(len(set(d // batch for d in self.decay_at)) == len(self.decay_at),
+                 f"run.decay_at {list(self.decay_at)} names a budget twice (in whole batches of {batch} tokens)")
+        for tokens in self.decay_at:
+            _require(1 <= tokens // batch < self.steps, f"run.decay_at {tokens} must be at least one batch "
+                                                        f"({batch} tokens) and less than run.tokens={self.tokens}")
+        starts = {tokens: tokens // batch - cooldown_steps(tokens // batch, self.optim.cooldown_fraction)
+                  for tokens in self.decay_at}
+        earliest = min(starts, key=starts.__getitem__)
+        warmup = warmup_steps(self.steps, self.optim.warmup_fraction)
+        largest = math.floor(starts[earliest] / self.steps * 1e4) / 1e4
+        _require(starts[earliest] >= warmup,
+                 f"run.decay_at {earliest}: its cooldown would start at step {starts[earliest]}, inside the "
+                 f"{self.tokens}-token run's {warmup}-step warmup; use optim.warmup_fraction {largest:g} or less "
+                 f"(--warmup-fraction), larger budgets or a smaller optim.cooldown_fraction")
 
     @property
     def sequences_per_step(self) -> int:
@@ -461,7 +504,9 @@ class RunSpec(_Serialisable):
         global batch (not the micro-batch: accumulation and DDP give the same mean gradient), the tokens
         actually trained, the seed and the precision used. Not identity: workers, CPUs, placement, DDP or
         FSDP, activation checkpointing, compilation (float rounding apart, the same training), micro-batch
-        size, logging, validation and checkpoint cadence, evals, names and storage. MEAP
+        size, logging, validation and checkpoint cadence, evals, names and storage, where a run pauses
+        (``stop_at_step``) and which branches it has (``decay_at``). A decay branch's parent (``branch_of``)
+        is identity, only where set: every other run keeps its id. MEAP
         masks are keyed by stream position (``meap_scale.objectives.StreamPlace``), so they are the same
         whatever the resources.
         """
@@ -470,7 +515,7 @@ class RunSpec(_Serialisable):
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
                 "objective": _objective_identity(data["objective"]),
                 "optim": _optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,
-                "precision": self.precision_used}
+                "precision": self.precision_used, **({"branch_of": self.branch_of} if self.branch_of else {})}
 
     @property
     def run_id(self) -> str:

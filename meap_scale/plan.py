@@ -4,7 +4,8 @@ number of GPUs and its cost at a given price (the power analysis is ``meap_scale
 
 GPU-hours = PaLM training FLOPs (``meap_scale.models.flops_per_token(...).palm`` x tokens trained) / (the
 GPU's dense bf16 peak x MFU). Our loop's MFU on GPUs is unmeasured (docs/performance.md): the default
-``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it. Wall time packs the
+``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it. A decay branch of a multi-budget run (``meap_scale.train.branches``)
+counts its cooldown only. Wall time packs the
 runs onto the GPUs longest first, each run holding its ``workers`` GPUs for GPU-hours / workers hours
 (start-up, evals and checkpoints not counted).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.models import flops_per_token, padded_vocab_size, param_counts
+from meap_scale.train.branches import branches, cost_tokens
 from meap_scale.train.devices import Accelerator
 from meap_scale.train.memory import MemoryEstimate, estimate_memory, fixes, gib
 
@@ -33,6 +35,9 @@ class RunPlan:
     capacity: int
     fixes: tuple[str, ...]
     flops: float
+    """FLOPs the run trains itself (a decay branch: its cooldown only)."""
+    standalone_flops: float
+    """FLOPs a separate run of the same budget would train (equal to ``flops`` except for a branch)."""
     gpu_hours: float
     params_total: int
     """N as the scaling fits count it (Chinchilla: embeddings and head included)."""
@@ -43,7 +48,7 @@ class RunPlan:
 
     def to_dict(self) -> dict:
         return {**self.label, "memory_per_gpu_bytes": self.memory.total, "fits": self.fits,
-                "memory_parts": self.memory.parts(), "fixes": list(self.fixes), "flops": self.flops,
+                "memory_parts": self.memory.parts(), "fixes": list(self.fixes), "flops": self.flops, "standalone_flops": self.standalone_flops,
                 "gpu_hours": self.gpu_hours, "workers": self.spec.workers, "parallel": self.spec.parallel,
                 "activation_checkpointing": self.spec.activation_checkpointing,
                 "micro_batch_size": self.spec.optim.micro_batch_size}
@@ -61,17 +66,17 @@ def model_vocab(spec: RunSpec) -> int:
 
 def plan_run(spec: RunSpec, gpu: Accelerator, mfu: float, label: dict, vocab: int) -> RunPlan:
     memory = estimate_memory(spec, vocab, gpu=True)
-    flops = flops_per_token(spec.model.shape, vocab, spec.data.seq_len, spec.model.tie_embeddings).palm \
-        * spec.tokens_trained
+    per_token = flops_per_token(spec.model.shape, vocab, spec.data.seq_len, spec.model.tie_embeddings).palm
+    flops = per_token * cost_tokens(spec)
     found = tuple(fixes(spec, vocab, gpu.memory_bytes, gpu=True)) if memory.total > gpu.memory_bytes else ()
     return RunPlan(spec=spec, label=label, memory=memory, capacity=gpu.memory_bytes, fixes=found, flops=flops,
-                   gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
+                   standalone_flops=per_token * spec.tokens_trained, gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
                    params_total=param_counts(spec.model.shape, vocab, spec.model.tie_embeddings).total)
 
 
 def study_runs(study) -> list[tuple[dict, RunSpec]]:
-    """Every run of a grid study (each combination of its values, each seed); a sampled dimension is
-    planned at its listed values or range ends."""
+    """Every run of a grid study (each combination of its values, each seed, each decay branch); a sampled
+    dimension is planned at its listed values or range ends."""
     from meap_scale.study.spec import apply_overrides
 
     keys = list(study.space)
@@ -82,7 +87,11 @@ def study_runs(study) -> list[tuple[dict, RunSpec]]:
             label = {}
             for key, value in zip(keys, combo):
                 label.update(value if isinstance(value, dict) else {key: value})
-            runs.append(({**label, "seed": seed}, apply_overrides(study.base, overrides)))
+            label.pop("decay_at", None)
+            main = apply_overrides(study.base, overrides)
+            runs += [({**label, "tokens": spec.tokens_trained, "seed": seed, "decay branch": "yes"}, spec)
+                     for spec in branches(main)]
+            runs.append(({**label, **({"tokens": main.tokens_trained} if main.decay_at else {}), "seed": seed}, main))
     return runs * (study.num_samples if study.search == "grid" else 1)
 
 
@@ -98,15 +107,20 @@ def plan_runs(runs: list[tuple[dict, RunSpec]], gpu: Accelerator, mfu: float) ->
 
 
 def wall_hours(plans: list[RunPlan], gpus: int) -> float:
-    """Hours until the last run ends when the runs are packed onto ``gpus`` GPUs, longest first, each on the
-    ``workers`` GPUs that free up earliest."""
+    """Hours until the last job ends when the jobs are packed onto ``gpus`` GPUs, longest first, each on the
+    ``workers`` GPUs that free up earliest. A job is a run with its decay branches: one trial trains them in turn."""
     widest = max(p.spec.workers for p in plans)
     if gpus < widest:
         raise ConfigError(f"--gpus {gpus} is fewer than the {widest} GPUs one run of this plan needs")
+    jobs: dict[object, list[float]] = {}
+    for index, plan in enumerate(plans):
+        family = plan.spec.branch_of or (plan.spec.run_id if plan.spec.decay_at else index)
+        job = jobs.setdefault(family, [0.0, plan.spec.workers])
+        job[0] += plan.gpu_hours / plan.spec.workers
     free = [0.0] * gpus
-    for plan in sorted(plans, key=lambda p: p.gpu_hours / p.spec.workers, reverse=True):
-        chosen = sorted(range(gpus), key=free.__getitem__)[:plan.spec.workers]
-        end = max(free[g] for g in chosen) + plan.gpu_hours / plan.spec.workers
+    for hours, workers in sorted(jobs.values(), reverse=True):
+        chosen = sorted(range(gpus), key=free.__getitem__)[:int(workers)]
+        end = max(free[g] for g in chosen) + hours
         for g in chosen:
             free[g] = end
     return max(free)
@@ -165,6 +179,15 @@ def render(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> st
               f"{gib(largest.memory.activations_if_not_checkpointed)}; full fp32 logits (HF's loss) would add "
               f"{gib(largest.memory.plain_loss_logits)}"]
     return "\n".join(lines)
+
+
+def render_savings(plans: list[RunPlan]) -> list[str]:
+    """What decay branches save: the plan's FLOPs against separate runs of every budget (none without branches)."""
+    trained, standalone = sum(p.flops for p in plans), sum(p.standalone_flops for p in plans)
+    if trained >= standalone:
+        return []
+    return [f"Multi-budget runs: {_si(trained)}FLOPs instead of {_si(standalone)}FLOPs for separate runs of the "
+            f"same budgets ({1 - trained / standalone:.0%} saved; each branch trains only its cooldown)"]
 
 
 def render_schedule(plans: list[RunPlan], gpus: int, wall: float, price: float | None) -> list[str]:

@@ -76,6 +76,30 @@ def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, 
 
 
 @pytest.mark.slow
+def test_train_with_decay_at_pauses_on_ray_train_branches_from_the_checkpoint_and_stores_both(ray_cluster, tmp_path,
+                                                                                              capsys):
+    """Two workers: the pause, the branch's start from its parent's Ray Train checkpoint and the parent's
+    resumption by name all go through TorchTrainer."""
+    argv = ["train", "--workers", "2", "--cpus-per-worker", "0.5", "--tokens", "10240", "--decay-at", "5120",
+            "--schedule", "wsd", "--warmup-fraction", "0.05", "--seq-len", "64", "--batch-tokens", "512",
+            "--micro-batch-size", "4", "--log-every", "2", "--storage-path", str(tmp_path / "runs"), "--json",
+            "--store", str(tmp_path / "results")]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 20 and [b["tokens"] for b in summary["branches"]] == [5120]
+    store = ResultsStore(str(tmp_path / "results"))
+    rows = {r["run_id"]: r for r in store.runs().to_pylist()}
+    (branch,) = [r for r in rows.values() if r["parent_run_id"]]
+    assert branch["parent_run_id"] == summary["run_id"] and branch["tokens_seen"] == 5120
+    lr = {p["step"]: p["value"] for p in store.curves(branch["run_id"]).to_pylist() if p["metric"] == "lr"}
+    assert lr[8] == pytest.approx(4e-4) and lr[10] == pytest.approx(4e-5)  # started at step 8 (10 - 2 cooldown)
+    parent = {p["step"] for p in store.curves(summary["run_id"]).to_pylist()}
+    assert parent == set(range(2, 21, 2))  # paused at 8, then on to its end as one curve
+    assert main(argv) == 0  # again: the branch is found in the store, the parent resumes at its end
+    assert "branches" not in json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.slow
 def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, capsys):
     rc = main(["train", "--workers", "2", "--tokens", "4096", "--seq-len", "64", "--batch-tokens", "512",
                "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--eval-tasks", "heldout", "needle",

@@ -85,6 +85,28 @@ def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp
     assert capsys.readouterr().out.count("cannot fit: 1 point(s) cannot determine 5 parameters") == 2
 
 
+def test_a_multi_budget_study_stores_each_branch_with_its_parent_and_a_rerun_trains_nothing(ray_cluster, tmp_path,
+                                                                                            capsys):
+    store_path = tmp_path / "results"
+    argv = ["--preset", "smoke", "--store", str(store_path), "--multi-budget"]
+    assert run_script("scaling_grid", *argv) == 0
+    assert "4 trained now" in capsys.readouterr().out
+    runs = {r["run_id"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
+    branch_rows = [r for r in runs.values() if r["parent_run_id"]]
+    assert len(runs) == 4 and len(branch_rows) == 2 and all(r["status"] == "finished" for r in runs.values())
+    for branch in branch_rows:
+        parent = runs[branch["parent_run_id"]]
+        assert (parent["tokens_seen"], branch["tokens_seen"]) == (65_536, 32_768)
+        assert (branch["objective"], branch["mask_ratio"]) == (parent["objective"], parent["mask_ratio"])
+        assert branch["flops_palm"] == pytest.approx(parent["flops_palm"] / 2)  # its whole budget, as a run's
+        curve = ResultsStore(str(store_path)).curves(branch["run_id"]).to_pylist()
+        lr = {p["step"]: p["value"] for p in curve if p["metric"] == "lr"}
+        assert lr[16] == pytest.approx(3e-3) and lr[32] == pytest.approx(3e-4)  # the parent's peak, its own cooldown
+    written = run_files(store_path)
+    assert run_script("scaling_grid", *argv) == 0
+    assert "0 trained now" in capsys.readouterr().out and run_files(store_path) == written
+
+
 def test_an_interrupted_study_resumes_without_retraining_finished_runs(ray_cluster, tmp_path):
     store_path = tmp_path / "results"
     argv = ["--preset", "smoke", "--store", str(store_path), "--max-concurrent", "1"]

@@ -1,8 +1,9 @@
 """Which runs make up one scaling law, and which are left out and why.
 
 A law L(N, D) is fitted to runs that differ only in model size, token budget and seed. The **law key**
-of a run is its identity (``RunSpec.identity``) without the model's shape, the tokens, the seed and the
-learning rate, plus the corpus fingerprint: corpus, tokenizer, vocabulary, sequence length, objective
+of a run is its identity (``RunSpec.identity``) without the model's shape, the tokens, the seed, the
+learning rate and a decay branch's parent (a branch fits with the standalone WSD runs of its settings),
+plus the corpus fingerprint: corpus, tokenizer, vocabulary, sequence length, objective
 with its mask ratio and sampling, optimiser settings and precision. Runs with different keys never
 share a law. Stores whose runs carry no parsable config (old or synthetic rows) use the runs-table
 columns that hold the same fields.
@@ -30,7 +31,7 @@ from meap_scale.scaling.errors import ScalingFitError
 
 SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
 LR_FIELDS = ("optim.lr", "optim.min_lr")
-OUTSIDE_KEY = {"identity_version", "tokens", "seed", *SHAPE_FIELDS, *LR_FIELDS}
+OUTSIDE_KEY = {"identity_version", "tokens", "seed", "branch_of", *SHAPE_FIELDS, *LR_FIELDS}
 NEVER_POOLED = ("data_fingerprint", "data.source", "data.text_field", "data.tokenizer", "data.vocab_size",
                 "data.seq_len", "data.val_fraction", "data.split_seed")
 """Key fields a coarser ``group_by`` may not pool over: a law across corpora or context lengths means nothing."""

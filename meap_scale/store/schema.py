@@ -9,6 +9,8 @@ files written by older versions still read, with nulls):
   ``finished`` and ``failed``.
 - 4: ``runs.mask_with`` and ``runs.mask_schedule``, MEAP's masking variant (null in older files: they
   were written before the variants existed, so ``mask_token`` and ``constant``).
+- 5: ``runs.parent_run_id``, the multi-budget run a decay branch continued from (null for every other run,
+  and in older files, written before branches existed).
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -20,14 +22,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES = ("finished", "failed", "stopped", "interrupted")
 """How a run ended: trained to its budget; raised or its process died; stopped early by the study's
 scheduler (ASHA); stopped with the study (Ctrl-C, SIGTERM). Only finished runs enter fits and summaries."""
 
 RUNS = pa.schema([
-    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False), ("parent_run_id", pa.string()),
     ("study", pa.string()), ("trial_id", pa.string()),
     pa.field("status", pa.string(), nullable=False),  # STATUSES
     ("error", pa.string()),

@@ -50,6 +50,12 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cooldown-fraction", type=float, help="wsd: share of each run's steps spent cooling down "
                                                                 "(default: 0.2)")
     parser.add_argument("--cooldown-shape", choices=COOLDOWN_SHAPES, help="wsd: linear or 1-sqrt (default: linear)")
+    parser.add_argument("--warmup-fraction", type=float,
+                        help="linear warmup as a share of each run's steps (default: the preset's, 0.1)")
+    parser.add_argument("--multi-budget", action="store_true",
+                        help="scaling_grid, isoflop: train each model once to its largest budget with a WSD schedule "
+                             "and branch a cooldown off it at every smaller budget (one store row per budget, for "
+                             "the longest run's compute plus the cooldowns; `meap-scale plan` shows the saving)")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
@@ -72,10 +78,11 @@ def study_from_args(study: str, args: argparse.Namespace):
                "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
                "tokens": args.tokens, "mask_with": args.mask_with, "mask_schedule": args.mask_schedule,
                "schedule": args.schedule, "cooldown_fraction": args.cooldown_fraction,
+               "warmup_fraction": args.warmup_fraction,
                "cooldown_shape": args.cooldown_shape,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}
-    return build_study(study, args.preset, **changes)
+    return build_study(study, args.preset, multi_budget_runs=args.multi_budget, **changes)
 
 
 def _ended_line(outcome) -> str:

@@ -37,7 +37,8 @@ def _search(spec: StudySpec) -> dict[str, Any]:
 
 def terms(spec: StudySpec) -> dict[str, Any]:
     """What the study's name stands for (see the module docstring)."""
-    return _plain({"run": spec.base.identity(), "evals": spec.base.evals.to_dict(), **_search(spec)})
+    branches = {"decay_at": spec.base.decay_at} if spec.base.decay_at else {}  # absent where unused, as before
+    return _plain({"run": spec.base.identity(), "evals": spec.base.evals.to_dict(), **branches, **_search(spec)})
 
 
 def to_dict(spec: StudySpec) -> dict[str, Any]:

@@ -107,19 +107,44 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 }
 
 
+def multi_budget(spec: StudySpec) -> StudySpec:
+    """``spec`` with each family of runs that differ only in their data budget made one WSD run to the largest
+    budget with a decay branch at each smaller one (``meap_scale.train.branches``): every (N, D) point is still
+    trained and stored, for the longest run's compute plus the branches' cooldowns."""
+    if spec.asha:
+        raise ConfigError("multi-budget runs cannot be stopped early by ASHA: a stopped run would leave its later "
+                          "branches without their starting checkpoints")
+    space = dict(spec.space)
+    if "tokens" in space and space["tokens"].kind == "grid":
+        budgets = sorted(space.pop("tokens").values)
+        base = replace(spec.base, tokens=budgets[-1], decay_at=tuple(budgets[:-1]))
+        return replace(spec, base=base, space=space)
+    if "point" in space:
+        families: dict[tuple, list[int]] = {}
+        for point in space["point"].values:
+            rest = tuple(sorted((k, v) for k, v in point.items() if k != "tokens"))
+            families.setdefault(rest, []).append(point.get("tokens", spec.base.tokens))
+        points = [{**dict(rest), "tokens": max(budgets), "decay_at": sorted(set(budgets) - {max(budgets)})}
+                  for rest, budgets in families.items()]
+        return replace(spec, space={**space, "point": grid(*points)})
+    raise ConfigError(f"study {spec.name} does not vary the data budget on a grid: there is nothing to branch "
+                      f"(--multi-budget is for scaling_grid and isoflop)")
+
+
 RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement", "parallel", "activation_checkpointing")
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent")
-OPTIM_CHANGES = ("micro_batch_size", "schedule", "cooldown_fraction", "cooldown_shape")
+OPTIM_CHANGES = ("micro_batch_size", "warmup_fraction", "schedule", "cooldown_fraction", "cooldown_shape")
 OBJECTIVE_CHANGES = ("mask_with", "mask_schedule")
 
 
 def build_study(study: str, preset: str, *, data: str | None = None, cache_dir: str | None = None,
-                **changes) -> StudySpec:
+                multi_budget_runs: bool = False, **changes) -> StudySpec:
     """The preset, with command-line changes: the base run's ``RUN_CHANGES``, ``OPTIM_CHANGES``,
     ``OBJECTIVE_CHANGES`` (the masking variant of every MEAP run), corpus (``data``) and cache, and the
-    study's ``STUDY_CHANGES``. None means 'keep the preset's'."""
+    study's ``STUDY_CHANGES``. None means 'keep the preset's'. ``multi_budget_runs``: see ``multi_budget``
+    (a WSD schedule unless another is asked for, which is refused)."""
     if study not in STUDIES:
         raise ConfigError(f"unknown study {study!r}; studies: {', '.join(STUDIES)}")
     if preset not in PRESETS:
@@ -140,10 +165,16 @@ def build_study(study: str, preset: str, *, data: str | None = None, cache_dir: 
         sequences = spec.base.sequences_per_step
         base["optim"]["micro_batch_size"] = max(1, min(spec.base.optim.micro_batch_size, sequences // workers))
     base["optim"].update({k: changes[k] for k in OPTIM_CHANGES if changes.get(k) is not None})
+    if multi_budget_runs:
+        if base["optim"]["schedule"] != "wsd" and changes.get("schedule") is not None:
+            raise ConfigError(f"--multi-budget needs --schedule wsd (decay branches cool down from a constant "
+                              f"rate), got --schedule {changes['schedule']}")
+        base["optim"]["schedule"] = "wsd"
     base["objective"].update({k: changes[k] for k in OBJECTIVE_CHANGES if changes.get(k) is not None})
     if workers and workers > 1 and "cpus_per_worker" not in run_changes and not run_changes.get("use_gpu", False) \
             and not spec.base.use_gpu:
         base["cpus_per_worker"] = CPU_WORKER_SHARE  # n workers and their trial's driver fit on n cores
     base = RunSpec.from_dict({**base, **run_changes})
     study_changes = {k: changes[k] for k in STUDY_CHANGES if changes.get(k) is not None}
-    return replace(spec, base=base, **study_changes)
+    spec = multi_budget(replace(spec, base=base)) if multi_budget_runs else replace(spec, base=base)
+    return replace(spec, **study_changes)

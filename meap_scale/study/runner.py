@@ -6,7 +6,9 @@ runs through ``run_training`` (a ``TorchTrainer`` with ``TuneReportCallback``). 
 trial looks its run id up in the store and skips finished runs, so re-running a study, or resuming
 an interrupted one with ``Tuner.restore``, never trains a finished run twice. Every run, finished or
 failed, becomes a store row, and every run a trial asks for becomes a member of its study (the
-``memberships`` table), so a study sees the runs another study trained first.
+``memberships`` table), so a study sees the runs another study trained first. A multi-budget run
+(``RunSpec.decay_at``) trains its decay branches first, each a row of its own with the run as its parent
+(``meap_scale.train.branches``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from meap_scale.study import contract
 from meap_scale.study.interrupts import Interrupts
 from meap_scale.study.spec import FINAL_REPORT, METRIC, TRIAL_METRICS, StudySpec
 from meap_scale.study.summary import BestConfigurations, best_per_objective
+from meap_scale.train.branches import family_tokens, train_family
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import latest_checkpoint, local_session
 from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, check_local_cluster, check_memory,
@@ -61,7 +64,7 @@ class _Progress:
     and the driver's record of where each trial is (``TrialEnds``)."""
 
     def __init__(self, runs: list[RunSpec]) -> None:
-        self.total = sum(run.tokens_trained for run in runs)
+        self.total = sum(family_tokens(run)[0] for run in runs)
         self.done = 0
 
     def decorate(self, metrics: dict, run: RunSpec) -> dict:
@@ -75,20 +78,27 @@ class _Progress:
                 "run_id": run.run_id, **metrics}
 
 
-def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str) -> dict:
-    """The loop inside the trial's own process; resumes from the run's latest local checkpoint."""
-    root = posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
+def _checkpoint_root(run: RunSpec, locations: Locations) -> str | None:
+    return posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
+
+
+def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str,
+                      start_from: str | None = None) -> dict:
+    """The loop inside the trial's own process; resumes from the run's latest local checkpoint, else starts
+    from ``start_from`` (a branch's parent's checkpoint folder), else from scratch."""
+    root = _checkpoint_root(run, locations)
     config = {"run": run.to_dict(), "data": prepared.to_dict(), "checkpoint_root": root,
-              "resume_from": latest_checkpoint(root) if root else None, "study": study}
-    return train_loop_per_worker(config, local_session(config, emit=report))
+              "resume_from": (latest_checkpoint(root) if root else None) or start_from, "study": study}
+    out = train_loop_per_worker(config, local_session(config, emit=report))
+    return {**out, "checkpoint": latest_checkpoint(root) if root else None}
 
 
-def _train_distributed(run: RunSpec, prepared: PreparedData, study: str) -> dict:
+def _train_distributed(run: RunSpec, prepared: PreparedData, study: str, start_from=None) -> dict:
     from meap_scale.study.trial_ends import RunReports
 
-    result = run_training(run, prepared, callbacks=[RunReports(run.run_id)], study=study)
+    result = run_training(run, prepared, callbacks=[RunReports(run.run_id)], study=study, start_from=start_from)
     return {"final": result.final, "curve": result.curve, "evals": list(result.evals),
-            "eval_summary": result.eval_summary}
+            "eval_summary": result.eval_summary, "checkpoint": result.checkpoint}
 
 
 def _record_failure(store, run, prepared, study, trial_id, started, env) -> None:
@@ -97,24 +107,49 @@ def _record_failure(store, run, prepared, study, trial_id, started, env) -> None
                              trial_id=trial_id, error=traceback.format_exc(limit=20), env=env))
 
 
-def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
-    """Train (or find in the store) one run; returns its final metrics (at least ``TRIAL_METRICS``)."""
+def _train(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress, start_from=None) -> dict:
+    """Train ``run`` in the trial's process (one worker) or on a TorchTrainer; ``start_from``: see the two."""
     from ray import tune
-
-    store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
-    store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
-    stored = store.runs({"run_id": run.run_id, "status": "finished"})
-    if stored.num_rows:
-        return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
-    started, clock = utc_now(), time.perf_counter()
 
     def report(metrics: dict) -> None:
         if metrics.get(METRIC) is not None:  # Tune needs val_loss in every result; checkpoint-only reports lack it
             tune.report(progress.decorate(metrics, run))
 
+    if run.workers == 1:
+        return _train_in_process(run, prepared, ctx["locations"], report, ctx["study"], start_from)
+    return _train_distributed(run, prepared, ctx["study"], start_from)
+
+
+def _finished(store: ResultsStore, run: RunSpec):
+    return store.runs({"run_id": run.run_id, "status": "finished"})
+
+
+def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
+    """A multi-budget run (``meap_scale.train.branches``): its branches in order, each a row of its own, then
+    the run itself; returns the run's final metrics."""
+    store = ResultsStore(ctx["store"])
+
+    def pause_at(paused: RunSpec):
+        out = _train(paused, prepared, ctx, progress)
+        return out["final"].get("step"), out["checkpoint"]
+
+    return train_family(main, finished=lambda spec: bool(_finished(store, spec).num_rows), pause_at=pause_at,
+                        train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
+                        train_main=lambda spec: _run_one(spec, prepared, ctx, progress))
+
+
+def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress, start_from=None) -> dict:
+    """Train (or find in the store) one run; returns its final metrics (at least ``TRIAL_METRICS``)."""
+    from ray import tune
+
+    store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
+    store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
+    stored = _finished(store, run)
+    if stored.num_rows:
+        return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
+    started, clock = utc_now(), time.perf_counter()
     try:
-        out = (_train_in_process(run, prepared, ctx["locations"], report, study) if run.workers == 1
-               else _train_distributed(run, prepared, study))
+        out = _train(run, prepared, ctx, progress, start_from)
     except Exception:
         _record_failure(store, run, prepared, study, trial_id, started, ctx["env"])
         raise
@@ -136,8 +171,10 @@ def trial(config: dict, ctx: dict) -> None:
     progress = _Progress(runs)
     finals = []
     for run in runs:
-        finals.append(_run_one(run, prepare_data(run.data), ctx, progress))  # prepared once, then cached
-        progress.done += run.tokens_trained
+        prepared = prepare_data(run.data)  # prepared once, then cached
+        finals.append(_run_family(run, prepared, ctx, progress) if run.decay_at else
+                      _run_one(run, prepared, ctx, progress))
+        progress.done += family_tokens(run)[0]
     losses = [final[METRIC] for final in finals]
     means = {name: statistics.fmean(final[name] for final in finals) for name in TRIAL_METRICS}
     tune.report({TIME_ATTR: runs[-1].tokens_trained, **means, "eta_s": 0.0,
@@ -202,6 +239,8 @@ def _short(config: dict) -> list[str]:
     for key, value in config.items():
         if isinstance(value, dict):
             parts += _short(value)
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{key.rsplit('.', 1)[-1]}={'+'.join(str(v) for v in value) or 'none'}")
         else:
             parts.append(f"{key.rsplit('.', 1)[-1]}={value:g}" if isinstance(value, float)
                          else f"{key.rsplit('.', 1)[-1]}={value}")

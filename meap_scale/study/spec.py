@@ -13,6 +13,7 @@ from typing import Any
 
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.study.space import Dimension
+from meap_scale.train.branches import branches
 
 SEARCHES = ("grid", "optuna")
 TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}
@@ -119,3 +120,7 @@ class StudySpec:
     def runs_for(self, config: dict[str, Any]) -> list[RunSpec]:
         """The runs (one per seed) of one trial configuration."""
         return [apply_overrides(self.base, {**config, "seed": seed}) for seed in self.seeds]
+
+    def family_for(self, config: dict[str, Any]) -> list[RunSpec]:
+        """Every run a trial of ``config`` trains, in order: per seed, the run's decay branches, then the run."""
+        return [spec for run in self.runs_for(config) for spec in (*branches(run), run)]

@@ -99,7 +99,7 @@ class TrialEnds(Callback):
 
     def _first_open(self, trial) -> _Running | None:
         store = ResultsStore(self.store)
-        run = next((r for r in self.spec.runs_for(trial.config) if not store.has_run(r.run_id)), None)
+        run = next((r for r in self.spec.family_for(trial.config) if not store.has_run(r.run_id)), None)
         return _Running(run.run_id, utc_now()) if run else None
 
     def _record(self, trial, status: str, current: _Running | None) -> None:
@@ -111,7 +111,7 @@ class TrialEnds(Callback):
         if any(row["status"] == "finished" or (row["status"] == status == "failed" and row["trial_id"] ==
                                                trial.trial_id) for row in stored):
             return
-        runs = [run for run in self.spec.runs_for(trial.config) if run.run_id == current.run_id]
+        runs = [run for run in self.spec.family_for(trial.config) if run.run_id == current.run_id]
         if not runs:
             return
         tokens = current.last.get("tokens")

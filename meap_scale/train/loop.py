@@ -220,8 +220,17 @@ class TrainingRun:
         dist.all_gather_object(digests, self.digest)
         return digests
 
+    @property
+    def last_step(self) -> int:
+        """Where this invocation stops: the run's end, or the pause ``stop_at_step`` asks for."""
+        return self.spec.stop_at_step or self.spec.steps
+
     def _due(self, every: int, step: int) -> bool:
         return step == self.spec.steps or (every > 0 and step % every == 0)
+
+    def _checkpoint_due(self, step: int) -> bool:
+        """At the run's end, every ``checkpoint_interval`` steps, and where it pauses (its next start)."""
+        return step == self.last_step or self._due(self.spec.checkpoint_interval, step)
 
     def _metrics(self, step: int, losses: list[torch.Tensor], grad_norm: torch.Tensor, seconds: float) -> dict:
         train_loss = self._mean_over_ranks(torch.stack(losses).mean().reshape(1).double())
@@ -246,8 +255,8 @@ class TrainingRun:
     def _report(self, step: int, metrics: dict) -> None:
         if self._due(self.spec.eval_every, step):
             metrics["val_loss"] = self.evaluate()
-        checkpoint = self._due(self.spec.checkpoint_interval, step)
-        digests = self._gather_digests() if checkpoint or step == self.spec.steps else None
+        checkpoint = self._checkpoint_due(step)
+        digests = self._gather_digests() if checkpoint else None
         if self.session.rank == 0:
             self.state.curve.append(metrics)
         self.state.step, self.state.data_digests = step, digests or self.state.data_digests
@@ -272,15 +281,15 @@ class TrainingRun:
         self.placed.net.train()
         losses: list[torch.Tensor] = []
         started = time.perf_counter()
-        for step in range(self.state.step + 1, self.spec.steps + 1):
+        for step in range(self.state.step + 1, self.last_step + 1):
             loss, grad_norm = self._optimizer_step(step - 1)
             losses.append(loss)
             if self._due(self.spec.log_every, step) or self._due(self.spec.eval_every, step) \
-                    or self._due(self.spec.checkpoint_interval, step):
+                    or self._checkpoint_due(step):
                 self._report(step, self._metrics(step, losses, grad_norm, self._elapsed(started)))
                 losses, started = [], time.perf_counter()
             self._maybe_fail(step)
-        evals, summary = self._evaluate_suite()
+        evals, summary = self._evaluate_suite() if self.state.step == self.spec.steps else ([], {})
         return {"curve": self.state.curve, "final": self.state.curve[-1] if self.state.curve else {},
                 "data_digest": hashlib.sha256("".join(self.state.data_digests).encode()).hexdigest(),
                 "resumed_from_step": self.state.resumed_from_step, "evals": evals, "eval_summary": summary}

@@ -29,7 +29,9 @@ class Session:
     """False when nothing would keep a checkpoint (standalone without ``checkpoint_root``): skip writing it."""
 
 
-def _ray_session() -> Session | None:
+def _ray_session(config: dict) -> Session | None:
+    """``config['start_from']`` (a Ray Train checkpoint) is where a run with no checkpoint of its own starts:
+    a decay branch, from its parent's. The run's own latest checkpoint, after a restart, comes first."""
     try:
         import ray.train
 
@@ -39,7 +41,7 @@ def _ray_session() -> Session | None:
 
     @contextlib.contextmanager
     def resume() -> Iterator[str | None]:
-        checkpoint = ray.train.get_checkpoint()
+        checkpoint = ray.train.get_checkpoint() or config.get("start_from")
         if checkpoint is None:
             yield None
             return
@@ -100,7 +102,7 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
 
 
 def current_session(config: dict) -> Session:
-    return _ray_session() or local_session(config)
+    return _ray_session(config) or local_session(config)
 
 
 def latest_checkpoint(root: str) -> str | None:

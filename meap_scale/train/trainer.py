@@ -32,6 +32,8 @@ class RunResult:
     wall_seconds: float
     resumed_from_step: int | None = None
     """The checkpoint step the final attempt started from (after a restart or a re-run), if any."""
+    checkpoint: object | None = None
+    """The latest ``ray.train.Checkpoint`` (readable wherever the storage path is), for a branch to start from."""
     evals: tuple[dict, ...] = ()
     """Rows of the run's eval suite (task, condition, metric, value, n, stderr)."""
     eval_summary: dict | None = None
@@ -203,14 +205,15 @@ def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
                           f"cluster has {nodes} node(s)")
 
 
-def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list, study: str | None):
+def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list, study: str | None, start_from=None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = {"CPU": spec.cpus_per_worker, **({"GPU": 1} if spec.use_gpu else {})}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"run": spec.to_dict(), "data": prepared.to_dict(), "study": study},
+        train_loop_config={"run": spec.to_dict(), "data": prepared.to_dict(), "study": study,
+                           "start_from": start_from},
         scaling_config=ScalingConfig(num_workers=spec.workers, use_gpu=spec.use_gpu, resources_per_worker=resources,
                                      placement_strategy=spec.placement),
         torch_config=TorchConfig(backend="nccl" if spec.use_gpu else "gloo"),
@@ -225,11 +228,12 @@ def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list, study: str 
 
 
 def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks: list | None = None,
-                 study: str | None = None) -> RunResult:
+                 study: str | None = None, start_from=None) -> RunResult:
     """Train ``spec`` on the Ray cluster; raises the worker's error if the run fails.
 
     ``callbacks`` are Ray Train run callbacks, e.g. Tune's ``TuneReportCallback`` inside a study trial;
-    ``study`` tags the run's live metrics.
+    ``study`` tags the run's live metrics; ``start_from``: a ``ray.train.Checkpoint`` to start from when the
+    run has none of its own (a decay branch starts from its parent's).
     """
     prepared = prepared or prepare_data(spec.data)
     check_suite(prepared, spec.evals, spec.data.seq_len)
@@ -237,13 +241,14 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
     check_local_cluster(spec)
     check_cluster_memory([spec], prepared.model_vocab_size)
     started = time.perf_counter()
-    result = _trainer(spec, prepared, callbacks or [], study).fit()
+    result = _trainer(spec, prepared, callbacks or [], study, start_from).fit()
     if result.error:
         raise result.error
     returned = result.return_value or {}
     return RunResult(spec=spec, data=prepared, final=returned.get("final", result.metrics or {}),
                      curve=returned.get("curve", []),
                      checkpoint_path=result.checkpoint.path if result.checkpoint else None,
+                     checkpoint=result.checkpoint,
                      data_digest=returned.get("data_digest", ""), wall_seconds=time.perf_counter() - started,
                      resumed_from_step=returned.get("resumed_from_step"), evals=tuple(returned.get("evals", ())),
                      eval_summary=returned.get("eval_summary") or None)
