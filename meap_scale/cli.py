@@ -621,7 +621,7 @@ def _plan(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render, render_power, render_savings,
-                                 render_schedule, study_runs, wall_hours)
+                                 render_schedule, study_runs, wall_hours, with_branches)
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 
@@ -639,8 +639,8 @@ def _plan(args: argparse.Namespace) -> int:
     else:
         options = run_parser.parse_args(args.rest)
         spec = replace(spec_from_args(options), use_gpu=True)
-        runs = [({"model": spec.model.size, "tokens": spec.tokens_trained, "objective": spec.objective.name,
-                  "mask_ratio": spec.objective.mask_ratio}, spec)]
+        runs = with_branches({"model": spec.model.size, "tokens": spec.tokens_trained,
+                              "objective": spec.objective.name, "mask_ratio": spec.objective.mask_ratio}, spec)
     if options.mfu is not None and not 0 < options.mfu <= 1:
         raise ConfigError(f"--mfu must be in (0, 1], got {options.mfu}")
     mfu, basis = (options.mfu, "given with --mfu") if options.mfu else (ASSUMED_MFU, MFU_BASIS)

@@ -88,11 +88,16 @@ def study_runs(study) -> list[tuple[dict, RunSpec]]:
             for key, value in zip(keys, combo):
                 label.update(value if isinstance(value, dict) else {key: value})
             label.pop("decay_at", None)
-            main = apply_overrides(study.base, overrides)
-            runs += [({**label, "tokens": spec.tokens_trained, "seed": seed, "decay branch": "yes"}, spec)
-                     for spec in branches(main)]
-            runs.append(({**label, **({"tokens": main.tokens_trained} if main.decay_at else {}), "seed": seed}, main))
+            runs += with_branches({**label, "seed": seed}, apply_overrides(study.base, overrides))
     return runs * (study.num_samples if study.search == "grid" else 1)
+
+
+def with_branches(label: dict, main: RunSpec) -> list[tuple[dict, RunSpec]]:
+    """A run to plan, preceded by its decay branches (if any), each labelled with its budget."""
+    if not main.decay_at:
+        return [(label, main)]
+    return [*(({**label, "tokens": spec.tokens_trained, "decay branch": "yes"}, spec) for spec in branches(main)),
+            ({**label, "tokens": main.tokens_trained}, main)]
 
 
 def plan_runs(runs: list[tuple[dict, RunSpec]], gpu: Accelerator, mfu: float) -> list[RunPlan]:

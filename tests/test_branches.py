@@ -183,3 +183,26 @@ def test_branch_rows_fit_exactly_like_separate_runs_of_their_budgets(prepared, t
     assert sorted(fits[True].compute) == sorted(fits[False].compute)  # a branch counts its whole budget
     assert fits[True].fit.theta == pytest.approx(fits[False].fit.theta, rel=1e-6)  # rows in another order
     assert (fits[True].fit.E, fits[True].fit.alpha, fits[True].fit.beta) == pytest.approx((2, 0.3, 0.3), rel=0.02)
+
+
+def test_plan_of_one_multi_budget_run_lists_its_branches(capsys):
+    assert cli(["plan", "--schedule", "wsd", "--tokens", "4e9", "--decay-at", "1e9", "2e9", "--model", "0.1b",
+                "--batch-tokens", "1048576", "--workers", "8", "--micro-batch-size", "4", "--seq-len", "2048",
+                "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(run["tokens"], run.get("decay branch")) for run in plan["runs"]] == [
+        (953 * 2 ** 20, "yes"), (1907 * 2 ** 20, "yes"), (3814 * 2 ** 20, None)]
+    assert plan["flops"] < plan["standalone_flops"]
+
+
+def test_the_report_counts_what_branches_trained_not_the_budgets_they_stand_for(prepared, tmp_path):
+    from meap_scale.report.data import load_report_data
+    from meap_scale.report.sections import summary
+    from meap_scale.store import ResultsStore
+
+    store = ResultsStore(str(tmp_path))
+    store.append("runs", _law_rows(prepared, branched=True))
+    facts = dict(summary(load_report_data(store)).tables[0].rows)
+    cooldowns = round(0.2 * 128) + round(0.2 * 256)  # steps of 8192 tokens: budgets of 128 and 256 steps
+    assert facts["tokens trained"] == f"{5 * (4 * 2 ** 20 + cooldowns * 8192):,}"
+    assert facts["decay branches"].startswith("10 finished run(s) branched from a longer WSD run")

@@ -16,9 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meap_scale.config import ConfigError, RunSpec
 from meap_scale.evals.summary import summary_of
 from meap_scale.scaling.groups import exclusion
 from meap_scale.store import ResultsStore
+from meap_scale.train.branches import cost_tokens
 
 CURVE_POINTS = 60
 """Most points kept per run and metric for the training-curve figure."""
@@ -61,6 +63,17 @@ def _name(config_json: str | None) -> str | None:
         return None
 
 
+def _own_tokens(run: dict) -> int | None:
+    """Tokens the run trained itself: a decay branch its cooldown only (its row counts its whole budget, as
+    the fits should); any run whose config cannot be read, all it saw."""
+    if not run.get("parent_run_id"):
+        return run.get("tokens_seen")
+    try:
+        return cost_tokens(RunSpec.from_dict(json.loads(run["config_json"])))
+    except (ConfigError, TypeError, ValueError, KeyError):
+        return run.get("tokens_seen")
+
+
 def _summary(text: str | None) -> dict:
     try:
         value = json.loads(text) if text else {}
@@ -101,6 +114,7 @@ def load_report_data(store: ResultsStore, study: str | None = None) -> ReportDat
         by_run.setdefault(row["run_id"], []).append(row)
     for run in runs:
         run["name"] = _name(run.get("config_json"))
+        run["tokens_own"] = _own_tokens(run)
         # Evals attached after training (``meap-scale eval --study``) are in the evals table only.
         run["evals"] = {**_summary(run.get("eval_summary_json")), **summary_of(by_run.get(run["run_id"], []))}
     curves = store.read("curves")

@@ -59,6 +59,12 @@ def _mean(values) -> float:
 
 # --- study summary -----------------------------------------------------------------------------------
 
+def _own_flops(run: dict) -> float:
+    """6ND of what the run trained itself (a decay branch: its cooldown)."""
+    seen, own = run.get("tokens_seen"), run.get("tokens_own")
+    return (run.get("flops_6nd") or 0.0) * (own / seen if seen and own is not None else 1.0)
+
+
 def summary(data: ReportData) -> Section | Missing:
     if not data.runs:
         return Missing("summary", "Study summary", f"runs in the store at {data.store_url}"
@@ -76,9 +82,14 @@ def summary(data: ReportData) -> Section | Missing:
              ("model sizes", ", ".join(sorted({str(r["model_size"]) for r in runs}))),
              ("token budgets", ", ".join(f"{b:,}" for b in sorted({r["tokens_budget"] for r in runs
                                                                     if r["tokens_budget"]}))),
-             ("tokens trained", f"{sum(r['tokens_seen'] or 0 for r in finished):,}"),
-             ("training compute", f"{sum(r['flops_6nd'] or 0 for r in finished):.3g} FLOPs (C = 6ND)"),
+             ("tokens trained", f"{sum(r['tokens_own'] or 0 for r in finished):,}"),
+             ("training compute", f"{sum(_own_flops(r) for r in finished):.3g} FLOPs (C = 6ND)"),
              ("GPU-hours", f"{gpu_hours:.2f}"), ("CPU wall-hours", f"{cpu_hours:.2f}")]
+    branches = [r for r in finished if r.get("parent_run_id")]
+    if branches:
+        facts.append(("decay branches", f"{len(branches)} finished run(s) branched from a longer WSD run: each "
+                                        f"stands for its whole budget in the fits, but trained only its cooldown "
+                                        f"(the tokens and compute above count that)"))
     facts += [("left out of loss figures and fits", f"{count} finished run(s): {reason}")
               for reason, count in sorted(data.unscored().items())]
     tables = [Table(("quantity", "value"), facts)]
