@@ -99,7 +99,10 @@ def test_a_paused_run_continues_exactly_and_its_branch_lands_near_a_cosine_run_o
         train_family(main, finished=lambda spec: spec.run_id == main.run_id, pause_at=pause_at,
                      train_branch=train_branch, train_main=lambda spec: None)
     with pytest.raises(BranchError, match="is at step 100, not at the branch's start 40"):
-        train_family(main, finished=lambda spec: False, pause_at=lambda spec: (100, None),
+        train_family(main, finished=lambda spec: False, pause_at=lambda spec: (100, "step-00000100"),
+                     train_branch=train_branch, train_main=lambda spec: None)
+    with pytest.raises(BranchError, match="kept no checkpoint at step 40"):
+        train_family(main, finished=lambda spec: False, pause_at=lambda spec: (40, None),
                      train_branch=train_branch, train_main=lambda spec: None)
 
 
@@ -206,3 +209,15 @@ def test_the_report_counts_what_branches_trained_not_the_budgets_they_stand_for(
     cooldowns = round(0.2 * 128) + round(0.2 * 256)  # steps of 8192 tokens: budgets of 128 and 256 steps
     assert facts["tokens trained"] == f"{5 * (4 * 2 ** 20 + cooldowns * 8192):,}"
     assert facts["decay branches"].startswith("10 finished run(s) branched from a longer WSD run")
+
+
+def test_a_multi_budget_study_of_one_worker_runs_on_a_remote_store_is_refused_before_training():
+    from meap_scale.store import ResultsStore
+    from meap_scale.study.runner import Locations, check_branch_checkpoints
+
+    spec = build_study("scaling_grid", "smoke", multi_budget_runs=True)
+    remote = Locations.for_store(ResultsStore("memory://branches-study"))
+    with pytest.raises(ConfigError, match="needs a local store"):
+        check_branch_checkpoints(spec, remote)
+    check_branch_checkpoints(build_study("scaling_grid", "smoke", multi_budget_runs=True, workers=2), remote)
+    check_branch_checkpoints(build_study("scaling_grid", "smoke"), remote)

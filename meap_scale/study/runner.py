@@ -21,7 +21,7 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from meap_scale.config import RunSpec
+from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.scaling.from_store import paired_comparisons
@@ -192,6 +192,16 @@ def _resources(base: RunSpec) -> dict:
     return {"CPU": DRIVER_CPU}
 
 
+def check_branch_checkpoints(spec: StudySpec, locations: Locations) -> None:
+    """Decay branches start from their parent's checkpoint: one-worker runs of a study on a remote store keep
+    theirs nowhere (``Locations``), so such a study with branches is refused before anything trains."""
+    if spec.base.workers == 1 and locations.checkpoints is None and any(run.decay_at for run in spec.example_runs()):
+        raise ConfigError(f"--multi-budget with one-worker runs needs a local store: decay branches start from "
+                          f"their parent's checkpoint, and one-worker runs of a study on {locations.store} keep no "
+                          f"checkpoints; use a local --store, or --workers 2 or more (Ray Train keeps checkpoints "
+                          f"at the store's _runs folder)")
+
+
 def check_fits(base: RunSpec) -> None:
     """One trial (its workers, plus the driving trial of a multi-worker run) must fit a local cluster."""
     check_local_cluster(base, extra_cpu=DRIVER_CPU if base.workers > 1 else 0.0)
@@ -332,6 +342,7 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) 
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}
+    check_branch_checkpoints(spec, Locations.for_store(store))
     check_before_ray(spec.base, DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster)
     check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)

@@ -80,6 +80,9 @@ def train_family(main: RunSpec, *, finished: Callable[[RunSpec], bool],
                               f"{main.run_id} finished without it, and its checkpoint at step {start} is gone; "
                               f"train that budget as a separate run")
         step, checkpoint = pause_at(replace(main, stop_at_step=start))
+        if checkpoint is None:
+            raise BranchError(f"branch {spec.run_id} cannot start: its parent {main.run_id} kept no checkpoint at "
+                              f"step {start} (nothing stores its checkpoints)")
         if step != start:
             raise BranchError(f"branch {spec.run_id} cannot start: its parent {main.run_id} is at step {step}, "
                               f"not at the branch's start {start} (it was trained past it without this branch); "
