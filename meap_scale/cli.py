@@ -383,6 +383,9 @@ def _train(args: argparse.Namespace) -> int:
     from meap_scale.train.branches import train_family
     from meap_scale.train.trainer import check_before_ray, check_memory, ensure_ray, run_training
 
+    if spec.decay_at and not args.store:
+        raise ConfigError("--decay-at needs --store: each decay branch is a row of its own, and the store is how a "
+                          "rerun knows which branches are done (their parent's checkpoints at their starts are gone)")
     prepared = prepare_data(spec.data)
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
     check_before_ray(spec, new_cluster=args.new_cluster)
@@ -418,8 +421,8 @@ def _train(args: argparse.Namespace) -> int:
         result = train(run)
         return result.final.get("step"), result.checkpoint
 
-    finished = (lambda run: store.has_run(run.run_id)) if store else (lambda run: False)
-    result = train_family(spec, finished=finished, pause_at=paused, train_branch=train_branch, train_main=train)
+    result = train_family(spec, finished=lambda run: bool(store) and store.has_run(run.run_id), pause_at=paused,
+                          train_branch=train_branch, train_main=train)
     info = {**summary(result), "store": args.store}
     if branched:
         info["branches"] = [{key: summary(b)[key] for key in ("run_id", "tokens", "val_loss")} for b in branched]

@@ -64,6 +64,7 @@ PROBE = ("import sys, ray; from meap_scale.cli import main\n"
     (["--model", "huge"], "argument --model: invalid choice: 'huge' (choose from 'debug', 'xs'"),
     (["--data", "EMPTY"], "0 non-empty document(s)"),
     (["--tokenizer", "./no/such/tokenizer"], "tokenizer path './no/such/tokenizer' does not exist"),
+    (["--schedule", "wsd", "--tokens", "81920", "--decay-at", "40960"], "--decay-at needs --store"),
 ])
 def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, message):
     empty = tmp_path / "empty.jsonl"
