@@ -42,7 +42,8 @@ print(json.dumps({"grown_kib": (high_water() - base) // 1024}))
 
 LENGTH = 2048
 """One layer's maps: 4 heads x 2048 x 2048 fp32 = 64 MiB; all of one probe's (2 layers): 128 MiB. The slack
-allowed for the allocator's fragmentation is half of one probe's maps (measured: 1 probe 373 MiB, 6 probes 401)."""
+allowed for the allocator's fragmentation is one probe's maps (measured: 1 probe 373 MiB, 6 probes 401 to 446
+on a busy machine); keeping every probe's maps would add five times that."""
 
 
 def _growth_mib(probes: int, mode: str) -> float:
@@ -54,7 +55,7 @@ def _growth_mib(probes: int, mode: str) -> float:
 @pytest.mark.slow
 def test_the_attention_eval_of_many_probes_peaks_no_higher_than_of_one():
     one, many = _growth_mib(1, "streamed"), _growth_mib(6, "streamed")
-    assert many <= one + 64, f"6 probes grew the peak by {many:.0f} MiB, 1 probe by {one:.0f} MiB"
+    assert many <= one + 128, f"6 probes grew the peak by {many:.0f} MiB, 1 probe by {one:.0f} MiB"
     # The measurement sees growth where there is some: keeping every probe's maps, as the suite did before,
     # holds 6 x 128 MiB (measured: 930 MiB against 408 streamed).
     assert _growth_mib(6, "kept") > many + 2 * 128
