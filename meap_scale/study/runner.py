@@ -127,10 +127,18 @@ def _finished(store: ResultsStore, run: RunSpec):
 def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
     """A multi-budget run (``meap_scale.train.branches``): its branches in order, each a row of its own, then
     the run itself; returns the run's final metrics."""
+    from ray import tune
+
     store = ResultsStore(ctx["store"])
 
     def pause_at(paused: RunSpec):
-        out = _train(paused, prepared, ctx, progress)
+        started = utc_now()
+        try:
+            out = _train(paused, prepared, ctx, progress)
+        except Exception:
+            _record_failure(store, main, prepared, ctx["study"], tune.get_context().get_trial_id(), started,
+                            ctx["env"])
+            raise
         return out["final"].get("step"), out["checkpoint"]
 
     return train_family(main, finished=lambda spec: bool(_finished(store, spec).num_rows), pause_at=pause_at,
