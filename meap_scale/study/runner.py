@@ -129,15 +129,15 @@ def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Pro
     the run itself; returns the run's final metrics."""
     from ray import tune
 
-    store = ResultsStore(ctx["store"])
+    store, trial_id = ResultsStore(ctx["store"]), tune.get_context().get_trial_id()
+    store.add_members(ctx["study"], [main.run_id], trial_id)  # before its first segment, as in _run_one
 
     def pause_at(paused: RunSpec):
         started = utc_now()
         try:
             out = _train(paused, prepared, ctx, progress)
         except Exception:
-            _record_failure(store, main, prepared, ctx["study"], tune.get_context().get_trial_id(), started,
-                            ctx["env"])
+            _record_failure(store, main, prepared, ctx["study"], trial_id, started, ctx["env"])
             raise
         return out["final"].get("step"), out["checkpoint"]
 
