@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meap_scale.models import LADDER, ModelShape
-from meap_scale.train.schedule import cooldown_steps, warmup_steps
+from meap_scale.train.schedule import cooldown_start, warmup_steps
 from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")
@@ -451,8 +451,7 @@ class RunSpec(_Serialisable):
         for tokens in self.decay_at:
             _require(1 <= tokens // batch < self.steps, f"run.decay_at {tokens} must be at least one batch "
                                                         f"({batch} tokens) and less than run.tokens={self.tokens}")
-        starts = {tokens: tokens // batch - cooldown_steps(tokens // batch, self.optim.cooldown_fraction)
-                  for tokens in self.decay_at}
+        starts = {tokens: cooldown_start(tokens // batch, self.optim.cooldown_fraction) for tokens in self.decay_at}
         earliest = min(starts, key=starts.__getitem__)
         warmup = warmup_steps(self.steps, self.optim.warmup_fraction)
         largest = math.floor(starts[earliest] / self.steps * 1e4) / 1e4

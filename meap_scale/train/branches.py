@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Callable, TypeVar
 
 from meap_scale.config import RunSpec
-from meap_scale.train.schedule import cooldown_steps
+from meap_scale.train.schedule import cooldown_start
 
 Handle = TypeVar("Handle")
 """What a paused main run hands its branch: a checkpoint folder, or a Ray Train checkpoint."""
@@ -35,7 +35,7 @@ class BranchError(RuntimeError):
 
 def branch_start(branch: RunSpec) -> int:
     """The optimiser step after which a run of the branch's budget starts its cooldown."""
-    return branch.steps - cooldown_steps(branch.steps, branch.optim.cooldown_fraction)
+    return cooldown_start(branch.steps, branch.optim.cooldown_fraction)
 
 
 def branch(main: RunSpec, tokens: int) -> RunSpec:

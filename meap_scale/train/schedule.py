@@ -19,6 +19,12 @@ def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
     return max(1, round(total_steps * cooldown_fraction))
 
 
+def cooldown_start(total_steps: int, cooldown_fraction: float) -> int:
+    """Optimiser steps a WSD run completes at its peak rate (warmup included) before its cooldown: where a
+    decay branch of that length leaves a longer run."""
+    return total_steps - cooldown_steps(total_steps, cooldown_fraction)
+
+
 def _cooldown(progress: float, shape: str) -> float:
     """Share of the way from the peak to the floor after ``progress`` (0..1) of the cooldown."""
     return progress if shape == "linear" else math.sqrt(progress)
@@ -31,11 +37,10 @@ def lr_at(step: int, total_steps: int, *, lr: float, min_lr: float, warmup_fract
     if step < warmup:
         return lr * (step + 1) / warmup
     if schedule == "wsd":
-        cooldown = cooldown_steps(total_steps, cooldown_fraction)
-        start = total_steps - cooldown
+        start = cooldown_start(total_steps, cooldown_fraction)
         if step < start:
             return lr
-        progress = min(1.0, (step - start + 1) / cooldown)
+        progress = min(1.0, (step - start + 1) / (total_steps - start))
         return lr - (lr - min_lr) * _cooldown(progress, cooldown_shape)
     progress = (step - warmup) / max(1, total_steps - 1 - warmup)
     return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * min(1.0, progress)))
