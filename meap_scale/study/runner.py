@@ -78,15 +78,11 @@ class _Progress:
                 "run_id": run.run_id, **metrics}
 
 
-def _checkpoint_root(run: RunSpec, locations: Locations) -> str | None:
-    return posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
-
-
 def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str,
                       start_from: str | None = None) -> dict:
     """The loop inside the trial's own process; resumes from the run's latest local checkpoint, else starts
     from ``start_from`` (a branch's parent's checkpoint folder), else from scratch."""
-    root = _checkpoint_root(run, locations)
+    root = posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
     config = {"run": run.to_dict(), "data": prepared.to_dict(), "checkpoint_root": root,
               "resume_from": (latest_checkpoint(root) if root else None) or start_from, "study": study}
     out = train_loop_per_worker(config, local_session(config, emit=report))
@@ -120,10 +116,6 @@ def _train(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress,
     return _train_distributed(run, prepared, ctx["study"], start_from)
 
 
-def _finished(store: ResultsStore, run: RunSpec):
-    return store.runs({"run_id": run.run_id, "status": "finished"})
-
-
 def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
     """A multi-budget run (``meap_scale.train.branches``): its branches in order, each a row of its own, then
     the run itself; returns the run's final metrics."""
@@ -141,7 +133,7 @@ def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Pro
             raise
         return out["final"].get("step"), out["checkpoint"]
 
-    return train_family(main, finished=lambda spec: bool(_finished(store, spec).num_rows), pause_at=pause_at,
+    return train_family(main, finished=lambda spec: store.has_run(spec.run_id), pause_at=pause_at,
                         train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
                         train_main=lambda spec: _run_one(spec, prepared, ctx, progress))
 
@@ -152,7 +144,7 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progres
 
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
     store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
-    stored = _finished(store, run)
+    stored = store.runs({"run_id": run.run_id, "status": "finished"})
     if stored.num_rows:
         return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
     started, clock = utc_now(), time.perf_counter()
@@ -350,7 +342,7 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) 
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}
-    check_branch_checkpoints(spec, Locations.for_store(store))
+    check_branch_checkpoints(spec, ctx["locations"])
     check_before_ray(spec.base, DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster)
     check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)
