@@ -4,9 +4,9 @@ number of GPUs and its cost at a given price (the power analysis is ``meap_scale
 
 GPU-hours = PaLM training FLOPs (``meap_scale.models.flops_per_token(...).palm`` x tokens trained) / (the
 GPU's dense bf16 peak x MFU). Our loop's MFU on GPUs is unmeasured (docs/performance.md): the default
-``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it. A decay branch of a multi-budget run (``meap_scale.train.branches``)
-counts its cooldown only. Wall time packs the
-runs onto the GPUs longest first, each run holding its ``workers`` GPUs for GPU-hours / workers hours
+``ASSUMED_MFU`` is an assumption, printed with every plan, and ``--mfu`` replaces it. A decay branch of a
+multi-budget run (``meap_scale.train.branches``) counts its cooldown only. Wall time packs the runs onto the
+GPUs longest first, each run (with its branches) holding its ``workers`` GPUs for GPU-hours / workers hours
 (start-up, evals and checkpoints not counted).
 """
 
@@ -48,7 +48,8 @@ class RunPlan:
 
     def to_dict(self) -> dict:
         return {**self.label, "memory_per_gpu_bytes": self.memory.total, "fits": self.fits,
-                "memory_parts": self.memory.parts(), "fixes": list(self.fixes), "flops": self.flops, "standalone_flops": self.standalone_flops,
+                "memory_parts": self.memory.parts(), "fixes": list(self.fixes), "flops": self.flops,
+                "standalone_flops": self.standalone_flops,
                 "gpu_hours": self.gpu_hours, "workers": self.spec.workers, "parallel": self.spec.parallel,
                 "activation_checkpointing": self.spec.activation_checkpointing,
                 "micro_batch_size": self.spec.optim.micro_batch_size}
@@ -70,7 +71,8 @@ def plan_run(spec: RunSpec, gpu: Accelerator, mfu: float, label: dict, vocab: in
     flops = per_token * cost_tokens(spec)
     found = tuple(fixes(spec, vocab, gpu.memory_bytes, gpu=True)) if memory.total > gpu.memory_bytes else ()
     return RunPlan(spec=spec, label=label, memory=memory, capacity=gpu.memory_bytes, fixes=found, flops=flops,
-                   standalone_flops=per_token * spec.tokens_trained, gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
+                   standalone_flops=per_token * spec.tokens_trained,
+                   gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
                    params_total=param_counts(spec.model.shape, vocab, spec.model.tie_embeddings).total)
 
 
@@ -117,15 +119,16 @@ def wall_hours(plans: list[RunPlan], gpus: int) -> float:
     widest = max(p.spec.workers for p in plans)
     if gpus < widest:
         raise ConfigError(f"--gpus {gpus} is fewer than the {widest} GPUs one run of this plan needs")
-    jobs: dict[object, list[float]] = {}
+    hours: dict[object, float] = {}
+    workers: dict[object, int] = {}
     for index, plan in enumerate(plans):
-        family = plan.spec.branch_of or (plan.spec.run_id if plan.spec.decay_at else index)
-        job = jobs.setdefault(family, [0.0, plan.spec.workers])
-        job[0] += plan.gpu_hours / plan.spec.workers
+        job = plan.spec.branch_of or (plan.spec.run_id if plan.spec.decay_at else index)
+        hours[job] = hours.get(job, 0.0) + plan.gpu_hours / plan.spec.workers
+        workers[job] = plan.spec.workers
     free = [0.0] * gpus
-    for hours, workers in sorted(jobs.values(), reverse=True):
-        chosen = sorted(range(gpus), key=free.__getitem__)[:int(workers)]
-        end = max(free[g] for g in chosen) + hours
+    for job in sorted(hours, key=lambda j: (hours[j], workers[j]), reverse=True):
+        chosen = sorted(range(gpus), key=free.__getitem__)[:workers[job]]
+        end = max(free[g] for g in chosen) + hours[job]
         for g in chosen:
             free[g] = end
     return max(free)

@@ -48,7 +48,8 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
     counts = param_counts(shape, data.model_vocab_size, spec.model.tie_embeddings)
     flops = flops_per_token(shape, data.model_vocab_size, spec.data.seq_len, spec.model.tie_embeddings)
     return {
-        "run_id": spec.run_id, "parent_run_id": spec.branch_of, "objective": objective.name, "mask_ratio": objective.mask_ratio,
+        "run_id": spec.run_id, "parent_run_id": spec.branch_of, "objective": objective.name,
+        "mask_ratio": objective.mask_ratio,
         "mask_sampling": objective.mask_sampling, "exclude_special_tokens": objective.exclude_special_tokens,
         "mask_with": objective.mask_with, "mask_schedule": objective.mask_schedule,
         "model_size": spec.model.size, "n_layers": shape.n_layers, "d_model": shape.d_model,
