@@ -16,9 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from meap_scale.config import ConfigError, RunSpec
 from meap_scale.evals.summary import summary_of
-from meap_scale.scaling.groups import exclusion
+from meap_scale.scaling.groups import exclusion, stored_spec
 from meap_scale.store import ResultsStore
 from meap_scale.train.branches import cost_tokens
 
@@ -66,12 +65,8 @@ def _name(config_json: str | None) -> str | None:
 def _own_tokens(run: dict) -> int | None:
     """Tokens the run trained itself: a decay branch its cooldown only (its row counts its whole budget, as
     the fits should); any run whose config cannot be read, all it saw."""
-    if not run.get("parent_run_id"):
-        return run.get("tokens_seen")
-    try:
-        return cost_tokens(RunSpec.from_dict(json.loads(run["config_json"])))
-    except (ConfigError, TypeError, ValueError, KeyError):
-        return run.get("tokens_seen")
+    spec = stored_spec(run) if run.get("parent_run_id") else None
+    return cost_tokens(spec) if spec else run.get("tokens_seen")
 
 
 def _summary(text: str | None) -> dict:

@@ -60,13 +60,18 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 SECTIONS = {"model", "objective", "data", "optim"}
 
 
-def run_identity(row: dict) -> dict[str, Any] | None:
-    """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
+def stored_spec(row: dict) -> RunSpec | None:
+    """The RunSpec a row's config_json holds, where it is a whole one; None otherwise (old or synthetic rows)."""
     try:
         config = json.loads(row.get("config_json") or "")
-        spec = RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
+        return RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
     except (ValueError, TypeError, ConfigError):
         return None
+
+
+def run_identity(row: dict) -> dict[str, Any] | None:
+    """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
+    spec = stored_spec(row)
     if spec is None:
         return None
     flat = flatten(spec.identity())
