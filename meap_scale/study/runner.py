@@ -31,7 +31,8 @@ from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
 from meap_scale.study import contract
 from meap_scale.study.interrupts import Interrupts
-from meap_scale.study.spec import FINAL_REPORT, METRIC, TRIAL_METRICS, StudySpec
+from meap_scale.study.searchers import searcher
+from meap_scale.study.spec import FINAL_REPORT, METRIC, MODE, TRIAL_METRICS, StudySpec
 from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.branches import family_tokens, train_family
 from meap_scale.train.loop import train_loop_per_worker
@@ -40,7 +41,7 @@ from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, ch
                                      ensure_ray, run_training)
 from meap_scale.urls import is_url
 
-MODE, TIME_ATTR = "min", "tokens"
+TIME_ATTR = "tokens"
 
 
 @dataclass(frozen=True)
@@ -216,21 +217,6 @@ def default_concurrency(base: RunSpec) -> int:
     return max(1, int(resources.get("CPU", 1) // (base.workers * base.cpus_per_worker)))
 
 
-def _searcher(spec: StudySpec):
-    """Optuna's TPE for one metric; NSGA-II for several (lists for metric and mode, on the searcher only)."""
-    if spec.search != "optuna":
-        return None
-    from ray.tune.search.optuna import OptunaSearch
-
-    points = list(spec.points_to_evaluate) or None
-    if len(spec.metrics) == 1:
-        return OptunaSearch(metric=METRIC, mode=MODE, seed=spec.search_seed, points_to_evaluate=points)
-    from optuna.samplers import NSGAIISampler
-
-    return OptunaSearch(metric=list(spec.metrics), mode=list(spec.modes), points_to_evaluate=points,
-                        sampler=NSGAIISampler(seed=spec.search_seed))
-
-
 def _scheduler(spec: StudySpec):
     if not spec.asha:
         return None
@@ -273,15 +259,26 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
     if locations.tune and tune.Tuner.can_restore(os.path.join(locations.tune, spec.name)):
         return tune.Tuner.restore(os.path.join(locations.tune, spec.name), trainable, resume_errored=True)
     return tune.Tuner(
-        trainable,
-        param_space={key: dim.to_tune() for key, dim in spec.space.items()},
-        tune_config=tune.TuneConfig(metric=METRIC if len(spec.metrics) == 1 else None,
-                                    mode=MODE if len(spec.metrics) == 1 else None, search_alg=_searcher(spec),
-                                    scheduler=_scheduler(spec), num_samples=spec.num_samples,
-                                    max_concurrent_trials=concurrency, trial_name_creator=trial_name),
+        trainable, param_space=param_space(spec), tune_config=tune_config(spec, concurrency),
         run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune,
                                   callbacks=[TrialEnds(spec, ctx["store"], ctx["env"])]),
     )
+
+
+def param_space(spec: StudySpec) -> dict:
+    """``spec``'s search space in Tune's terms."""
+    return {key: dim.to_tune() for key, dim in spec.space.items()}
+
+
+def tune_config(spec: StudySpec, concurrency: int):
+    """The ``TuneConfig`` of ``spec``'s experiment: a single metric is ranked by Tune, several by the searcher
+    alone (Tune takes no metric lists). Tune pickles it with the tuner's state, searcher and scheduler included."""
+    from ray import tune
+
+    single = len(spec.metrics) == 1
+    return tune.TuneConfig(metric=METRIC if single else None, mode=MODE if single else None,
+                           search_alg=searcher(spec), scheduler=_scheduler(spec), num_samples=spec.num_samples,
+                           max_concurrent_trials=concurrency, trial_name_creator=trial_name)
 
 
 @dataclass(frozen=True)

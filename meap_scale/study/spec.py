@@ -20,6 +20,7 @@ TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}
 """Metrics every trial reports (means over its seeds) and their natural direction."""
 METRIC = "val_loss"
 """The metric a single-metric search and ASHA rank trials by; every result Tune sees carries it."""
+MODE = TRIAL_METRICS[METRIC]
 FINAL_REPORT = "seeds"
 """The key only a trial's last report carries (how many seeds its means cover): all its runs are stored."""
 
