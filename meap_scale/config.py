@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -65,6 +66,13 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A spec class's resolved field types: resolving them compiles every annotation, once per class is enough
+    (a store of many runs parses every run's config)."""
+    return typing.get_type_hints(cls)
+
+
 class _Serialisable:
     """Round-trip to plain dicts; nested specs become nested dicts, tuples become lists."""
 
@@ -73,7 +81,7 @@ class _Serialisable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        hints = typing.get_type_hints(cls)
+        hints = _type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         _require(not unknown, f"{cls.__name__} has no option(s) {unknown}; known: {sorted(names)}")
