@@ -138,3 +138,18 @@ def test_the_report_says_why_it_cannot_check_extrapolation(tmp_path):
     assert "3 point(s) cannot determine 5 parameters" in page
     build_report(store.url, str(tmp_path / "report.html"), bootstrap=10)
     assert "this report was built with --bootstrap 10" in (tmp_path / "report.html").read_text()
+
+
+def test_run_scatter_in_a_prediction_interval_is_student_t_on_the_fits_degrees_of_freedom():
+    """A law known exactly (every refit at the optimum) leaves only the scatter: at 5 degrees of freedom the 95%
+    interval is +- t(0.975, 5) = 2.571 residual sds in log space, 31% wider than the normal's 1.960."""
+    from scipy import stats
+
+    from meap_scale.scaling.extrapolation import prediction_interval
+    from meap_scale.scaling.parametric import ParametricFit
+
+    theta = np.array([math.log(400.0), math.log(1000.0), math.log(2.0), 0.34, 0.3])
+    fit = ParametricFit(theta=theta, objective=0.0, n_points=10, delta=1e-3, samples=np.tile(theta, (400, 1)))
+    low, high = prediction_interval(fit, 1e8, 1e10, sd=0.01, df=5, seed=0)
+    half_width = (math.log(high) - math.log(low)) / 2 / 0.01
+    assert half_width == pytest.approx(stats.t.ppf(0.975, 5), rel=0.03)

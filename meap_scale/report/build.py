@@ -13,10 +13,10 @@ from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
 from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, extrapolation_checks, fit_groups,
                                            paired_comparisons, retrieval_laws, retrieval_multipliers)
 from meap_scale.scaling.paired import PairedComparison
+from meap_scale.scaling.parametric import MIN_DRAWS
 from meap_scale.store import ResultsStore
 
 CPU_BANNER = ("CPU-scale runs only: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and their "
@@ -78,7 +78,7 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     laws = retrieval_laws(store, fits)
     retrieval = retrieval_multipliers(laws, fits)
-    checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_BOOTSTRAP else []
+    checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_DRAWS else []
     built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops),
              F.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
              S.mask_ratio(data, S.importances(data)), S.retrieval(data), F.retrieval_laws(laws, retrieval),

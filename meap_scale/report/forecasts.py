@@ -11,7 +11,7 @@ import numpy as np
 from meap_scale.report.figures import SCHEMA, Figure, chart, objective_colour, rule_at
 from meap_scale.report.fit_tables import with_bounds
 from meap_scale.report.sections import Missing, Section, Table, label
-from meap_scale.scaling.extrapolation import MIN_BOOTSTRAP
+from meap_scale.scaling.parametric import MIN_DRAWS
 from meap_scale.scaling.from_store import GroupExtrapolation, GroupRetrievalLaw, RetrievalMultiplier
 from meap_scale.scaling.parametric import PARAMS
 
@@ -36,8 +36,8 @@ def _extrapolation_values(checks: list[GroupExtrapolation]) -> tuple[list[dict],
 def extrapolation(checks: list[GroupExtrapolation], bootstrap: int) -> Section | Missing:
     title = "Does the law extrapolate?"
     needs = (f"groups with at least {len(PARAMS) + 1} runs to fit below the held-out largest-compute runs, and a "
-             f"report bootstrap of at least {MIN_BOOTSTRAP} refits")
-    if bootstrap < MIN_BOOTSTRAP:
+             f"report bootstrap of at least {MIN_DRAWS} refits")
+    if bootstrap < MIN_DRAWS:
         return Missing("extrapolation", title, f"{needs} (this report was built with --bootstrap {bootstrap})")
     done = [c for c in checks if c.check is not None]
     if not done:

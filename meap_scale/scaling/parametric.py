@@ -35,6 +35,8 @@ PARAMS = ("E", "A", "B", "alpha", "beta")
 LBFGS_OPTIONS = {"maxiter": 2000, "gtol": 1e-12, "ftol": 1e-15}
 BOOTSTRAP_GRID_STARTS = 3
 """Grid starts per bootstrap refit, besides the full-data optimum."""
+MIN_DRAWS = 20
+"""Fewer bootstrap draws cannot place the 2.5th and 97.5th percentiles of a 95% interval."""
 
 
 @dataclass(frozen=True)
