@@ -62,7 +62,7 @@ def test_store_runs_pair_by_size_budget_and_seed_and_the_verdict_follows_the_p_v
     found = {c.treatment["mask_ratio"]: c for c in paired_comparisons(store)}
     assert set(found) == {0.15, 0.3}  # ratio 0.4 shares no seed with NTP: nothing to pair
     better, same = found[0.15], found[0.3]
-    assert better.pairs == 8 and better.cells == 2
+    assert better.pairs == 8 and better.cells == 2 and better.seeds == 4
     # seed effects (0.05 per seed) cancel in the pairs: the difference is the shift alone
     assert better.mean_difference == pytest.approx(-0.02, abs=0.002)
     assert better.p_value < 0.01 and better.verdict().startswith("meap better at p < 0.01")
@@ -70,8 +70,21 @@ def test_store_runs_pair_by_size_budget_and_seed_and_the_verdict_follows_the_p_v
     assert same.p_value >= 0.01 and same.verdict().startswith("no difference at p < 0.01")
 
 
-def test_one_pair_gives_no_test_and_no_verdict():
-    comparison = compare([{"params_total": 1, "tokens_seen": 1, "seed": 0, "val_loss": 3.0}],
-                         [{"params_total": 1, "tokens_seen": 1, "seed": 0, "val_loss": 3.1}],
-                         treatment={"objective": "meap"}, baseline={"objective": "ntp"}, seed=0)
-    assert comparison.p_value is None and "too few pairs" in comparison.verdict()
+def test_one_seed_gives_no_test_whatever_its_number_of_cells():
+    """Cells of one seed share its weights and data: they are one replicate, not several."""
+    treated = [{"params_total": n, "tokens_seen": 1, "seed": 0, "val_loss": 3.0 - n / 100} for n in range(1, 9)]
+    baseline = [{**r, "val_loss": 3.1} for r in treated]
+    comparison = compare(treated, baseline, treatment={"objective": "meap"}, baseline={"objective": "ntp"}, seed=0)
+    assert comparison.pairs == 8 and comparison.seeds == 1 and comparison.p_value is None
+    assert "no test" in comparison.verdict() and "at least 2 seeds" in comparison.verdict()
+
+
+def test_the_verdict_says_how_many_seeds_the_observed_spread_needs():
+    """Seed means of mean -0.01 and sd 0.01: t = sqrt(n) must pass t(0.995, n - 1), which it first does at
+    n = 11 (sqrt(11) = 3.317 > 3.169; sqrt(10) = 3.162 < 3.250, from a t table)."""
+    seed_means = -0.01 + 0.01 * np.array([-1.0, 1.0, 0.0]) / 1.0  # mean -0.01, sd 0.01 over 3 seeds
+    treated = [{"params_total": 1, "tokens_seen": 1, "seed": k, "val_loss": 3.0 + m} for k, m in enumerate(seed_means)]
+    baseline = [{**r, "val_loss": 3.0} for r in treated]
+    comparison = compare(treated, baseline, treatment={"objective": "meap"}, baseline={"objective": "ntp"}, seed=0)
+    assert comparison.seeds_needed == 11 and "about 11 seeds" in comparison.verdict()
+    assert comparison.bootstrap_interval is None  # 3 seeds: a percentile bootstrap would be far too narrow

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from meap_scale.scaling import ScalingFitError, fit_parametric
-from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
+from meap_scale.scaling.compare import compute_multiplier, multiplier_draws, multiplier_interval, multiplier_of, scalar
 from meap_scale.scaling.isoflop import fit_isoflop, group_budgets
-from meap_scale.scaling.parametric import ParametricFit
+from meap_scale.scaling.parametric import ParametricFit, natural
 
 LAW = {"E": 1.8, "A": 480.0, "B": 2100.0, "alpha": 0.35, "beta": 0.37}
 
@@ -40,7 +40,9 @@ def test_isoflop_recovers_the_frontier_exponent_and_optimal_sizes():
     assert low <= true_a <= high
     assert fit.n_opt(1e19) == pytest.approx(truth.n_opt(1e19)[()], rel=0.15)
     assert fit.b == pytest.approx(1 - fit.a)
-    assert not fit.warnings
+    # nothing extrapolated; the few resamples that lost a budget's minimum are said, not hidden
+    assert fit.warnings == (f"{fit.dropped} of 200 bootstrap resamples had a budget without a minimum and were "
+                            f"dropped",) and 0 < fit.dropped < 10
 
 
 def test_a_minimum_outside_the_sampled_sizes_is_flagged():
@@ -97,3 +99,76 @@ def test_multiplier_interval_brackets_the_estimate():
     assert low <= estimate <= high
     with pytest.raises(ScalingFitError, match="need bootstrap samples"):
         multiplier_interval(law_fit(LAW), law_fit(LAW), 1e20)
+
+
+def _with_samples(fit: ParametricFit, samples: np.ndarray) -> ParametricFit:
+    return ParametricFit(theta=fit.theta, objective=0.0, n_points=0, delta=1e-3, samples=samples)
+
+
+def test_degenerate_bootstrap_draws_are_dropped_and_counted_never_a_crash():
+    """A refit whose A underflowed to 0 has G = 0 (no frontier): it divided by zero inside the multiplier's
+    bootstrap and crashed ``meap-scale fit`` (5 of 64 simulated stores with 20 draws). It is dropped now, and an
+    interval from fewer than 20 surviving draws is refused with the count."""
+    good = law_fit(LAW)
+    draws = np.tile(good.theta, (25, 1))
+    draws[:3, 0] = -1e4  # log A: A = exp(-1e4) = 0.0
+    treatment, baseline = _with_samples(good, draws), _with_samples(good, np.tile(good.theta, (25, 1)))
+    values, dropped = multiplier_draws(treatment, baseline, 1e20)
+    assert dropped == 3 and values.size == 22 and values == pytest.approx(1.0, rel=1e-6)
+    assert multiplier_interval(treatment, baseline, 1e20) == pytest.approx((1.0, 1.0), rel=1e-6)
+    draws[:6, 0] = -1e4
+    with pytest.raises(ScalingFitError, match="only 19 of 25 bootstrap draws give a multiplier"):
+        multiplier_interval(_with_samples(good, draws), baseline, 1e20)
+    assert math.isnan(multiplier_of(scalar(natural(draws[:1])), scalar(natural(good.theta)), 1e20))
+
+
+def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_that_once_crashed(tmp_path, capsys):
+    """Simulated null study 3 of the laptop scaling grid (3 seeds): with 20 bootstrap draws one MEAP refit is
+    degenerate; the fit command divided by zero there before."""
+    from dataclasses import replace
+
+    from meap_scale.cli import main
+    from meap_scale.plan import study_runs
+    from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, write_simulated_store
+    from meap_scale.study.presets import build_study
+
+    spec = replace(build_study("scaling_grid", "laptop"), seeds=(0, 1, 2))
+    design = Design.of([run for _, run in study_runs(spec)], spec.name)
+    write_simulated_store(str(tmp_path), simulate_rows(design, Truth(), Noise(), seed=3), spec.name)
+    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
+    assert "(no interval: only 19 of 20 bootstrap draws give a multiplier" in capsys.readouterr().out
+
+
+def test_isoflop_profiles_are_grouped_by_study_membership_so_reused_runs_count(tmp_path):
+    """Study B trained the largest budget and reused study A's runs of the two smaller ones (memberships): its
+    profile has all three budgets. Split by the study that trained each run, B's own part had one budget and A's
+    reused part was fitted as a second profile, and ``--study B`` failed with 'at least two compute budgets'."""
+    from meap_scale.scaling.from_store import fit_groups
+    from meap_scale.store import ResultsStore
+
+    n, d, loss, _ = isoflop_runs(budgets=(1e18, 3e18, 1e19))
+    budget = np.round(np.log10(6 * n * d), 1)
+    rows = [{"run_id": f"r{i}", "status": "finished", "objective": "ntp", "mask_ratio": 0.0,
+             "params_total": int(ni), "tokens_seen": int(di), "val_loss": float(li),
+             "study": "B" if c == budget.max() else "A"} for i, (ni, di, li, c) in enumerate(zip(n, d, loss, budget))]
+    store = ResultsStore(str(tmp_path))
+    store.append("runs", rows)
+    store.add_members("B", [r["run_id"] for r in rows])
+    mine, = fit_groups(store, study="B", approach=2)
+    assert mine.error is None and len(mine.fit.budgets) == 3 and len(mine.run_ids) == len(rows)
+    per_study = {r.key["study"]: r for r in fit_groups(store, approach=2)}
+    assert len(per_study["B"].fit.budgets) == 3 and len(per_study["A"].run_ids) == 2 * len(rows) // 3
+
+
+def test_isoflop_resamples_without_a_minimum_are_counted_and_too_few_give_no_interval():
+    """Three sizes per budget: a resample keeps three distinct sizes with probability 3!/3^3 = 2/9 per budget, so
+    about 1% of resamples have a parabola at all three budgets. The dropped resamples are counted, and an interval
+    is refused when fewer than 20 are left, instead of being read off the survivors (once one draw: '95% [1.009,
+    1.009]')."""
+    n, d, loss, _ = isoflop_runs(factors=(0.5, 1, 2), budgets=(1e18, 3e18, 1e19), noise=0.0)
+    fit = fit_isoflop(n, d, loss, bootstrap_samples=40, seed=0)
+    kept = len(fit.samples)
+    assert fit.dropped == 40 - kept and kept <= 3
+    assert fit.intervals() == {} and fit.summary()["bootstrap"] == 40
+    assert any(f"{fit.dropped} of 40 bootstrap resamples had a budget without a minimum" in w and
+               f"no interval from the {kept} left" in w for w in fit.warnings)

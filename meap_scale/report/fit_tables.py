@@ -22,7 +22,8 @@ def fit_table(results: list[GroupFit]) -> str:
             continue
         summary = result.fit.summary()
         intervals = summary["intervals"]
-        coverage = f"{100 * result.fit.interval:g}% interval" if intervals else "no bootstrap"
+        coverage = (f"{100 * result.fit.interval:g}% interval" if intervals
+                    else "no interval (see the warning)" if summary["bootstrap"] else "no bootstrap")
         isoflop = "budgets" in summary
         lines.append(f"  {summary['law']}")
         lines.append(f"  {'param':<6} {'value':>12}  {coverage}")
@@ -44,19 +45,21 @@ def multiplier_table(found: list[Multiplier]) -> str:
         return ""
     lines = ["compute multiplier over NTP (NTP compute matching the group's frontier loss, divided by C):"]
     for m in found:
-        bounds = f" [{m.low:.3g}, {m.high:.3g}]" if m.low is not None else ""
+        bounds = f" [{m.low:.3g}, {m.high:.3g}]" if m.low is not None else f" (no interval: {m.note})" if m.note else ""
         lines.append(f"  {_group_label(m.group)} at C={m.compute:.3g}: {m.value:.3g}{bounds}")
     return "\n".join(lines)
 
 
 def paired_line(comparison) -> str:
-    """One line: the mean paired difference, both intervals and the verdict (which says 'better' only at p < 0.01)."""
+    """One line: the mean paired difference over seeds, its intervals and the verdict (which says 'better' only
+    at p < 0.01, and otherwise how many seeds a verdict would need)."""
     low, high = comparison.t_interval
-    boot_low, boot_high = comparison.bootstrap_interval
+    boot = ("" if comparison.bootstrap_interval is None else
+            f", bootstrap over seeds [{comparison.bootstrap_interval[0]:+.4f}, {comparison.bootstrap_interval[1]:+.4f}]")
     treatment = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in comparison.treatment.items())
     return (f"{treatment} minus ntp, val_loss paired by seed: {comparison.mean_difference:+.4f} "
-            f"(95% t [{low:+.4f}, {high:+.4f}], bootstrap [{boot_low:+.4f}, {boot_high:+.4f}], {comparison.pairs} "
-            f"pair(s) in {comparison.cells} (N, D) cell(s)): {comparison.verdict()}")
+            f"(95% t over {comparison.seeds} seed(s) [{low:+.4f}, {high:+.4f}]{boot}; {comparison.pairs} pair(s) in "
+            f"{comparison.cells} (N, D) cell(s)): {comparison.verdict()}")
 
 
 def extrapolation_table(results: list[GroupExtrapolation]) -> str:

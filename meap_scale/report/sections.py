@@ -15,7 +15,7 @@ import numpy as np
 
 from meap_scale.report.data import CURVE_POINTS, ReportData
 from meap_scale.report.figures import SCHEMA, Figure, axis, band, chart, heatmap, objective_colour, rule_at
-from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
+from meap_scale.scaling.compare import compute_multiplier, interval_or_reason
 from meap_scale.scaling.from_store import GroupFit, baseline_of
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.isoflop import IsoflopFit
@@ -228,8 +228,7 @@ def _multiplier_rows(treatment: GroupFit, baseline: GroupFit) -> list[dict]:
     values = compute_multiplier(treatment.fit, baseline.fit, grid)
     rows = []
     for compute, value in zip(grid, values):
-        low, high = (multiplier_interval(treatment.fit, baseline.fit, float(compute), treatment.fit.interval)
-                     if treatment.fit.samples is not None and baseline.fit.samples is not None else (None, None))
+        low, high, _ = interval_or_reason(treatment.fit, baseline.fit, float(compute), treatment.fit.interval)
         rows.append({"flops": float(compute), "multiplier": float(value), "low": low, "high": high,
                      "group": label(treatment.group), "objective": treatment.group.get("objective")})
     return rows
@@ -272,13 +271,16 @@ def at_chance(data: ReportData) -> bool:
                                <= 2 * max(p["accuracy"]["stderr"] or 0, 1e-9) + 1e-9 for p in pairs)
 
 
+def _signed_bounds(bounds: tuple[float, float] | None) -> str:
+    return "-" if bounds is None else f"[{bounds[0]:+.4f}, {bounds[1]:+.4f}]"
+
+
 def _paired_table(paired: list[PairedComparison]) -> Table:
-    rows = [(label(c.treatment), c.pairs, c.cells, f"{c.mean_difference:+.4f}",
-             f"[{c.t_interval[0]:+.4f}, {c.t_interval[1]:+.4f}]",
-             f"[{c.bootstrap_interval[0]:+.4f}, {c.bootstrap_interval[1]:+.4f}]",
-             "-" if c.p_value is None else f"{c.p_value:.2g}", c.verdict()) for c in paired]
-    return Table(("treatment", "pairs", "(N, D) cells", "mean difference", "95% t interval", "95% bootstrap",
-                  "p (paired t)", "verdict"), rows)
+    rows = [(label(c.treatment), c.seeds, c.pairs, c.cells, f"{c.mean_difference:+.4f}",
+             _signed_bounds(c.t_interval), _signed_bounds(c.bootstrap_interval), "-" if c.p_value is None else f"{c.p_value:.2g}", c.verdict())
+            for c in paired]
+    return Table(("treatment", "seeds", "pairs", "(N, D) cells", "mean difference", "95% t interval (over seeds)",
+                  "95% bootstrap (over seeds)", "p (t over seeds)", "verdict"), rows)
 
 
 def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedComparison] = ()) -> Section | Missing:
@@ -293,8 +295,11 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedCompa
     if paired:
         tables.append(_paired_table(list(paired)))
         notes.append("Paired differences are treatment minus NTP validation loss for runs of the same size, budget "
-                     "and seed (same initial weights and data order); negative favours the treatment. A verdict "
-                     "says 'better' only at p < 0.01.")
+                     "and seed (same initial weights and data order); negative favours the treatment. Every cell "
+                     "of a seed shares that seed's weights and data, so the differences are averaged per seed and "
+                     "the seeds are the replicates tested (t on seeds - 1 degrees of freedom; a bootstrap only "
+                     "from 10 seeds). A verdict says 'better' only at p < 0.01; with 2 or 3 seeds it rarely can, "
+                     "and says how many seeds the observed spread would need.")
     if pairs:
         rows = [row for t, b in pairs for row in _multiplier_rows(t, b)]
         x = axis("flops", "compute C = 6ND (FLOPs)", log=True)

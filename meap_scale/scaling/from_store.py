@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from meap_scale import strict_json
-from meap_scale.scaling.compare import compute_multiplier, multiplier_interval
+from meap_scale.scaling.compare import compute_multiplier, interval_or_reason
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.extrapolation import (Extrapolation, check_extrapolation, holdout_rule,
                                                require_bootstrap)
@@ -34,8 +34,9 @@ from meap_scale.store import ResultsStore
 
 N_COLUMNS = {"total": "params_total", "non_embedding": "params_non_embedding"}
 APPROACHES = {2: fit_isoflop, 3: fit_parametric}
-SPLIT_BY = {2: ("study",), 3: ()}
-"""IsoFLOP profiles per study too: its runs share compute budgets; one parametric law spans studies."""
+SPLIT_BY_STUDY = {2: True, 3: False}
+"""IsoFLOP profiles per study too: a study's runs share its compute budgets; one parametric law spans studies.
+A study's runs are its members (``memberships``), the runs it reused from another study among them."""
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,25 @@ def _rows(store: ResultsStore, study: str | None) -> list[dict]:
     return rows
 
 
+def _per_study(store: ResultsStore, rows: list[dict], study: str | None) -> list[dict]:
+    """``rows`` with ``study`` set to each study the run is a member of (a run two studies asked for is in both):
+    ``study`` itself when one was asked for, else the study that trained it and every study that reused it."""
+    if study:
+        return [{**row, "study": study} for row in rows]
+    studies: dict[str, set] = {row["run_id"]: {row.get("study")} for row in rows}
+    for member in store.read("memberships").select(["run_id", "study"]).to_pylist():
+        if member["run_id"] in studies:
+            studies[member["run_id"]].add(member["study"])
+    return [{**row, "study": name} for row in rows for name in sorted(studies[row["run_id"]], key=str)]
+
+
 def _groups(store: ResultsStore, group_by: tuple[str, ...] | None, n_convention: str, study: str | None,
-            split_by: tuple[str, ...] = ()) -> list[RunGroup]:
+            split_by_study: bool = False) -> list[RunGroup]:
     if n_convention not in N_COLUMNS:
         raise ScalingFitError(f"unknown N convention {n_convention!r}; use one of {', '.join(N_COLUMNS)}")
-    groups = group_runs(_rows(store, study), group_by, split_by=split_by)
+    rows = _rows(store, study)
+    rows = _per_study(store, rows, study) if split_by_study else rows
+    groups = group_runs(rows, group_by, split_by=("study",) if split_by_study else ())
     if not any(group.runs for group in groups):
         reasons = sorted({reason for group in groups for reason in group.excluded})
         raise ScalingFitError(f"no finished runs with a finite validation loss in {store.url}"
@@ -127,7 +142,7 @@ def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, 
     drop_highest, delta for approach 3)."""
     if approach not in APPROACHES:
         raise ScalingFitError(f"unknown approach {approach}; approaches: {', '.join(map(str, APPROACHES))}")
-    groups = _groups(store, group_by, n_convention, study, SPLIT_BY[approach])
+    groups = _groups(store, group_by, n_convention, study, SPLIT_BY_STUDY[approach])
     return [_fit_group(group, APPROACHES[approach], n_convention, bootstrap_samples, seed, options or {})
             for group in groups]
 
@@ -174,6 +189,8 @@ class Multiplier:
     value: float
     low: float | None
     high: float | None
+    note: str | None = None
+    """Why there is no interval where the fits were bootstrapped."""
 
 
 def _without_objective(key: dict) -> str:
@@ -223,8 +240,7 @@ def multipliers(results: list[GroupFit], baseline_objective: str = "ntp") -> lis
         spent = np.array(result.compute + baseline.compute)
         for compute in (spent.min(), float(np.exp(np.log(spent).mean())), spent.max()):
             value = float(compute_multiplier(result.fit, baseline.fit, [compute])[0])
-            bounds = multiplier_interval(result.fit, baseline.fit, compute, result.fit.interval) \
-                if result.fit.samples is not None and baseline.fit.samples is not None else (None, None)
+            bounds = interval_or_reason(result.fit, baseline.fit, compute, result.fit.interval)
             out.append(Multiplier(result.group, float(compute), value, *bounds))
     return out
 
@@ -236,16 +252,19 @@ def multiplier_rows(found: list[Multiplier], study: str | None) -> list[dict]:
         key = json.dumps(m.group, sort_keys=True, default=str)
         row = rows.setdefault(key, {"study": study, "law": "compute-multiplier-over-ntp",
                                     "objective": m.group.get("objective"), "n_convention": None,
-                                    "flops_convention": "C = 6ND", "values": {}, "intervals": {}})
+                                    "flops_convention": "C = 6ND", "values": {}, "intervals": {}, "notes": {}})
         row["values"][f"{m.compute:.6g}"] = m.value
         row["intervals"][f"{m.compute:.6g}"] = [m.low, m.high]
+        if m.note:
+            row["notes"][f"{m.compute:.6g}"] = m.note
     out = []
     for key, row in rows.items():
         identity = json.dumps([key, row["values"]], sort_keys=True)
         out.append({"fit_id": hashlib.sha256(identity.encode()).hexdigest()[:16], "study": row["study"],
                     "law": row["law"], "objective": row["objective"], "n_convention": row["n_convention"],
                     "flops_convention": row["flops_convention"], "n_points": None,
-                    "params_json": strict_json.dumps({"group": json.loads(key), "multiplier_by_compute": row["values"]},
+                    "params_json": strict_json.dumps({"group": json.loads(key), "multiplier_by_compute": row["values"],
+                                                      **({"interval_notes": row["notes"]} if row["notes"] else {})},
                                                      default=str),
                     "intervals_json": strict_json.dumps(row["intervals"])})
     return out
@@ -361,9 +380,9 @@ def retrieval_multipliers(laws: list[GroupRetrievalLaw], fits: list[GroupFit],
                              + compute[json.dumps(baseline.key, sort_keys=True, default=str)])
             for c in (spent.min(), float(np.exp(np.log(spent).mean())), spent.max()):
                 loss = {"value": float(compute_multiplier(law.law.loss_law, baseline.law.loss_law, [c])[0])}
-                if law.law.loss_law.samples is not None and baseline.law.loss_law.samples is not None:
-                    loss["low"], loss["high"] = multiplier_interval(law.law.loss_law, baseline.law.loss_law, c,
-                                                                    law.law.loss_law.interval)
+                low, high, note = interval_or_reason(law.law.loss_law, baseline.law.loss_law, c,
+                                                     law.law.loss_law.interval)
+                loss.update({"low": low, "high": high} if low is not None else {"note": note} if note else {})
                 out.append(RetrievalMultiplier(law.group, task, float(c),
                                                retrieval_multiplier(law.law, baseline.law, float(c)), loss))
     return out

@@ -3,8 +3,11 @@
 For each budget C, loss is fitted as a parabola in x = log N (a robust soft-L1 fit, so one bad run
 does not move the minimum), its vertex gives N*(C); a line through (log C, log N*) gives
 N*(C) = k C^a, and D*(C) = C / (6 N*) grows as C^(1 - a) (C = 6 N D). Intervals come from resampling
-runs within each budget. A vertex outside the sampled sizes is extrapolated: the classic bias of
-this method, flagged in the result.
+runs within each budget. A resample that leaves some budget without a minimum (its parabola not convex, or
+fewer than three sizes) gives no exponent: such resamples are counted and dropped, and the interval is
+refused, with the count, when fewer than ``MIN_DRAWS`` remain (on 5-point windows around each minimum as few
+as 1 of 200 survived, and one draw was once reported as an interval). A vertex outside the sampled sizes is
+extrapolated: the classic bias of this method, flagged in the result.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.parametric import percentile_interval
+from meap_scale.scaling.parametric import MIN_DRAWS, percentile_interval
 
 BUDGET_GAP = math.log(1.25)
 """Runs whose compute differs by less than 25% from their neighbour share a budget."""
@@ -84,7 +87,9 @@ class IsoflopFit:
     """N* grows as C^a; D* as C^(1 - a)."""
     log_k: float
     samples: np.ndarray | None = None
-    """Bootstrap (a, log k) pairs."""
+    """Bootstrap (a, log k) pairs of the resamples that had a minimum at every budget."""
+    dropped: int = 0
+    """Resamples left out: some budget had no minimum."""
     interval: float = 0.95
     warnings: tuple[str, ...] = ()
     conventions: dict = field(default_factory=dict)
@@ -100,7 +105,8 @@ class IsoflopFit:
         return np.asarray(compute, float) / (6.0 * self.n_opt(compute))
 
     def intervals(self) -> dict[str, tuple[float, float, float]]:
-        if self.samples is None:
+        """Percentile intervals and standard errors; none without bootstrap or with too few surviving draws."""
+        if self.samples is None or len(self.samples) < MIN_DRAWS:
             return {}
         return {name: (*percentile_interval(draws, self.interval), float(np.std(draws, ddof=1)))
                 for name, draws in (("a", self.samples[:, 0]), ("b", 1.0 - self.samples[:, 0]))}
@@ -108,7 +114,8 @@ class IsoflopFit:
     def summary(self) -> dict:
         return {"law": "N* = k C^a (IsoFLOP)", "values": {"a": self.a, "b": self.b, "k": math.exp(self.log_k)},
                 "budgets": [vars(b) for b in self.budgets], "interval": self.interval,
-                "bootstrap": 0 if self.samples is None else len(self.samples),
+                "bootstrap": 0 if self.samples is None else len(self.samples) + self.dropped,
+                "bootstrap_dropped": self.dropped,
                 "intervals": {k: list(v) for k, v in self.intervals().items()}, "warnings": list(self.warnings),
                 "conventions": self.conventions}
 
@@ -122,7 +129,8 @@ def _check(n, d, loss) -> tuple[np.ndarray, ...]:
     return tuple(arrays)
 
 
-def _bootstrap(log_n, loss, labels, log_c, samples: int, seed: int) -> np.ndarray:
+def _bootstrap(log_n, loss, labels, log_c, samples: int, seed: int) -> tuple[np.ndarray, int]:
+    """(a, log k) of every resample with a minimum at every budget, and how many resamples had none."""
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == b) for b in np.unique(labels)]
     draws = []
@@ -133,7 +141,16 @@ def _bootstrap(log_n, loss, labels, log_c, samples: int, seed: int) -> np.ndarra
         except ScalingFitError:
             continue  # a resample that lost a budget's curvature has no vertex
         draws.append(_power_law(log_c, x_star))
-    return np.array(draws)
+    return np.array(draws).reshape(-1, 2), samples - len(draws)
+
+
+def _bootstrap_notes(kept: int, dropped: int) -> list[str]:
+    if not dropped:
+        return []
+    note = f"{dropped} of {kept + dropped} bootstrap resamples had a budget without a minimum and were dropped"
+    if kept < MIN_DRAWS:
+        note += f"; no interval from the {kept} left (an interval needs at least {MIN_DRAWS})"
+    return [note]
 
 
 def fit_isoflop(n, d, loss, *, bootstrap_samples: int = 0, interval: float = 0.95, seed: int = 0,
@@ -159,7 +176,8 @@ def fit_isoflop(n, d, loss, *, bootstrap_samples: int = 0, interval: float = 0.9
              for b in budgets if b.extrapolated]
     if counts.size == 2:
         notes.append("two budgets determine the exponent exactly: no check of the power law")
-    samples = _bootstrap(log_n, loss, labels, np.log(budget_c), bootstrap_samples, seed) if bootstrap_samples \
-        else None
-    return IsoflopFit(budgets=budgets, a=float(slope), log_k=float(intercept), samples=samples, interval=interval,
-                      warnings=tuple(notes), conventions={"flops": "C = 6ND", **(conventions or {})})
+    samples, dropped = (_bootstrap(log_n, loss, labels, np.log(budget_c), bootstrap_samples, seed)
+                        if bootstrap_samples else (None, 0))
+    notes += _bootstrap_notes(0 if samples is None else len(samples), dropped)
+    return IsoflopFit(budgets=budgets, a=float(slope), log_k=float(intercept), samples=samples, dropped=dropped,
+                      interval=interval, warnings=tuple(notes), conventions={"flops": "C = 6ND", **(conventions or {})})
