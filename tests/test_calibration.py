@@ -7,12 +7,16 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from meap_scale.plan import study_runs
 from meap_scale.scaling.calibration import calibrate_paired
-from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, true_difference
+from meap_scale.scaling.from_store import paired_comparisons
+from meap_scale.scaling.groups import group_runs
+from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, true_difference, write_simulated_store
 from meap_scale.study.presets import MEAP_RATIO, build_study
+from meap_scale.study.space import grid
 
 STUDIES = 300
 ONE_SIDED = 0.005
@@ -81,3 +85,36 @@ def test_the_true_difference_is_the_law_at_each_cell_averaged(design):
     expected = sum(law.B / (d * 1.2 ** 0.5) ** law.beta + law.A / (n * 1.2 ** 0.5) ** law.alpha
                    - law.A / n ** law.alpha - law.B / d ** law.beta for n, d in cells) / len(cells)
     assert true_difference(design, Truth(multiplier=1.2), ("meap", MEAP_RATIO)) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.fixture(scope="module")
+def two_rates():
+    """The laptop grid with two learning rates that the truth does not tell apart (no lr penalty), 3 seeds."""
+    spec = replace(build_study("scaling_grid", "laptop"), seeds=(0, 1, 2))
+    spec = replace(spec, space={**spec.space, "optim.lr": grid(1e-3, 3e-3)})
+    return Design.of([run for _, run in study_runs(spec)], spec.name)
+
+
+def test_learning_rates_are_chosen_without_reusing_the_validation_losses_they_are_fitted_by(two_rates):
+    """The loss a chosen run contributes to a law, minus its true loss, over 100 simulated studies: choosing on
+    validation loss makes it the minimum of two noisy means (expected -0.56 x 0.01 / sqrt(3) = -0.0033 nats);
+    choosing on training loss, whose run noise is drawn apart, leaves it unbiased."""
+    noise = Noise(seed=0.0, seed_objective=0.0, run=0.01, lr_sensitivity=0.0)
+    clean = dict(zip((row["run_id"] for row in two_rates.rows), two_rates.clean_losses(Truth())))
+    offsets = []
+    for k in range(100):
+        for group in group_runs(simulate_rows(two_rates, Truth(), noise, seed=k)):
+            offsets += [run["val_loss"] - clean[run["run_id"]] for run in group.runs]
+            assert any("the best of 2 per (N, D) cell (lowest mean training loss" in n for n in group.notes)
+    assert len(offsets) == 100 * 2 * 6 * 3
+    assert abs(np.mean(offsets)) < 4 * 0.01 / math.sqrt(len(offsets))  # 4 standard errors, about 0.0005
+
+
+def test_groups_that_tried_different_learning_rates_are_not_compared(two_rates, tmp_path):
+    """NTP tried two rates, MEAP one: NTP's cells keep the better of two, MEAP's have no choice."""
+    rows = [row for row in simulate_rows(two_rates, Truth(), Noise(), seed=0)
+            if row["objective"] == "ntp" or row["lr"] == 1e-3]
+    store = write_simulated_store(str(tmp_path), rows, two_rates.study)
+    comparison, = paired_comparisons(store)
+    assert comparison.p_value is None and comparison.pairs == 18
+    assert "the learning rates tried differ ({0.001} against {0.001, 0.003})" in comparison.verdict()

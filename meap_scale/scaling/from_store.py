@@ -211,6 +211,20 @@ def baseline_of(result: GroupFit, results: list[GroupFit], baseline_objective: s
     return None if index is None else results[index]
 
 
+def _rates_differ(group: RunGroup, baseline: RunGroup) -> str | None:
+    """Why two groups cannot be compared cell by cell when they tried different learning rates."""
+    if group.rates == baseline.rates:
+        return None
+    return (f"the learning rates tried differ ({_rates(group.rates)} against {_rates(baseline.rates)}): each cell "
+            f"keeps the best of its candidates, so a comparison needs the same grid for both")
+
+
+def _rates(rates: tuple) -> str:
+    """``{0.001, 0.003}``, or ``{0.001/0.0001, ...}`` (lr/min_lr) where the minimum rates differ."""
+    with_min = len({min_lr for _, min_lr in rates}) > 1
+    return "{" + ", ".join(f"{lr:g}/{min_lr:g}" if with_min else f"{lr:g}" for lr, min_lr in rates) + "}"
+
+
 def paired_comparisons(store: ResultsStore, *, study: str | None = None, seed: int = 0,
                        baseline_objective: str = "ntp") -> list[PairedComparison]:
     """Every treatment law group against the baseline group of the same key, paired by (N, D, seed)."""
@@ -222,7 +236,7 @@ def paired_comparisons(store: ResultsStore, *, study: str | None = None, seed: i
             continue
         baseline = groups[index]
         comparison = compare(group.runs, baseline.runs, treatment=group.label, baseline=baseline.label,
-                             seed=group_stream(seed, group.key))
+                             seed=group_stream(seed, group.key), refused=_rates_differ(group, baseline))
         found += [comparison] if comparison else []
     return found
 

@@ -9,8 +9,11 @@ share a law. Stores whose runs carry no parsable config (old or synthetic rows) 
 columns that hold the same fields.
 
 **Learning rate** (Chinchilla's practice): where a group holds several learning rates, each (N, D)
-cell keeps the setting (lr, min_lr) with the lowest mean validation loss over its seeds, and the
-group says so.
+cell keeps the setting (lr, min_lr) with the lowest mean *training* loss over its seeds, and the group says
+so, with the number of candidates. Choosing on the validation loss would reuse the losses the law is then
+fitted to and the objectives compared on: the minimum of noisy losses is biased low, and more so for the
+objective that tried more rates. Where some run of the cell has no finite training loss (old or synthetic
+rows), the validation loss decides and the note says that it does.
 
 **Left out, with a count and the reason**: runs that did not finish (failed, stopped early,
 interrupted), runs without a finite validation loss, and diverged runs, whose loss lies above the
@@ -129,29 +132,41 @@ class RunGroup:
     notes: list[str] = field(default_factory=list)
     label: dict[str, Any] = field(default_factory=dict)
     """The key fields that tell this group from the others (objective and mask ratio always)."""
+    rates: tuple = ()
+    """The (lr, min_lr) settings the group's runs tried, before one per cell was chosen."""
 
     def note_exclusions(self) -> list[str]:
         return [f"{count} run(s) left out: {reason}" for reason, count in sorted(self.excluded.items())]
 
 
+def _finite_train_losses(runs: list[dict]) -> bool:
+    return all(_finite(r.get("train_loss")) for r in runs)
+
+
 def _best_learning_rates(group: RunGroup) -> None:
-    """Keep, per (N, D) cell, the (lr, min_lr) with the lowest mean validation loss over seeds."""
+    """Keep, per (N, D) cell, the (lr, min_lr) with the lowest mean training loss over seeds (validation loss
+    where a run has none); record the candidates in ``group.rates``."""
     cells: dict[tuple, dict[tuple, list[dict]]] = {}
     for run in group.runs:
         cell = (run.get("params_total"), run.get("tokens_seen"))
         cells.setdefault(cell, {}).setdefault((run.get("lr"), run.get("min_lr")), []).append(run)
+    group.rates = tuple(sorted({(r.get("lr"), r.get("min_lr")) for r in group.runs}, key=str))
     if all(len(settings) == 1 for settings in cells.values()):
         return
-    kept, dropped = [], 0
+    kept, dropped, on_val = [], 0, 0
     for settings in cells.values():
-        best = min(settings.values(), key=lambda runs: statistics.fmean(r["val_loss"] for r in runs))
+        metric = "train_loss" if all(_finite_train_losses(runs) for runs in settings.values()) else "val_loss"
+        on_val += metric == "val_loss" and len(settings) > 1
+        best = min(settings.values(), key=lambda runs: statistics.fmean(r[metric] for r in runs))
         kept += best
         dropped += sum(len(runs) for runs in settings.values()) - len(best)
-    rates = len({(r.get("lr"), r.get("min_lr")) for r in group.runs})
     group.runs = kept
     group.excluded["at a learning rate that was not the best of its (N, D) cell"] += dropped
-    group.notes.append(f"learning rate: the best of {rates} per (N, D) cell (lowest mean validation loss over "
-                       f"seeds, Chinchilla's practice)")
+    group.notes.append(f"learning rate: the best of {len(group.rates)} per (N, D) cell (lowest mean training loss "
+                       f"over seeds, Chinchilla's practice; the validation losses fitted are not reused to choose)")
+    if on_val:
+        group.notes.append(f"learning rate: {on_val} cell(s) chosen on validation loss (a run had no training "
+                           f"loss): the losses fitted there are the minimum of the candidates, biased low")
 
 
 def differing(keys: list[dict]) -> list[str]:

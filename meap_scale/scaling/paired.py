@@ -14,7 +14,9 @@ treatment) for every (N, D, seed) both groups of a law key trained (learning rat
 tests the seed means: their mean, a 95% t-interval and the two-sided t-test's p-value on seeds - 1 degrees of
 freedom. With 2 or 3 seeds a verdict needs a very consistent difference (|t| above 63.7 or 9.9 at p < 0.01),
 so the comparison also says how many seeds the observed spread would need. A percentile bootstrap over seeds
-is given only from ``MIN_BOOTSTRAP_SEEDS`` seeds: over fewer it is far too narrow.
+is given only from ``MIN_BOOTSTRAP_SEEDS`` seeds: over fewer it is far too narrow. Two groups that tried
+different learning rates are not tested: each cell's loss is the best of its candidates, and more candidates
+give a lower best whatever the objective.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class PairedComparison:
     """Seeds a verdict at ``SIGNIFICANCE`` would need if the seeds' mean and spread stayed as observed; None
     with fewer than 2 seeds, no spread, or more than ``MOST_SEEDS_ESTIMATED``."""
     bootstrap_seed: int
+    refused: str | None = None
+    """Why no test was made although pairs exist (e.g. the two groups tried different learning rates)."""
 
     @property
     def seeds(self) -> int:
@@ -67,6 +71,8 @@ class PairedComparison:
     def verdict(self, level: float = SIGNIFICANCE) -> str:
         """'... better at p < 0.01' only when it is; otherwise what the data do not show, and what would."""
         name = self.treatment.get("objective", "treatment")
+        if self.refused:
+            return f"{name} vs {self.baseline.get('objective', 'baseline')}: no test ({self._counts()}; {self.refused})"
         if self.p_value is None:
             why = ("a verdict needs at least 2 seeds: the seed is the unit of replication" if self.seeds < 2
                    else "the seeds' differences have no spread")
@@ -84,7 +90,7 @@ class PairedComparison:
                 "mean_difference": self.mean_difference, "t_interval": list(self.t_interval),
                 "bootstrap_interval": None if self.bootstrap_interval is None else list(self.bootstrap_interval),
                 "p_value": self.p_value, "seeds_needed": self.seeds_needed, "bootstrap_seed": self.bootstrap_seed,
-                "verdict": self.verdict()}
+                "refused": self.refused, "verdict": self.verdict()}
 
 
 def _cell(run: dict) -> tuple:
@@ -139,17 +145,18 @@ def bootstrap_mean_interval(differences: np.ndarray, seed: int, samples: int = 2
 
 
 def compare(treatment_runs: list[dict], baseline_runs: list[dict], *, treatment: dict, baseline: dict,
-            seed: int) -> PairedComparison | None:
-    """The paired comparison of two groups' runs, tested over seeds; None when they share no (N, D, seed)."""
+            seed: int, refused: str | None = None) -> PairedComparison | None:
+    """The paired comparison of two groups' runs, tested over seeds (no test where ``refused`` says why); None
+    when they share no (N, D, seed)."""
     pairs = pair_by_seed(treatment_runs, baseline_runs)
     if not pairs:
         return None
     per_seed = np.array(list(seed_means(pairs).values()))
-    t_interval, p_value = t_test(per_seed)
-    spread = float(per_seed.std(ddof=1)) if per_seed.size > 1 else 0.0
-    boot = bootstrap_mean_interval(per_seed, seed) if per_seed.size >= MIN_BOOTSTRAP_SEEDS else None
+    t_interval, p_value = t_test(per_seed) if not refused else ((math.nan, math.nan), None)
+    spread = float(per_seed.std(ddof=1)) if per_seed.size > 1 and not refused else 0.0
+    boot = bootstrap_mean_interval(per_seed, seed) if per_seed.size >= MIN_BOOTSTRAP_SEEDS and not refused else None
     return PairedComparison(treatment=treatment, baseline=baseline, pairs=len(pairs),
                             cells=len({key[:2] for key, _ in pairs}), seed_differences=tuple(per_seed.tolist()),
                             mean_difference=float(per_seed.mean()), t_interval=t_interval, bootstrap_interval=boot,
                             p_value=p_value, seeds_needed=seeds_needed(float(per_seed.mean()), spread),
-                            bootstrap_seed=seed)
+                            bootstrap_seed=seed, refused=refused)
