@@ -14,7 +14,9 @@ from meap_scale.plan import study_runs
 from meap_scale.scaling.calibration import calibrate_paired
 from meap_scale.scaling.from_store import paired_comparisons
 from meap_scale.scaling.groups import group_runs
-from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, true_difference, write_simulated_store
+from meap_scale.scaling.paired import pair_by_seed, seed_means
+from meap_scale.scaling.simulate import (Design, Noise, Truth, seed_sd, simulate_rows, true_difference,
+                                         write_simulated_store)
 from meap_scale.study.presets import MEAP_RATIO, build_study
 from meap_scale.study.space import grid
 
@@ -57,13 +59,16 @@ def test_the_interval_of_the_paired_difference_covers_the_truth_at_95_percent(nu
     assert low <= null.coverage <= high
 
 
-def test_the_interval_covers_a_true_meap_advantage_too(design):
+def test_a_true_meap_advantage_is_covered_and_detected_as_often_as_theory_says(design):
     truth = Truth(multiplier=1.2)
     found = calibrate_paired(design, truth=truth, noise=Noise(), treatment=("meap", MEAP_RATIO),
                              studies=STUDIES, seed=24)
     assert found.true_difference < -0.05
     low, high = band(0.95)
     assert low <= found.coverage <= high
+    # the detection rate is the one the noncentral t gives for the design's seed-level spread
+    low, high = band(found.predicted_better)
+    assert 0.4 < found.predicted_better < 0.8 and low <= found.better_rate <= high
 
 
 def test_a_simulated_study_is_repeatable_and_its_seed_effect_is_shared_by_every_cell_of_the_seed(design):
@@ -118,3 +123,20 @@ def test_groups_that_tried_different_learning_rates_are_not_compared(two_rates, 
     comparison, = paired_comparisons(store)
     assert comparison.p_value is None and comparison.pairs == 18
     assert "the learning rates tried differ ({0.001} against {0.001, 0.003})" in comparison.verdict()
+
+
+def test_decay_branches_share_their_familys_luck_and_the_seed_level_spread_counts_it():
+    """A multi-budget laptop grid: each run and its two decay branches are one family (3 of a seed's 6 cells per
+    objective), so a family draw does not average out over the seed's cells as run draws do: the seed means
+    scatter by the family sd itself (0.01), not by 0.01 / sqrt(3). Measured over 400 simulated studies."""
+    spec = replace(build_study("scaling_grid", "laptop", multi_budget_runs=True), seeds=(0, 1, 2))
+    design = Design.of([run for _, run in study_runs(spec)], spec.name)
+    assert len(set(design.families)) == 12 and any(row["parent_run_id"] for row in design.rows)
+    noise = Noise(seed=0.0, seed_objective=0.0, family=0.01, run=0.0, lr_sensitivity=0.0)
+    assert seed_sd(design, noise, ("meap", MEAP_RATIO)) == pytest.approx(0.01)
+    means = []
+    for k in range(400):
+        rows = simulate_rows(design, Truth(), noise, seed=k)
+        treated = [r for r in rows if r["objective"] == "meap"]
+        means += list(seed_means(pair_by_seed(treated, [r for r in rows if r["objective"] == "ntp"])).values())
+    assert np.std(means, ddof=1) == pytest.approx(0.01, rel=0.06)  # 1,200 seed means: sd known to about 2%

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from meap_scale.scaling.from_store import paired_comparisons
-from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test
-from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, true_difference, write_simulated_store
+from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
+from meap_scale.scaling.simulate import (Design, Noise, Truth, seed_sd, simulate_rows, true_difference,
+                                         write_simulated_store)
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,9 @@ class PairedCalibration:
     naive_better: int
     """Studies a t-test over every pair as an independent replicate would call 'better' at ``level``."""
     seeds: int
+    predicted_better: float
+    """The rate of 'better' the noncentral t predicts from the true difference and the design's seed-level
+    standard deviation (``simulate.seed_sd``): what a power analysis of this verdict should say."""
 
     @property
     def better_rate(self) -> float:
@@ -102,5 +106,7 @@ def calibrate_paired(design: Design, *, truth: Truth, noise: Noise, treatment: t
             shutil.rmtree(f"{root}/{k}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    seeds = len({spec.seed for spec in design.specs})
+    predicted = verdict_power(target, seed_sd(design, noise, treatment), seeds, level)
     return PairedCalibration(studies=studies, level=level, truth=truth, noise=noise, true_difference=target,
-                             seeds=len({spec.seed for spec in design.specs}), **counts)
+                             seeds=seeds, predicted_better=predicted, **counts)

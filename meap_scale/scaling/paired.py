@@ -132,6 +132,16 @@ def seeds_needed(mean: float, spread: float, level: float = SIGNIFICANCE) -> int
     return int(n[passes.argmax()]) if passes.any() else None
 
 
+def verdict_power(difference: float, seed_sd: float, seeds: int, level: float = SIGNIFICANCE) -> float:
+    """The probability that the verdict calls the treatment better at ``level`` when its seed means are normal
+    with mean ``difference`` (negative: the treatment is better) and standard deviation ``seed_sd``: the
+    noncentral t of the two-sided test over ``seeds`` seeds, on the treatment's side."""
+    if seeds < 2 or not seed_sd > 0:
+        return 0.0
+    critical = stats.t.ppf(1 - level / 2, seeds - 1)
+    return float(stats.nct.cdf(-critical, seeds - 1, difference * math.sqrt(seeds) / seed_sd))
+
+
 def bootstrap_mean_interval(differences: np.ndarray, seed: int, samples: int = 2000,
                             interval: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the mean over replicates resampled with replacement."""

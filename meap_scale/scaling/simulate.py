@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -151,6 +152,26 @@ class Design:
     def clean_losses(self, truth: Truth) -> list[float]:
         """Each run's loss under ``truth``, its learning-rate penalty not included."""
         return [truth.clean_loss(spec, n) for spec, n in zip(self.specs, self.params)]
+
+
+def seed_sd(design: Design, noise: Noise, treatment: tuple, baseline: tuple = ("ntp", 0.0)) -> float:
+    """The standard deviation of one seed's mean treatment - baseline difference under ``noise``, from the design's
+    structure: the seed x objective draws of both objectives, each run's own draw, and each decay-branch family's
+    draw weighted by the share of the seed's cells it spans (the seed draw cancels). Assumes every seed holds the
+    same cells, as a grid study's do."""
+    cells: dict[tuple, dict[tuple, str]] = {}
+    for spec, n, family in zip(design.specs, design.params, design.families):
+        cells.setdefault((n, spec.tokens_trained, spec.seed), {})[_objective_key(spec)] = family
+    paired = [(key, objectives) for key, objectives in cells.items() if treatment in objectives and baseline in objectives]
+    if not paired:
+        raise ConfigError(f"the design has no cell with both {treatment} and {baseline}")
+    seed = paired[0][0][2]
+    mine = [objectives for key, objectives in paired if key[2] == seed]
+    count = len(mine)
+    spans = Counter((side, objectives[side]) for objectives in mine for side in (treatment, baseline))
+    variance = (2 * noise.seed_objective ** 2 + 2 * noise.run ** 2 / count
+                + sum((span / count) ** 2 for span in spans.values()) * noise.family ** 2)
+    return math.sqrt(variance)
 
 
 def simulate_rows(design: Design, truth: Truth, noise: Noise, seed: int) -> list[dict]:
