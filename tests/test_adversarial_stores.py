@@ -135,3 +135,14 @@ def test_a_store_of_ten_thousand_runs_builds_its_report(tmp_path):
     write_synthetic_store(str(tmp_path), runs=runs, curve_points=3)
     built = build_report(str(tmp_path), str(tmp_path / "report.html"), bootstrap=0)
     assert "runs" in built.sections and "fits" in built.sections
+
+
+def test_runs_that_repeated_their_corpus_are_left_out_of_laws_with_the_reason(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    rows = law_runs()
+    repeated = [dict(row, run_id=f"{row['run_id']}-again", epochs=3.8, val_loss=row["val_loss"] * 0.9)
+                for row in rows[:5]]
+    store.append("runs", [dict(row, epochs=0.5) for row in rows] + repeated)
+    result, = fit_groups(store)
+    assert len(result.run_ids) == len(rows) and not set(result.run_ids) & {r["run_id"] for r in repeated}
+    assert "5 run(s) left out: trained past one epoch of its corpus" in " ".join(result.notes)
