@@ -489,7 +489,7 @@ def _fit(args: argparse.Namespace) -> int:
         print(multiplier_table(found))
     for comparison in paired_comparisons(store, study=args.study, seed=args.seed):
         print(paired_line(comparison))
-    laws = retrieval_laws(store, results, seed=args.seed) if args.approach == 3 else []
+    laws = retrieval_laws(store, results) if args.approach == 3 else []
     retrieval = retrieval_multipliers(laws, results)
     if laws:
         print(retrieval_table(laws, retrieval))

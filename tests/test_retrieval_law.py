@@ -40,12 +40,15 @@ def runs(seed: int, l0: float):
 def law_of(seed: int, l0: float, bootstrap: int = 60):
     loss, accuracy, stderr = runs(seed, l0)
     fit = fit_parametric(N, D, loss, bootstrap_samples=bootstrap, seed=seed, n_jobs=2)
-    return sigmoid_of(fit, loss, accuracy, stderr, seed)
+    return sigmoid_of(fit, loss, accuracy, stderr)
 
 
-def sigmoid_of(fit, loss, accuracy, stderr, seed: int):
-    points = accuracy_points([f"r{i}" for i in range(N.size)], 6 * N * D, loss, accuracy, stderr, CHANCE)
-    return fit_retrieval_law("needle", fit, points, seed)
+IDS = tuple(f"r{i}" for i in range(N.size))
+
+
+def sigmoid_of(fit, loss, accuracy, stderr):
+    points = accuracy_points(IDS, 6 * N * D, loss, accuracy, stderr, CHANCE, trials=np.full(N.size, QUESTIONS))
+    return fit_retrieval_law("needle", fit, points, IDS)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_the_halfway_loss_interval_covers_the_truth_at_about_its_nominal_rate():
     covered = []
     for seed in range(20):
         accuracy = np.random.default_rng(seed).binomial(QUESTIONS, accuracy_at(loss, CHANCE, 3.4, K)) / QUESTIONS
-        law = sigmoid_of(fit, loss, accuracy, np.sqrt(accuracy * (1 - accuracy) / QUESTIONS), seed)
+        law = sigmoid_of(fit, loss, accuracy, np.sqrt(accuracy * (1 - accuracy) / QUESTIONS))
         low, high = np.percentile(law.samples[:, 0], [2.5, 97.5])
         covered.append(low <= 3.4 <= high)
     assert sum(covered) >= 16, covered
@@ -105,14 +108,14 @@ def test_unusable_accuracies_are_left_out_or_refused(accuracy, message):
         accuracy_points([str(i) for i in range(6)], [1e20] * 6, loss, accuracy, [0.02] * 6, CHANCE)
 
 
-def test_a_perfect_score_does_not_take_infinite_weight():
+def test_perfect_scores_are_binomial_counts_like_any_other():
     loss = np.linspace(3.0, 4.5, 8)
     accuracy = np.array([1.0, 1.0, 0.95, 0.8, 0.5, 0.3, 0.15, 0.1])
     points = accuracy_points([str(i) for i in range(8)], np.geomspace(1e19, 1e17, 8), loss, accuracy,
                              np.sqrt(accuracy * (1 - accuracy) / 100), CHANCE)
     assert points.stderr.min() == pytest.approx(0.01)
     fit = fit_parametric(N, D, runs(4, 3.4)[0])
-    assert 3.4 < fit_retrieval_law("needle", fit, points).l0 < 4.2
+    assert 3.4 < fit_retrieval_law("needle", fit, points, ()).l0 < 4.2
 
 
 def test_fit_prints_and_stores_retrieval_laws_with_multipliers_next_to_loss(tmp_path, capsys):
@@ -142,3 +145,45 @@ def test_a_store_at_chance_says_why_it_has_no_retrieval_law(tmp_path, capsys):
     built = build_report(store.url, str(tmp_path / "report.html"), study="synthetic-grid", bootstrap=0)
     assert "retrieval_laws" in built.missing
     assert "every run is within 2 standard errors of chance" in (tmp_path / "report.html").read_text()
+
+
+def test_binomial_likelihood_recovers_the_sigmoid_where_wald_weights_did_not():
+    """300 simulated studies of 20 runs answering 20 items each: a 0/20 run's Wald error is floored at 0.01 and
+    outweighed a 10/20 run ten to one, which steepened the fitted sigmoid (median k 5.9 for a true 4.0, measured
+    with the old weighted least squares); the likelihood recovers both parameters."""
+    loss = np.linspace(2.8, 4.4, 20)
+    ids = tuple(str(i) for i in range(20))
+    fit = fit_parametric(N, D, runs(4, 3.4)[0])
+    l0s, ks = [], []
+    for seed in range(300):
+        accuracy = np.random.default_rng(seed).binomial(20, accuracy_at(loss, CHANCE, 3.6, K)) / 20
+        points = accuracy_points(ids, np.ones(20), loss, accuracy, np.sqrt(accuracy * (1 - accuracy) / 20), CHANCE,
+                                 trials=np.full(20, 20))
+        law = fit_retrieval_law("needle", fit, points, ids)
+        l0s.append(law.l0)
+        ks.append(law.k)
+    assert np.mean(l0s) == pytest.approx(3.6, abs=0.01)  # sd 0.04 over 300 studies: 4 standard errors
+    assert np.median(ks) == pytest.approx(K, rel=0.1)
+
+
+def test_item_counts_are_read_back_from_a_standard_error_where_only_that_was_stored():
+    accuracy = np.array([0.0, 0.25, 0.5, 0.75, 1.0, 0.5])
+    stderr = np.sqrt(accuracy * (1 - accuracy) / 40)
+    points = accuracy_points([str(i) for i in range(6)], np.ones(6), np.linspace(4, 3, 6), accuracy, stderr, CHANCE,
+                             trials=[math.nan, math.nan, 40, math.nan, math.nan, math.nan])
+    assert points.trials.tolist() == [40.0] * 6  # 0/40 and 40/40 carry no Wald error: the median count
+
+
+def test_both_steps_of_a_bootstrap_draw_resample_the_same_runs():
+    """Each run carries luck that lowers its loss and raises its accuracy beyond what that loss gives: a draw that
+    over-samples lucky runs lowers the loss law's frontier and moves the sigmoid's L0 with it. Paired draws
+    (the sigmoid refitted on the loss law's own resample) show it as a correlation across draws; resamples
+    drawn apart would show none."""
+    rng = np.random.default_rng(8)
+    luck = rng.normal(0.0, 1.0, N.size)
+    loss = (LAW["E"] + LAW["A"] / N ** LAW["alpha"] + LAW["B"] / D ** LAW["beta"]) * np.exp(-0.02 * luck)
+    accuracy = accuracy_at(loss - 0.1 * luck, CHANCE, 3.4, K)
+    fit = fit_parametric(N, D, loss, bootstrap_samples=60, seed=3, n_jobs=2)
+    law = sigmoid_of(fit, loss, accuracy, np.full(N.size, 0.01))
+    frontier = law.draws(lambda values, theta: frontier_loss(values, 1e20))
+    assert abs(np.corrcoef(frontier, law.samples[:, 0])[0, 1]) > 0.3

@@ -26,7 +26,7 @@ from meap_scale.scaling.extrapolation import (Extrapolation, check_extrapolation
 from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
-from meap_scale.scaling.parametric import ParametricFit, fit_parametric
+from meap_scale.scaling.parametric import ParametricFit, fit_parametric, kept_points
 from meap_scale.scaling.power import PriorLaw
 from meap_scale.scaling.retrieval_law import TASKS as RETRIEVAL_TASKS
 from meap_scale.scaling.retrieval_law import RetrievalLaw, accuracy_points, fit_retrieval_law, retrieval_multiplier
@@ -332,7 +332,7 @@ def _retrieval_evals(store: ResultsStore) -> dict[tuple[str, str], dict[str, dic
     return found
 
 
-def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, float], seed: int) -> RetrievalLaw:
+def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, float]) -> RetrievalLaw:
     if not isinstance(result.fit, ParametricFit):
         raise ScalingFitError(f"no loss law to chain: {result.error}")
     ids = [r for r in result.run_ids if {"accuracy", "chance"} <= set(evals.get((r, task), {}))]
@@ -341,13 +341,17 @@ def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, f
     points = accuracy_points(ids, [compute.get(r, math.nan) for r in ids], [losses[r] for r in ids],
                              [row["accuracy"]["value"] for row in rows],
                              [row["accuracy"]["stderr"] if row["accuracy"]["stderr"] is not None else math.nan
-                              for row in rows], [row["chance"]["value"] for row in rows])
-    return fit_retrieval_law(task, result.fit, points, group_stream(seed, {**result.key, "task": task}))
+                              for row in rows], [row["chance"]["value"] for row in rows],
+                             trials=[row["accuracy"]["n"] if row["accuracy"]["n"] is not None else math.nan
+                                     for row in rows])
+    kept = kept_points([losses[r] for r in result.run_ids], result.fit.conventions.get("drop_highest", 0))
+    return fit_retrieval_law(task, result.fit, points, tuple(result.run_ids[k] for k in kept))
 
 
-def retrieval_laws(store: ResultsStore, fits: list[GroupFit], *, seed: int = 0) -> list[GroupRetrievalLaw]:
+def retrieval_laws(store: ResultsStore, fits: list[GroupFit]) -> list[GroupRetrievalLaw]:
     """Two-step retrieval laws for every approach-3 group and retrieval task its runs were evaluated on; a law
-    that cannot be fitted carries the reason (every run at chance, too few runs, no loss law)."""
+    that cannot be fitted carries the reason (every run at chance, too few runs, no loss law). Its bootstrap
+    replays the loss law's resamples (``retrieval_law.fit_retrieval_law``): no seed of its own."""
     evals = _retrieval_evals(store)
     if not evals:
         return []
@@ -358,7 +362,7 @@ def retrieval_laws(store: ResultsStore, fits: list[GroupFit], *, seed: int = 0) 
             if not any((r, task) in evals for r in result.run_ids):
                 continue
             try:
-                out.append(GroupRetrievalLaw(result.group, task, _retrieval_law(result, task, evals, losses, seed),
+                out.append(GroupRetrievalLaw(result.group, task, _retrieval_law(result, task, evals, losses),
                                              None, result.key))
             except ScalingFitError as error:
                 out.append(GroupRetrievalLaw(result.group, task, None, str(error), result.key))

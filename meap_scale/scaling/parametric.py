@@ -56,6 +56,12 @@ class Points:
         return Points(self.log_n[index], self.log_d[index], self.log_loss[index], self.weights[index])
 
 
+def kept_points(loss, drop_highest: int) -> np.ndarray:
+    """Indices, in input order, of the points a fit keeps when it drops the ``drop_highest`` highest losses."""
+    loss = np.asarray(loss, dtype=float).ravel()
+    return np.sort(np.argsort(loss, kind="stable")[: loss.size - drop_highest])
+
+
 def prepare_points(n, d, loss, weights=None, drop_highest: int = 0) -> Points:
     """Check and convert the inputs; ``drop_highest`` removes that many highest-loss points."""
     arrays = [np.asarray(x, dtype=float).ravel() for x in (n, d, loss)]
@@ -66,7 +72,7 @@ def prepare_points(n, d, loss, weights=None, drop_highest: int = 0) -> Points:
     if bad.any():
         raise ScalingFitError(f"{int(bad.sum())} point(s) have a non-positive or non-finite N, D, loss or weight")
     if drop_highest:
-        keep = np.sort(np.argsort(arrays[2], kind="stable")[: arrays[2].size - drop_highest])
+        keep = kept_points(arrays[2], drop_highest)
         arrays, w = [a[keep] for a in arrays], w[keep]
     if arrays[0].size <= len(PARAMS):
         raise ScalingFitError(f"{arrays[0].size} point(s) cannot determine {len(PARAMS)} parameters; "
@@ -98,12 +104,23 @@ def best_of_grid(points: Points, delta: float, starts: int,
     return best.x, float(best.fun), bool(best.success)
 
 
+def bootstrap_streams(seed: int, samples: int) -> list[int]:
+    """The stream of each bootstrap draw of a fit bootstrapped with ``seed``."""
+    return np.random.SeedSequence(seed).generate_state(samples).tolist()
+
+
+def resample_indices(stream: int, size: int) -> np.ndarray:
+    """The points (with repeats) that the bootstrap draw of ``stream`` refits: shared by every step that must
+    resample the same runs as the loss law (the retrieval law's second step)."""
+    return np.random.default_rng(stream).integers(0, size, size)
+
+
 def _refit(args) -> np.ndarray:
     theta0, points, delta, seeds = args
     out = []
     with threadpool_limits(limits=1):
         for seed in seeds:
-            index = np.random.default_rng(seed).integers(0, points.size, points.size)
+            index = resample_indices(seed, points.size)
             out.append(best_of_grid(points.take(index), delta, BOOTSTRAP_GRID_STARTS, extra=(theta0,))[0])
     return np.array(out)
 
@@ -112,7 +129,7 @@ def bootstrap(theta: np.ndarray, points: Points, delta: float, samples: int, see
               n_jobs: int | None = None) -> np.ndarray:
     """(samples, 5) parameter vectors refitted on resampled points from the full-data optimum ``theta`` and
     the resample's best grid starts; sample k always comes from stream k of ``seed``."""
-    seeds = np.random.SeedSequence(seed).generate_state(samples).tolist()
+    seeds = bootstrap_streams(seed, samples)
     return np.array(in_seed_order(_refit, (theta, points, delta), seeds, n_jobs)).reshape(samples, 5)
 
 
@@ -192,6 +209,8 @@ class ParametricFit:
     warnings: tuple[str, ...] = ()
     conventions: dict = field(default_factory=dict)
     """How N, D and C were counted, which points were dropped: recorded with the fit."""
+    bootstrap_seed: int | None = None
+    """The seed the bootstrap drew its resamples from (``bootstrap_streams``); None without bootstrap."""
 
     def _value(self, name: str) -> float:
         return float(natural(self.theta)[name][0])
@@ -279,4 +298,4 @@ def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highes
     recorded = {"flops": "C = 6ND", "drop_highest": drop_highest, **(conventions or {})}
     return ParametricFit(theta=theta, objective=value, n_points=points.size, delta=delta, samples=samples,
                          interval=interval, warnings=_quality_warnings(theta[None, :], points, converged),
-                         conventions=recorded)
+                         conventions=recorded, bootstrap_seed=seed if bootstrap_samples else None)

@@ -4,13 +4,15 @@
    compute-optimal frontier gives L*(C);
 2. accuracy as a sigmoid of that loss with the task's chance floor:
    acc(L) = chance + (1 - chance) / (1 + exp(k (L - L0))), k > 0,
-   fitted to the group's runs (their observed loss and accuracy), weighted by each accuracy's
-   standard error (floored at ``MIN_STDERR`` so a perfect score does not take infinite weight). L0 is
-   the loss at which a run retrieves halfway between chance and perfect; the ceiling is 1 (needle,
-   multi-document and two-hop answers are exact).
+   fitted to the group's runs (their observed loss and accuracy) by maximum binomial likelihood: each run
+   answered ``trials`` items, and scores ``accuracy x trials`` of them. A weight of 1 / (Wald standard
+   error) would let a 0/20 run outweigh a 10/20 run ten to one (its Wald error is floored near zero); the
+   likelihood weighs each run by what its items say. L0 is the loss at which a run retrieves halfway
+   between chance and perfect; the ceiling is 1 (needle, multi-document and two-hop answers are exact).
 
-Chained: acc*(C) = acc(L*(C)). Its interval pairs bootstrap refit k of the loss law with bootstrap
-refit k of the sigmoid (runs resampled with replacement, refitted from the full-data optimum).
+Chained: acc*(C) = acc(L*(C)). Its interval pairs bootstrap refit k of the loss law with a refit of the
+sigmoid on *the same resample of runs* (``parametric.resample_indices`` of the loss law's draw k, restricted
+to the runs evaluated on the task): both steps see one draw of the study, as a paired bootstrap must.
 
 Fitted per objective: MEAP's claim is that it retrieves better *at the same loss*, which a curve shared
 between objectives would hide. MEAP's compute multiplier on retrieval is the NTP compute whose
@@ -26,12 +28,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
+from scipy.optimize import minimize
 
 from meap_scale.scaling.compare import frontier_loss, matching_compute, scalar
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.parametric import ParametricFit, natural, percentile_interval
+from meap_scale.scaling.parametric import (ParametricFit, bootstrap_streams, natural, percentile_interval,
+                                           resample_indices)
 
+PROBABILITY_FLOOR = 1e-12
+"""Predicted accuracies are kept this far inside (0, 1): a log-likelihood of 0 or 1 is -inf."""
 MIN_STDERR = 0.01
 MIN_POINTS = 4
 """Two parameters need more than two runs; four leave room to see the curve bend."""
@@ -54,6 +59,9 @@ class AccuracyPoints:
     loss: np.ndarray
     accuracy: np.ndarray
     stderr: np.ndarray
+    """For the at-chance test only (floored at ``MIN_STDERR``)."""
+    trials: np.ndarray
+    """Items each run answered: the binomial likelihood's counts."""
     chance: float
 
     def above_chance(self) -> np.ndarray:
@@ -61,12 +69,26 @@ class AccuracyPoints:
         return self.accuracy - self.chance > 2.0 * self.stderr
 
 
-def accuracy_points(run_ids, compute, loss, accuracy, stderr, chance) -> AccuracyPoints:
+def _trials(trials, accuracy: np.ndarray, stderr: np.ndarray) -> np.ndarray:
+    """Items per run: given, or read back from a Wald standard error (acc (1 - acc) / se^2) where only that
+    was stored; a run with neither (a score of 0 or 1 and no count) takes the median of the others."""
+    given = np.full(accuracy.size, np.nan) if trials is None else np.asarray(trials, float).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        from_se = accuracy * (1 - accuracy) / stderr ** 2
+    found = np.where(np.isfinite(given) & (given > 0), given, np.where(np.isfinite(from_se) & (from_se > 0),
+                                                                       from_se, np.nan))
+    if np.isnan(found).all():
+        raise ScalingFitError("no run says how many items it answered (n) or has a standard error to read it from")
+    return np.round(np.where(np.isnan(found), np.nanmedian(found), found))
+
+
+def accuracy_points(run_ids, compute, loss, accuracy, stderr, chance, trials=None) -> AccuracyPoints:
     """Check the inputs; refuse what cannot make a curve (too few runs, all at chance)."""
     compute, loss, accuracy, stderr, chance_values = (np.asarray(x, float).ravel()
                                                       for x in (compute, loss, accuracy, stderr, chance))
-    if len({compute.size, loss.size, accuracy.size, stderr.size}) != 1 or chance_values.size not in (1, loss.size):
-        raise ScalingFitError("compute, loss, accuracy and stderr must have one length")
+    if len({compute.size, loss.size, accuracy.size, stderr.size}) != 1 or chance_values.size not in (1, loss.size) \
+            or (trials is not None and np.asarray(trials).size != loss.size):
+        raise ScalingFitError("compute, loss, accuracy, stderr and trials must have one length")
     finite = (np.isfinite(compute) & np.isfinite(loss) & np.isfinite(accuracy) & np.isfinite(chance_values)
               & (accuracy >= 0) & (accuracy <= 1))
     ids = tuple(r for r, keep in zip(run_ids, finite) if keep)
@@ -74,28 +96,35 @@ def accuracy_points(run_ids, compute, loss, accuracy, stderr, chance) -> Accurac
         raise ScalingFitError(f"{int(finite.sum())} run(s) with a finite loss and accuracy; a sigmoid of loss needs "
                               f"at least {MIN_POINTS}")
     chance = float(np.mean(chance_values[finite] if chance_values.size > 1 else chance_values))
+    counts = _trials(None if trials is None else np.asarray(trials, float).ravel()[finite], accuracy[finite],
+                     stderr[finite])
     se = np.maximum(np.nan_to_num(stderr[finite], nan=MIN_STDERR), MIN_STDERR)
-    points = AccuracyPoints(ids, compute[finite], loss[finite], accuracy[finite], se, chance)
+    points = AccuracyPoints(ids, compute[finite], loss[finite], accuracy[finite], se, counts, chance)
     if not points.above_chance().any():
         raise ScalingFitError(f"every run is within 2 standard errors of chance ({chance:.3g}; best accuracy "
                               f"{points.accuracy.max():.3g}): there is no rise to fit")
     return points
 
 
+def _negative_log_likelihood(theta: np.ndarray, points: AccuracyPoints, index: np.ndarray) -> float:
+    p = np.clip(accuracy_at(points.loss[index], points.chance, theta[0], math.exp(theta[1])), PROBABILITY_FLOOR,
+                1 - PROBABILITY_FLOOR)
+    trials = points.trials[index]
+    correct = np.round(points.accuracy[index] * trials)
+    return float(-np.sum(correct * np.log(p) + (trials - correct) * np.log1p(-p)))
+
+
 def _fit_sigmoid(points: AccuracyPoints, index: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
-    """(L0, log k) minimising the standard-error-weighted squared error; several starts unless given one."""
-    loss, accuracy, se = points.loss[index], points.accuracy[index], points.stderr[index]
-
-    def weighted(theta):
-        return (accuracy_at(loss, points.chance, theta[0], math.exp(theta[1])) - accuracy) / se
-
+    """(L0, log k) of maximum binomial likelihood over the runs ``index`` (repeats count twice); several
+    starts unless given one."""
     spread = max(float(np.ptp(points.loss)), 1e-3)
     starts = [start] if start is not None else [np.array([l0, math.log(4.0 / spread)])
                                                 for l0 in np.quantile(points.loss, [0.1, 0.5, 0.9])]
-    bounds = ([points.loss.min() - 10 * spread, math.log(1e-3 / spread)],
-              [points.loss.max() + 10 * spread, math.log(1e3 / spread)])
-    results = [least_squares(weighted, np.clip(s, bounds[0], bounds[1]), bounds=bounds) for s in starts]
-    return min(results, key=lambda r: r.cost).x
+    bounds = [(points.loss.min() - 10 * spread, points.loss.max() + 10 * spread),
+              (math.log(1e-3 / spread), math.log(1e3 / spread))]
+    results = [minimize(_negative_log_likelihood, np.clip(s, *zip(*bounds)), args=(points, index),
+                        method="L-BFGS-B", bounds=bounds) for s in starts]
+    return min(results, key=lambda r: r.fun).x
 
 
 @dataclass(frozen=True)
@@ -155,15 +184,28 @@ class RetrievalLaw:
                 "bootstrap": 0 if self.samples is None else len(self.samples)}
 
 
-def fit_retrieval_law(task: str, loss_law: ParametricFit, points: AccuracyPoints, seed: int = 0) -> RetrievalLaw:
-    """Step 2 on ``points``, bootstrapped as many times as the loss law was (so refits pair up)."""
+def shared_resamples(loss_law: ParametricFit, loss_ids: tuple[str, ...], points: AccuracyPoints) -> list[np.ndarray]:
+    """For each bootstrap draw of ``loss_law`` (fitted to ``loss_ids``, in order), the task's runs it resampled:
+    positions in ``points``, repeated as often as the draw repeated the run."""
+    position = {run: k for k, run in enumerate(points.run_ids)}
+    ids = np.asarray(loss_ids, dtype=object)
+    return [np.array([position[run] for run in ids[resample_indices(stream, ids.size)] if run in position], dtype=int)
+            for stream in bootstrap_streams(loss_law.bootstrap_seed, len(loss_law.samples))]
+
+
+def fit_retrieval_law(task: str, loss_law: ParametricFit, points: AccuracyPoints,
+                      loss_ids: tuple[str, ...]) -> RetrievalLaw:
+    """Step 2 on ``points``, bootstrapped on the loss law's own resamples of ``loss_ids`` (the runs the loss law
+    was fitted to, in its order), so refit k of both steps saw the same runs."""
     everything = np.arange(points.loss.size)
     theta = _fit_sigmoid(points, everything)
     samples = None
     if loss_law.samples is not None:
-        rng = np.random.default_rng(seed)
-        samples = np.array([_fit_sigmoid(points, rng.integers(0, points.loss.size, points.loss.size), theta)
-                            for _ in range(len(loss_law.samples))])
+        if loss_law.bootstrap_seed is None or len(loss_ids) != loss_law.n_points:
+            raise ScalingFitError("the loss law's bootstrap draws cannot be replayed: it records no bootstrap seed "
+                                  "or was fitted to other runs")
+        samples = np.array([_fit_sigmoid(points, index, theta) if index.size else np.full(2, np.nan)
+                            for index in shared_resamples(loss_law, loss_ids, points)])
     return RetrievalLaw(task, loss_law, points, theta, samples)
 
 
