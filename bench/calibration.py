@@ -9,7 +9,8 @@ noncentral t predicts for the design's seed-level spread, the coverage of the 95
 difference, and the same studies tested the old way (every pair independent).
 
 Not calibrated here yet (issue 23, open): the compute multiplier's interval, extrapolation intervals, the
-retrieval laws' intervals and ``plan``'s power; the JSON lists them under ``not_calibrated``.
+retrieval laws' intervals and ``plan``'s power of the multiplier estimate (its power of the paired verdict is
+the noncentral t this prints); the JSON lists them under ``not_calibrated``.
 
 Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--json FILE]``.
 """
@@ -27,7 +28,7 @@ from meap_scale.scaling.simulate import Design, Noise, Truth
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
 NOT_CALIBRATED = ("compute multiplier interval", "extrapolation prediction interval", "retrieval law intervals",
-                  "plan power (detection probability)")
+                  "plan's power of the multiplier estimate")
 
 
 def _line(name: str, c: PairedCalibration) -> str:
@@ -78,7 +79,8 @@ def main() -> None:
                                   "coverage": c.coverage} for e, c in results.items() if e != 1.0],
                    "power": [{"effect": e, "predicted": c.predicted_better, "simulated": c.better_rate,
                               "predicted_by": "noncentral t of the seed-level test from the simulation's true noise "
-                                              "(meap-scale plan does not predict this verdict yet)"}
+                                              "(meap-scale plan predicts it the same way from a seed-level sd "
+                                              "measured in --prior-store: tests/test_calibration.py)"}
                              for e, c in results.items() if e != 1.0],
                    "not_calibrated": list(NOT_CALIBRATED)}
         with open(args.json, "w") as out:

@@ -624,7 +624,7 @@ def _plan(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render, render_power, render_savings,
-                                 render_schedule, study_runs, wall_hours, with_branches)
+                                 render_schedule, render_verdict_power, study_runs, wall_hours, with_branches)
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 
@@ -652,7 +652,7 @@ def _plan(args: argparse.Namespace) -> int:
     gpu = accelerator_named(options.gpu)
     plans = plan_runs(runs, gpu, mfu)
     wall = wall_hours(plans, options.gpus)
-    power, why_not = _power(options, plans) if args.rest[0] in STUDIES else (None, None)
+    power, verdict, why_not = _power(options, plans) if args.rest[0] in STUDIES else (None, None, None)
     if options.json:
         hours = sum(p.gpu_hours for p in plans)
         print(json.dumps({"gpu": gpu.key, "mfu": mfu, "mfu_basis": basis, "runs": [p.to_dict() for p in plans],
@@ -660,41 +660,53 @@ def _plan(args: argparse.Namespace) -> int:
                           "standalone_flops": sum(p.standalone_flops for p in plans), "gpus": options.gpus,
                           "wall_hours": wall,
                           "cost": None if options.price is None else hours * options.price,
-                          "power": power.to_dict() if power else None, "power_not_run": why_not}, indent=1))
+                          "power": power.to_dict() if power else None,
+                          "verdict_power": verdict.to_dict() if verdict else None, "power_not_run": why_not}, indent=1))
     else:
         lines = [render(plans, gpu, mfu, basis), "", *render_savings(plans),
                  *render_schedule(plans, options.gpus, wall, options.price)]
-        lines += render_power(power) if power else [f"Power analysis not run: {why_not}"] if why_not else []
+        lines += render_power(power) if power else [f"Power analysis of the compute multiplier not run: {why_not}"] if why_not else []
+        lines += render_verdict_power(verdict) if verdict else []
         print("\n".join(lines))
     return 0 if all(p.fits for p in plans) else 1
 
 
 def _power(options: argparse.Namespace, plans: list):
-    """(the power analysis, None), or (None, why it was not run)."""
+    """(the power analysis of the multiplier or None, the power of the paired verdict or None, why the first was
+    not run or None). The verdict's power needs NTP and MEAP runs only; the multiplier's needs laws to fit."""
     from meap_scale.plan import power_design
     from meap_scale.scaling import ScalingFitError
-    from meap_scale.scaling.from_store import noise_from_store, prior_from_store
-    from meap_scale.scaling.power import DEFAULT_NOISE, EPOCH_PRIOR, check_design, simulate_power
+    from meap_scale.scaling.from_store import noise_from_store, prior_from_store, seed_spread_from_store
+    from meap_scale.scaling.power import (DEFAULT_NOISE, EPOCH_PRIOR, assumed_seed_sd, check_design, power_of_verdict,
+                                          simulate_power)
     from meap_scale.store import ResultsStore
 
     if options.simulations == 0:
-        return None, "--simulations 0"
+        return None, None, "--simulations 0"
     for name, value in (("--detect", options.detect), ("--noise", options.noise)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be a positive number, got {value}")
     ntp, meap, which = power_design(plans)
+    prior, measured, spread = EPOCH_PRIOR, None, None
+    if options.prior_store:
+        store = ResultsStore(options.prior_store).require()
+        prior, measured, spread = prior_from_store(store), noise_from_store(store), seed_spread_from_store(store)
+    noise, source = (options.noise, "given with --noise") if options.noise else measured or \
+        (DEFAULT_NOISE, "a stated default (no store with repeated seeds given)")
+    verdict = None
+    if ntp and meap:
+        seed_sd, sd_source = spread or (assumed_seed_sd(prior, meap, noise),
+                                        f"assumed from the run-to-run noise {noise:.3g}, all of it seed-level: a "
+                                        f"lower bound on the power; a --prior-store with paired seeds measures it")
+        seeds = len({p.spec.seed for p in plans if p.spec.objective.name == "meap"})
+        verdict = power_of_verdict(meap, seeds, prior=prior, multiplier=options.detect, seed_sd=seed_sd,
+                                   seed_sd_source=sd_source)
     try:
         check_design(ntp, meap)
     except ScalingFitError as error:
-        return None, f"{error} ({which})"
-    prior, measured = EPOCH_PRIOR, None
-    if options.prior_store:
-        store = ResultsStore(options.prior_store).require()
-        prior, measured = prior_from_store(store), noise_from_store(store)
-    noise, source = (options.noise, "given with --noise") if options.noise else measured or \
-        (DEFAULT_NOISE, "a stated default (no store with repeated seeds given)")
+        return None, verdict, f"{error} ({which})"
     return simulate_power(ntp, meap, prior=prior, multiplier=options.detect, noise=noise, noise_source=source,
-                          simulations=options.simulations), None
+                          simulations=options.simulations), verdict, None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -217,3 +217,14 @@ def render_power(power) -> list[str]:
             f"(high / low)",
             f"  probability of detecting it (multiplier > 1 at p < 0.05, two-sided): {power.detection:.0%}"
             + (f"; {power.failed} simulation(s) could not be fitted" if power.failed else "")]
+
+
+def render_verdict_power(verdict) -> list[str]:
+    """The power of the study's own paired verdict in words (``verdict``: a ``scaling.power.VerdictPower``)."""
+    head = (f"Paired verdict (the study's own test: MEAP minus NTP averaged per seed, the {verdict.seeds} seed(s) "
+            f"tested at p < {verdict.level:g}):")
+    if verdict.seeds < 2:
+        return [head, f"  no verdict is possible: it needs at least 2 seeds and the design has {verdict.seeds}"]
+    return [head, f"  a {verdict.multiplier:g}x multiplier is a mean difference of {verdict.difference:+.3g} nats over "
+                  f"the design's cells; with a seed-level sd of {verdict.seed_sd:.3g} ({verdict.seed_sd_source}) "
+                  f"it is called 'MEAP better' with probability {verdict.detection:.0%}"]

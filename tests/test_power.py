@@ -87,13 +87,16 @@ def test_plan_of_the_paper_presets_prints_wall_time_cost_and_detection_probabili
     assert "On 64 GPU(s): " in text and "hours wall time" in text and "Cost at $2.5 per GPU-hour: $" in text
     assert "probability of detecting it (multiplier > 1 at p < 0.05, two-sided): " in text
     assert "Epoch AI's replication of Chinchilla" in text and "a stated default" in text
+    # the study's own verdict tests seeds, and the paper grid trains one seed per cell
+    assert "no verdict is possible: it needs at least 2 seeds and the design has 1" in text
     code, raw = _plan("isoflop", "--preset", "paper", "--gpu", "h100", "--json", "--simulations", "40", "--detect",
                       "1.5")
     plan = json.loads(raw)
     assert plan["power"]["multiplier"] == 1.5 and 0 <= plan["power"]["detection_probability"] <= 1
+    assert plan["verdict_power"]["seeds"] == 1 and plan["verdict_power"]["detection_probability"] == 0.0
     assert plan["wall_hours"] >= max(r["gpu_hours"] / r["workers"] for r in plan["runs"])
     code, text = _plan("mask_ratio_sweep", "--preset", "paper", "--gpu", "h100")
-    assert "Power analysis not run: every NTP run has the same model size" in text and "mask ratio 0.15" in text
+    assert "Power analysis of the compute multiplier not run: every NTP run has the same model size" in text and "mask ratio 0.15" in text
 
 
 def test_wall_time_packs_runs_onto_the_gpus():
@@ -129,6 +132,11 @@ def test_the_prior_law_and_the_noise_come_from_a_store(tmp_path, capsys):
     code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20",
                        "--prior-store", str(tmp_path))
     assert "ntp fit" in text and "measured in" in text
+    # the paired verdict's seed-level sd, measured where seeds pair; the sweep has 3 seeds but one size
+    code, text = _plan("mask_ratio_sweep", "--preset", "paper", "--gpu", "h100", "--prior-store", str(tmp_path))
+    assert "Power analysis of the compute multiplier not run: every NTP run has the same model size" in text
+    assert "the 3 seed(s) tested at p < 0.01" in text and f"(measured in {tmp_path}: " in text
+    assert "paired comparison(s)" in text and "called 'MEAP better' with probability" in text
 
 
 def test_a_hostile_prior_store_is_refused_with_the_reason(tmp_path):

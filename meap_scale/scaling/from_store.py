@@ -463,3 +463,21 @@ def noise_from_store(store: ResultsStore) -> tuple[float, str] | None:
     if not freedom:
         return None
     return math.sqrt(squares / freedom), f"measured in {store.url}: {cells} (N, D) cell(s) with 2+ seeds"
+
+
+def seed_spread_from_store(store: ResultsStore) -> tuple[float, str] | None:
+    """The pooled standard deviation of one seed's mean treatment - baseline difference, over the store's paired
+    comparisons with 2 or more seeds, and how it was measured; None when no comparison has 2 seeds. It is what a
+    verdict's power depends on, and what a per-cell noise figure cannot give (the seed effect both objectives
+    share cancels in a pair; a seed x objective effect does not)."""
+    squares, freedom, used = 0.0, 0, 0
+    for comparison in paired_comparisons(store):
+        if comparison.refused or comparison.seeds < 2:
+            continue
+        squares += float(np.var(comparison.seed_differences, ddof=1)) * (comparison.seeds - 1)
+        freedom += comparison.seeds - 1
+        used += 1
+    if not freedom:
+        return None
+    return math.sqrt(squares / freedom), (f"measured in {store.url}: {used} paired comparison(s), {freedom} degree(s) "
+                                          f"of freedom")

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from meap_scale.scaling.compare import multiplier_of, scalar
 from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.scaling.paired import SIGNIFICANCE, verdict_power
 from meap_scale.scaling.parametric import best_of_grid, in_seed_order, natural, prepare_points
 
 Z = 1.959963984540054
@@ -157,3 +158,47 @@ def simulate_power(ntp: list[tuple[float, float]], meap: list[tuple[float, float
     return Power(multiplier=multiplier, compute=compute, simulations=simulations, failed=failed, sigma=sigma,
                  median_estimate=float(math.exp(median)), detection=detected / simulations, noise=noise,
                  noise_source=noise_source, prior=prior)
+
+
+@dataclass(frozen=True)
+class VerdictPower:
+    """How likely the study's own paired verdict ("MEAP better at p < 0.01", the seeds as replicates:
+    ``meap_scale.scaling.paired``) is to be reached, from the prior law and the seed-level spread."""
+
+    multiplier: float
+    difference: float
+    """Expected mean MEAP - NTP loss over the design's cells under the prior law (nats; negative favours MEAP)."""
+    seeds: int
+    seed_sd: float
+    """Standard deviation of one seed's mean MEAP - NTP difference."""
+    seed_sd_source: str
+    level: float
+    detection: float
+
+    def to_dict(self) -> dict:
+        return {"multiplier": self.multiplier, "difference": self.difference, "seeds": self.seeds,
+                "seed_sd": self.seed_sd, "seed_sd_source": self.seed_sd_source, "level": self.level,
+                "detection_probability": self.detection}
+
+
+def design_difference(prior: PriorLaw, cells: list[tuple[float, float]], multiplier: float) -> float:
+    """Mean over ``cells`` ((N, D) of the planned MEAP runs) of MEAP's loss minus NTP's under ``prior`` when MEAP
+    is worth ``multiplier`` times NTP's compute: what the paired comparison estimates."""
+    n, d = np.array(cells, dtype=float).T
+    return float(np.mean(prior.treated_loss(n, d, multiplier) - prior.loss(n, d)))
+
+
+def assumed_seed_sd(prior: PriorLaw, cells: list[tuple[float, float]], noise: float) -> float:
+    """A seed-level spread of the paired difference when none was measured: all of a run's seed-to-seed noise
+    (``noise``, in log loss) taken as seed x objective luck, which neither cancels in a pair nor averages over a
+    seed's cells. An upper bound on the spread, so a lower bound on the power."""
+    n, d = np.array(cells, dtype=float).T
+    return float(math.sqrt(2.0) * noise * np.mean(prior.loss(n, d)))
+
+
+def power_of_verdict(cells: list[tuple[float, float]], seeds: int, *, prior: PriorLaw, multiplier: float,
+                     seed_sd: float, seed_sd_source: str, level: float = SIGNIFICANCE) -> VerdictPower:
+    """The noncentral t's probability that ``seeds`` seeds of the design call MEAP better at ``level``."""
+    difference = design_difference(prior, cells, multiplier)
+    return VerdictPower(multiplier, difference, seeds, seed_sd, seed_sd_source, level,
+                        verdict_power(difference, seed_sd, seeds, level))
