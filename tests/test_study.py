@@ -66,6 +66,21 @@ def test_a_study_name_names_the_study_not_its_runs():
     assert ids == {run.run_id for run in build_study("mask_ratio_sweep", "smoke").example_runs()}
 
 
+def test_seeds_from_the_command_line_add_runs_whose_other_seeds_keep_their_ids():
+    import argparse
+
+    from meap_scale.study.command import add_study_options, study_from_args
+
+    parser = argparse.ArgumentParser()
+    add_study_options(parser)
+    one = build_study("scaling_grid", "paper")
+    three = study_from_args("scaling_grid", parser.parse_args(["--preset", "paper", "--seeds", "3"]))
+    assert one.seeds == (0,) and three.seeds == (0, 1, 2)
+    assert {r.run_id for r in one.example_runs()} < {r.run_id for r in three.example_runs()}
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seeds", "0"])
+
+
 def test_workers_change_keeps_the_global_batch():
     spec = build_study("mask_ratio_sweep", "smoke", workers=2)
     assert spec.base.workers == 2 and spec.base.optim.batch_tokens == 1024

@@ -56,6 +56,10 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="scaling_grid, isoflop: train each model once to its largest budget with a WSD schedule "
                              "and branch a cooldown off it at every smaller budget (one store row per budget, for "
                              "the longest run's compute plus the cooldowns; `meap-scale plan` shows the saving)")
+    parser.add_argument("--seeds", type=at_least(1),
+                        help="seeds per configuration, 0..N-1 (default: the preset's). The MEAP-vs-NTP verdict tests "
+                             "seeds as its replicates: it needs at least 2, and with 2 or 3 only a very consistent "
+                             "difference passes (`meap-scale plan` gives its power)")
     parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
@@ -81,7 +85,8 @@ def study_from_args(study: str, args: argparse.Namespace):
                "warmup_fraction": args.warmup_fraction,
                "cooldown_shape": args.cooldown_shape,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
-               "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent}
+               "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent,
+               "seeds": None if args.seeds is None else tuple(range(args.seeds))}
     return build_study(study, args.preset, multi_budget_runs=args.multi_budget, **changes)
 
 

@@ -134,7 +134,7 @@ def multi_budget(spec: StudySpec) -> StudySpec:
 RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement", "parallel", "activation_checkpointing")
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
-STUDY_CHANGES = ("name", "storage", "max_concurrent")
+STUDY_CHANGES = ("name", "storage", "max_concurrent", "seeds")
 OPTIM_CHANGES = ("micro_batch_size", "warmup_fraction", "schedule", "cooldown_fraction", "cooldown_shape")
 OBJECTIVE_CHANGES = ("mask_with", "mask_schedule")
 
