@@ -7,7 +7,7 @@ from conftest import tiny_run
 from meap_scale.cli import main
 from meap_scale.config import EvalSpec
 from meap_scale.data import prepare_data
-from meap_scale.report.data import load_report_data
+from meap_scale.report.data import latest_spec, load_report_data
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import run_row
 from meap_scale.store.store import utc_now
@@ -59,9 +59,12 @@ def test_adding_tasks_to_a_study_evaluates_its_stored_checkpoints_once(tmp_path,
     # A changed spec is a new evaluation: the needle with two items per cell.
     assert main([*argv[:-2], "--tasks", "needle", "--per-cell", "2"]) == 0
     assert "2 run(s) evaluated now" in capsys.readouterr().out
-    needle = [json.loads(r["eval_spec_json"])["per_cell"] for r in ResultsStore(str(store_path)).read("evals")
-              .to_pylist() if r["task"] == "needle"]
-    assert set(needle) == {2}
+    rows = ResultsStore(str(store_path)).read("evals").to_pylist()
+    needle = [json.loads(r["eval_spec_json"])["per_cell"] for r in rows if r["task"] == "needle"]
+    assert set(needle) == {1, 2}  # both kept, each under its own spec: nothing of the first is overwritten
+    assert needle.count(1) == needle.count(2)
+    latest = [json.loads(r["eval_spec_json"])["per_cell"] for r in latest_spec(rows) if r["task"] == "needle"]
+    assert set(latest) == {2}  # what the report shows
 
 
 def test_runs_that_cannot_be_evaluated_are_named_and_bad_input_fails_first(tmp_path, capsys):

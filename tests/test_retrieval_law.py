@@ -187,3 +187,34 @@ def test_both_steps_of_a_bootstrap_draw_resample_the_same_runs():
     law = sigmoid_of(fit, loss, accuracy, np.full(N.size, 0.01))
     frontier = law.draws(lambda values, theta: frontier_loss(values, 1e20))
     assert abs(np.corrcoef(frontier, law.samples[:, 0])[0, 1]) > 0.3
+
+
+def test_runs_evaluated_with_two_eval_specs_keep_both_and_each_spec_makes_its_own_law(tmp_path, capsys):
+    """The synthetic grid's needle rows again, made with another spec (an eval with 4 candidates: chance 0.25,
+    accuracies lifted accordingly). Keyed without their spec, the new rows overwrote the old "all" rows and the
+    old conditions stayed beside them; one law then averaged two chance levels."""
+    from meap_scale.report.data import load_report_data
+    from meap_scale.scaling.from_store import spec_id
+
+    store = write_synthetic_store(str(tmp_path))
+    old = [r for r in store.read("evals").to_pylist() if r["task"] == "needle" and r["run_id"].startswith("grid-")]
+    spec = json.dumps({"task": "needle", "candidates": 4})
+    store.append("evals", [{**{k: r[k] for k in ("run_id", "task", "condition", "metric", "n", "stderr")},
+                            "value": 0.25 + 0.75 * (r["value"] - 0.1) / 0.9 if r["metric"] == "accuracy" else 0.25,
+                            "eval_spec_json": spec} for r in old if r["condition"] == "all"])
+    rows = store.read("evals").to_pylist()
+    assert sum(r["task"] == "needle" and r["run_id"].startswith("grid-") for r in rows) == len(old) + sum(
+        r["condition"] == "all" for r in old)  # nothing overwritten
+    results = fit_groups(store, study="synthetic-grid", bootstrap_samples=20)
+    needle = [law for law in retrieval_laws(store, results) if law.task == "needle"]
+    assert len(needle) == 4  # 2 objectives x 2 specs
+    by_spec = {(law.group["objective"], law.eval_spec): law for law in needle}
+    assert by_spec[("ntp", None)].law.points.chance == pytest.approx(0.1)
+    assert by_spec[("ntp", spec)].law.points.chance == pytest.approx(0.25)
+    assert by_spec[("ntp", spec)].task_label == f"needle (eval spec {spec_id(spec)})"
+    run = next(r for r in load_report_data(store, "synthetic-grid").runs if r["run_id"] == old[0]["run_id"])
+    latest = next(r for r in rows if (r["run_id"], r["task"], r["condition"], r["metric"], r["eval_spec_json"]) ==
+                  (run["run_id"], "needle", "all", "accuracy", spec))
+    assert run["evals"]["needle_accuracy"] == pytest.approx(latest["value"])  # the report shows the latest spec
+    assert main(["fit", "--store", str(tmp_path), "--study", "synthetic-grid", "--bootstrap", "20"]) == 0
+    assert f"] needle (eval spec {spec_id(spec)}): L0=" in capsys.readouterr().out

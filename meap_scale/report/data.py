@@ -100,10 +100,20 @@ def _curves(table: pa.Table, run_ids: set[str]) -> list[dict]:
     return frame[keep].astype({"tokens": "int64", "value": "float64"}).to_dict("records")
 
 
+def latest_spec(evals: list[dict]) -> list[dict]:
+    """Each run's rows of each task made with the eval spec it was last evaluated with: a run evaluated twice
+    with other settings keeps both sets in the store, and a summary or a heatmap of both would mix them."""
+    latest: dict[tuple, tuple] = {}
+    for row in evals:
+        key, stamp = (row["run_id"], row["task"]), (row["written_at"], row["eval_spec_json"] or "")
+        latest[key] = max(latest.get(key, stamp), stamp)
+    return [row for row in evals if latest[(row["run_id"], row["task"])][1] == (row["eval_spec_json"] or "")]
+
+
 def load_report_data(store: ResultsStore, study: str | None = None) -> ReportData:
     runs = store.runs({"study": study} if study else None).to_pylist()
     ids = {r["run_id"] for r in runs}
-    evals = [e for e in store.read("evals").to_pylist() if e["run_id"] in ids]
+    evals = latest_spec([e for e in store.read("evals").to_pylist() if e["run_id"] in ids])
     by_run: dict[str, list[dict]] = {}
     for row in evals:
         by_run.setdefault(row["run_id"], []).append(row)

@@ -102,7 +102,7 @@ def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultipli
     lines = ["retrieval laws (accuracy = chance + (1 - chance) / (1 + exp(k (L - L0))), L from the loss law's "
              "compute-optimal frontier):"]
     for law in laws:
-        label = f"  [{_group_label(law.group)}] {law.task}"
+        label = f"  [{_group_label(law.group)}] {law.task_label or law.task}"
         if law.law is None:
             lines.append(f"{label}: not fitted: {law.error}")
             continue
@@ -114,6 +114,7 @@ def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultipli
                      f"chained accuracy {with_bounds(top)} at C={largest:.3g}")
     if found:
         lines.append("compute multiplier over NTP on retrieval accuracy (and on loss, at the same compute):")
-        lines.extend(f"  {_group_label(m.group)} {m.task} at C={m.compute:.3g}: retrieval {with_bounds(m.retrieval)}; "
+        lines.extend(f"  {_group_label(m.group)} {m.task_label or m.task} at C={m.compute:.3g}: retrieval "
+                     f"{with_bounds(m.retrieval)}; "
                      f"loss {with_bounds(m.loss)}" for m in found)
     return "\n".join(lines)

@@ -89,7 +89,7 @@ def _retrieval_law_values(fitted: list[GroupRetrievalLaw], points: int = 30) -> 
     """Each run's observed accuracy and each law's chained accuracy (with its band) over its runs' compute."""
     values = []
     for law in fitted:
-        objective, name, task = law.group.get("objective"), label(law.group), law.task
+        objective, name, task = law.group.get("objective"), label(law.group), law.task_label or law.task
         values += [{"kind": "run", "flops": float(c), "accuracy": float(a), "objective": objective, "group": name,
                     "task": task, "run": run_id}
                    for run_id, c, a in zip(law.law.points.run_ids, law.law.points.compute, law.law.points.accuracy)]
@@ -107,7 +107,7 @@ def retrieval_laws(laws: list[GroupRetrievalLaw], multipliers: list[RetrievalMul
         return Missing("retrieval_laws", title, "retrieval evals (needle, multidoc, two_hop) on the runs of fitted "
                        "loss laws (meap-scale eval --study)")
     fitted = [law for law in laws if law.law is not None]
-    reasons = [f"{label(law.group)}, {law.task}: {law.error}" for law in laws if law.law is None]
+    reasons = [f"{label(law.group)}, {law.task_label or law.task}: {law.error}" for law in laws if law.law is None]
     if not fitted:
         return Missing("retrieval_laws", title, "retrieval accuracy that rises above chance on runs of a fitted loss "
                        "law; not fitted: " + "; ".join(sorted(set(reasons))[:6]))
@@ -130,7 +130,7 @@ def retrieval_laws(laws: list[GroupRetrievalLaw], multipliers: list[RetrievalMul
             "facet": {"column": {"field": "task", "type": "nominal", "title": None}},
             "spec": {"width": 260, "height": 220, "layer": layers}}
     interval = f"{100 * fitted[0].law.loss_law.interval:g}%"
-    law_rows = [(label(law.group), law.task, f"{law.law.l0:.4g}", f"{law.law.k:.3g}", f"{law.law.points.chance:.3g}",
+    law_rows = [(label(law.group), law.task_label or law.task, f"{law.law.l0:.4g}", f"{law.law.k:.3g}", f"{law.law.points.chance:.3g}",
                  f"{int(law.law.points.above_chance().sum())} of {len(law.law.points.run_ids)}",
                  f"{law.law.points.compute.max():.3g}",
                  with_bounds(law.law.accuracy(float(law.law.points.compute.max()))))
@@ -140,12 +140,15 @@ def retrieval_laws(laws: list[GroupRetrievalLaw], multipliers: list[RetrievalMul
     if multipliers:
         tables.append(Table(("treatment", "task", "C (FLOPs)", f"multiplier on retrieval [{interval}]",
                              f"multiplier on loss [{interval}]"),
-                            [(label(m.group), m.task, f"{m.compute:.3g}", with_bounds(m.retrieval), with_bounds(m.loss))
+                            [(label(m.group), m.task_label or m.task, f"{m.compute:.3g}", with_bounds(m.retrieval),
+                              with_bounds(m.loss))
                              for m in multipliers]))
     return Section("retrieval_laws", title, "Retrieval accuracy against compute in two steps, per objective: the loss "
                    "law's compute-optimal loss L*(C), then accuracy as a sigmoid of loss from the task's chance level "
-                   "to 1, acc = chance + (1 - chance) / (1 + exp(k (L - L0))), fitted to the runs (points) weighted by "
-                   "their standard errors; lines chain the two, bands pair bootstrap refits of both steps. L0 is the "
+                   "to 1, acc = chance + (1 - chance) / (1 + exp(k (L - L0))), fitted to the runs (points) by binomial "
+                   "likelihood over their items; lines chain the two, bands refit both steps on the same resamples of "
+                   "runs. Runs evaluated with another eval spec (other items, another chance level) make laws of "
+                   "their own, named by the spec. L0 is the "
                    "loss at which a model retrieves halfway: a higher L0 for MEAP means it retrieves at a loss where "
                    "NTP does not. The multiplier on retrieval is the NTP compute that reaches MEAP's chained accuracy "
                    "at C, over C (inf: NTP's accuracy never gets there); the multiplier on loss beside it is the same "

@@ -312,6 +312,11 @@ def extrapolation_row(result: GroupExtrapolation, study: str | None) -> dict:
             "intervals_json": strict_json.dumps({h.run_id: [h.low, h.high] for h in result.check.held_out})}
 
 
+def spec_id(eval_spec_json: str | None) -> str:
+    """A short name for the eval spec rows were made with ("none" for rows that recorded none)."""
+    return hashlib.sha256(eval_spec_json.encode()).hexdigest()[:8] if eval_spec_json else "none"
+
+
 @dataclass(frozen=True)
 class GroupRetrievalLaw:
     group: dict
@@ -319,24 +324,31 @@ class GroupRetrievalLaw:
     law: RetrievalLaw | None
     error: str | None
     key: dict = field(default_factory=dict)
+    eval_spec: str | None = None
+    """The eval spec (``evals.eval_spec_json``) of every run of the law: rows of other specs (another chance
+    level, other lengths or depths) make laws of their own."""
+    task_label: str = ""
+    """The task, with the spec's ``spec_id`` where the group's runs were evaluated with more than one spec."""
 
 
-def _retrieval_evals(store: ResultsStore) -> dict[tuple[str, str], dict[str, dict]]:
-    """(run_id, task) -> {"accuracy": row, "chance": row} over whole-task ("all") rows of retrieval tasks."""
+def _retrieval_evals(store: ResultsStore) -> dict[tuple[str, str, str | None], dict[str, dict]]:
+    """(run_id, task, eval spec) -> {"accuracy": row, "chance": row} over whole-task ("all") rows of retrieval
+    tasks; a run evaluated with two specs has an entry for each."""
     evals = store.read("evals")
     wanted = pc.and_(pc.and_(pc.equal(evals["condition"], "all"), pc.is_in(evals["task"], pa.array(RETRIEVAL_TASKS))),
                      pc.is_in(evals["metric"], pa.array(["accuracy", "chance"])))
-    found: dict[tuple[str, str], dict[str, dict]] = {}
+    found: dict[tuple[str, str, str | None], dict[str, dict]] = {}
     for row in evals.filter(wanted).to_pylist():  # filtered first: a store of many runs holds many eval rows
-        found.setdefault((row["run_id"], row["task"]), {})[row["metric"]] = row
+        found.setdefault((row["run_id"], row["task"], row["eval_spec_json"]), {})[row["metric"]] = row
     return found
 
 
-def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, float]) -> RetrievalLaw:
+def _retrieval_law(result: GroupFit, task: str, spec: str | None, evals: dict,
+                   losses: dict[str, float]) -> RetrievalLaw:
     if not isinstance(result.fit, ParametricFit):
         raise ScalingFitError(f"no loss law to chain: {result.error}")
-    ids = [r for r in result.run_ids if {"accuracy", "chance"} <= set(evals.get((r, task), {}))]
-    rows = [evals[(r, task)] for r in ids]
+    ids = [r for r in result.run_ids if {"accuracy", "chance"} <= set(evals.get((r, task, spec), {}))]
+    rows = [evals[(r, task, spec)] for r in ids]
     compute = dict(zip(result.run_ids, result.compute))
     points = accuracy_points(ids, [compute.get(r, math.nan) for r in ids], [losses[r] for r in ids],
                              [row["accuracy"]["value"] for row in rows],
@@ -348,9 +360,15 @@ def _retrieval_law(result: GroupFit, task: str, evals: dict, losses: dict[str, f
     return fit_retrieval_law(task, result.fit, points, tuple(result.run_ids[k] for k in kept))
 
 
+def _specs_of(result: GroupFit, task: str, evals: dict) -> list[str | None]:
+    members = set(result.run_ids)
+    return sorted({spec for run, t, spec in evals if t == task and run in members}, key=lambda s: s or "")
+
+
 def retrieval_laws(store: ResultsStore, fits: list[GroupFit]) -> list[GroupRetrievalLaw]:
-    """Two-step retrieval laws for every approach-3 group and retrieval task its runs were evaluated on; a law
-    that cannot be fitted carries the reason (every run at chance, too few runs, no loss law). Its bootstrap
+    """Two-step retrieval laws for every approach-3 group, retrieval task its runs were evaluated on and eval
+    spec they were evaluated with (runs of two specs never share a law: their chance levels or items differ); a
+    law that cannot be fitted carries the reason (every run at chance, too few runs, no loss law). Its bootstrap
     replays the loss law's resamples (``retrieval_law.fit_retrieval_law``): no seed of its own."""
     evals = _retrieval_evals(store)
     if not evals:
@@ -359,13 +377,14 @@ def retrieval_laws(store: ResultsStore, fits: list[GroupFit]) -> list[GroupRetri
     out = []
     for result in fits:
         for task in RETRIEVAL_TASKS:
-            if not any((r, task) in evals for r in result.run_ids):
-                continue
-            try:
-                out.append(GroupRetrievalLaw(result.group, task, _retrieval_law(result, task, evals, losses),
-                                             None, result.key))
-            except ScalingFitError as error:
-                out.append(GroupRetrievalLaw(result.group, task, None, str(error), result.key))
+            specs = _specs_of(result, task, evals)
+            for spec in specs:
+                label = task if len(specs) == 1 else f"{task} (eval spec {spec_id(spec)})"
+                try:
+                    law, error = _retrieval_law(result, task, spec, evals, losses), None
+                except ScalingFitError as failure:
+                    law, error = None, str(failure)
+                out.append(GroupRetrievalLaw(result.group, task, law, error, result.key, spec, label))
     return out
 
 
@@ -378,6 +397,8 @@ class RetrievalMultiplier:
     """Multiplier on chained retrieval accuracy: value, and low/high with bootstrap."""
     loss: dict
     """Multiplier on frontier loss at the same compute, for comparison."""
+    eval_spec: str | None = None
+    task_label: str = ""
 
 
 def retrieval_multipliers(laws: list[GroupRetrievalLaw], fits: list[GroupFit],
@@ -387,8 +408,8 @@ def retrieval_multipliers(laws: list[GroupRetrievalLaw], fits: list[GroupFit],
     fitted = [law for law in laws if law.law is not None]
     compute = {json.dumps(f.key, sort_keys=True, default=str): f.compute for f in fits}
     out = []
-    for task in RETRIEVAL_TASKS:
-        of_task = [law for law in fitted if law.task == task]
+    for task, spec in sorted({(law.task, law.eval_spec) for law in fitted}, key=lambda ts: (ts[0], ts[1] or "")):
+        of_task = [law for law in fitted if (law.task, law.eval_spec) == (task, spec)]
         for law in of_task:
             index = _baseline_index(law.key, [other.key for other in of_task], baseline_objective)
             if law.key.get("objective.name") == baseline_objective or index is None:
@@ -402,7 +423,8 @@ def retrieval_multipliers(laws: list[GroupRetrievalLaw], fits: list[GroupFit],
                                                      law.law.loss_law.interval)
                 loss.update({"low": low, "high": high} if low is not None else {"note": note} if note else {})
                 out.append(RetrievalMultiplier(law.group, task, float(c),
-                                               retrieval_multiplier(law.law, baseline.law, float(c)), loss))
+                                               retrieval_multiplier(law.law, baseline.law, float(c)), loss, spec,
+                                               law.task_label))
     return out
 
 
@@ -413,11 +435,11 @@ def retrieval_rows(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplie
         if law.law is None:
             continue
         mine = [{"compute": m.compute, "retrieval": m.retrieval, "loss": m.loss} for m in found
-                if m.group == law.group and m.task == law.task]
+                if m.group == law.group and (m.task, m.eval_spec) == (law.task, law.eval_spec)]
         summary = {**law.law.summary(), "group": law.group, "law_key": law.key, "multipliers_over_ntp": mine,
-                   "loss_conventions": law.law.loss_law.conventions}
-        identity = json.dumps([law.key, law.task, sorted(law.law.points.run_ids), summary["bootstrap"]],
-                              sort_keys=True, default=str)
+                   "loss_conventions": law.law.loss_law.conventions, "eval_spec": law.eval_spec}
+        identity = json.dumps([law.key, law.task, law.eval_spec, sorted(law.law.points.run_ids),
+                               summary["bootstrap"]], sort_keys=True, default=str)
         rows.append({"fit_id": hashlib.sha256(("retrieval-two-step" + identity).encode()).hexdigest()[:16],
                      "study": study, "law": "retrieval-two-step", "objective": law.group.get("objective"),
                      "n_convention": law.law.loss_law.conventions.get("n"), "flops_convention": "C = 6ND",

@@ -85,12 +85,14 @@ study that found it already stored adds a row here."""
 TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS,
                                 "memberships": MEMBERSHIPS}
 """Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins, except over a
-SETTLED row."""
+SETTLED row. An evals row's identity includes the eval spec it was made with: evaluating a run again with other
+settings adds rows beside the old ones instead of overwriting the conditions both specs share and leaving the
+rest (the retrieval laws fit one spec at a time; the report shows each run's latest spec)."""
 
 KEYS: dict[str, tuple[str, ...]] = {
     "runs": ("run_id",),
     "curves": ("run_id", "step", "metric"),
-    "evals": ("run_id", "task", "condition", "metric"),
+    "evals": ("run_id", "task", "eval_spec_json", "condition", "metric"),
     "fits": ("fit_id",),
     "memberships": ("run_id", "study"),
 }
