@@ -62,7 +62,8 @@ def group_stream(seed: int, key: dict) -> int:
 
 @dataclass(frozen=True)
 class GroupPoints:
-    """One group's runs as fit inputs, with the conventions they were read under."""
+    """One group's runs as fit inputs, with the conventions they were read under and the study's structure the
+    bootstrap follows (``parametric``: a decay-branch family is resampled whole; seed offsets are removed)."""
 
     n: list
     d: list
@@ -71,6 +72,13 @@ class GroupPoints:
     notes: tuple[str, ...]
     stream: int
     conventions: dict
+    families: tuple[str, ...] = ()
+    seeds: tuple = ()
+
+    @property
+    def structure(self) -> dict:
+        """The ``units`` and ``seeds`` arguments of ``fit_parametric`` (no seeds where a row records none)."""
+        return {"units": self.families, "seeds": None if None in self.seeds else self.seeds}
 
     @property
     def compute(self) -> tuple[float, ...]:
@@ -85,7 +93,8 @@ def group_points(group: RunGroup, n_convention: str, seed: int) -> GroupPoints:
                    "law_key": group.key, "bootstrap_seed": stream, "notes": list(notes)}
     return GroupPoints([m[N_COLUMNS[n_convention]] for m in members], [m["tokens_seen"] for m in members],
                        [m["val_loss"] for m in members], tuple(m["run_id"] for m in members), notes, stream,
-                       conventions)
+                       conventions, tuple(m.get("parent_run_id") or m["run_id"] for m in members),
+                       tuple(m.get("seed") for m in members))
 
 
 def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_samples: int, seed: int,
@@ -94,8 +103,9 @@ def _fit_group(group: RunGroup, fit_function, n_convention: str, bootstrap_sampl
     try:
         if not p.ids:
             raise ScalingFitError("no run of this group can be a point")
+        structure = p.structure if fit_function is fit_parametric else {}
         fit = fit_function(p.n, p.d, p.loss, bootstrap_samples=bootstrap_samples, seed=p.stream,
-                           conventions=p.conventions, **options)
+                           conventions=p.conventions, **structure, **options)
         return GroupFit(group.label, fit, None, p.ids, p.compute, group.key, p.notes)
     except ScalingFitError as error:
         return GroupFit(group.label, None, str(error), p.ids, p.compute, group.key, p.notes)
@@ -190,7 +200,7 @@ class Multiplier:
     low: float | None
     high: float | None
     note: str | None = None
-    """Why there is no interval where the fits were bootstrapped."""
+    """Why there is no interval where the fits were bootstrapped, or what the interval leaves out."""
 
 
 def _without_objective(key: dict) -> str:

@@ -189,7 +189,8 @@ def shared_resamples(loss_law: ParametricFit, loss_ids: tuple[str, ...], points:
     positions in ``points``, repeated as often as the draw repeated the run."""
     position = {run: k for k, run in enumerate(points.run_ids)}
     ids = np.asarray(loss_ids, dtype=object)
-    return [np.array([position[run] for run in ids[resample_indices(stream, ids.size)] if run in position], dtype=int)
+    units = loss_law.resampling_units
+    return [np.array([position[run] for run in ids[resample_indices(stream, units)] if run in position], dtype=int)
             for stream in bootstrap_streams(loss_law.bootstrap_seed, len(loss_law.samples))]
 
 
