@@ -8,11 +8,19 @@ law (the null) and at each ``--effects`` multiplier: the rate of "MEAP better at
 noncentral t predicts for the design's seed-level spread, the coverage of the 95% interval of the paired
 difference, and the same studies tested the old way (every pair independent).
 
-Not calibrated here yet (issue 23, open): the compute multiplier's interval, extrapolation intervals, the
-retrieval laws' intervals and ``plan``'s power of the multiplier estimate (its power of the paired verdict is
-the noncentral t this prints); the JSON lists them under ``not_calibrated``.
+Then the compute multiplier's 95% interval (``meap_scale.scaling.calibration.calibrate_multiplier``): on a design
+that can pin a law (default: the scaling_grid paper grid, 4 sizes x 3 budgets, with a law at that scale, Epoch
+AI's Chinchilla replication), ``--multiplier-studies`` studies per truth (the null and 1.2x), each fitted with
+``--bootstrap`` refits as ``meap-scale fit`` fits; printed: the coverage of the true multiplier at the smallest,
+geometric-mean and largest compute, and the median log bias of the estimate. ``--noise seed_objective=0.03``
+(any ``Noise`` field) changes the noise of every part.
 
-Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--json FILE]``.
+Not calibrated here yet (issue 23, open): extrapolation intervals, the retrieval laws' intervals and ``plan``'s
+power of the multiplier estimate (its power of the paired verdict is the noncentral t this prints); the JSON
+lists them under ``not_calibrated``.
+
+Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--multiplier-studies 200]
+[--json FILE]``.
 """
 
 from __future__ import annotations
@@ -23,17 +31,50 @@ import time
 from dataclasses import asdict, replace
 
 from meap_scale.plan import study_runs
-from meap_scale.scaling.calibration import PairedCalibration, calibrate_paired
+from meap_scale.scaling.calibration import (WHERE, MultiplierCalibration, PairedCalibration, calibrate_multiplier,
+                                            calibrate_paired)
+from meap_scale.scaling.power import EPOCH_PRIOR
 from meap_scale.scaling.simulate import Design, Noise, Truth
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
-NOT_CALIBRATED = ("compute multiplier interval", "extrapolation prediction interval", "retrieval law intervals",
+NOT_CALIBRATED = ("extrapolation prediction interval", "retrieval law intervals",
                   "plan's power of the multiplier estimate")
+MULTIPLIER_EFFECTS = (1.0, 1.2)
+
+
+def design_of(study: str, preset: str, seeds: int) -> Design:
+    spec = replace(build_study(study, preset), seeds=tuple(range(seeds)))
+    return Design.of([run for _, run in study_runs(spec)], spec.name)
+
+
+def noise_of(settings: list[str]) -> Noise:
+    """``Noise`` from ``field=value`` settings."""
+    return Noise(**{name: float(value) for name, value in (setting.split("=", 1) for setting in settings)})
 
 
 def _line(name: str, c: PairedCalibration) -> str:
     return (f"{name:>22}  {c.true_difference:+9.4f}  {c.better_rate:7.1%} +- {c.binomial_se(c.better_rate):5.1%}"
             f"  {c.predicted_better:9.1%}  {c.coverage:8.1%}  {c.naive_better_rate:8.1%}  {c.untested:5d}")
+
+
+def _multiplier_line(effect: float, c: MultiplierCalibration) -> str:
+    cover = "  ".join(f"{c.coverage(w):6.1%} ({c.covered[w]}/{c.scored[w]})" for w in WHERE)
+    return f"{'null (one law)' if effect == 1.0 else f'multiplier {effect:g}':>22}  {cover}  {c.median_log_bias:+.4f}"
+
+
+def calibrate_multipliers(args, noise: Noise) -> dict[float, MultiplierCalibration]:
+    design = design_of(args.study, args.multiplier_preset, args.seeds)
+    print(f"\ncompute multiplier, design: {args.study} {args.multiplier_preset}, {len(design.specs)} runs over "
+          f"{args.seeds} seed(s), law: Epoch AI's Chinchilla replication, {args.bootstrap} bootstrap refits per fit")
+    print(f"{'truth':>22}  {'coverage of the 95% interval at the smallest, geometric-mean, largest compute':>70}  "
+          f"{'log bias':>8}")
+    results = {}
+    for index, effect in enumerate(MULTIPLIER_EFFECTS):
+        results[effect] = calibrate_multiplier(design, truth=Truth(law=EPOCH_PRIOR, multiplier=effect), noise=noise,
+                                               studies=args.multiplier_studies, bootstrap=args.bootstrap,
+                                               seed=args.seed + 100 + index)
+        print(_multiplier_line(effect, results[effect]), flush=True)
+    return results
 
 
 def main() -> None:
@@ -44,13 +85,18 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=1000, help="simulated studies per truth (default: 1000)")
     parser.add_argument("--effects", type=float, nargs="*", default=[1.1, 1.2],
                         help="true MEAP compute multipliers to measure detection at (default: 1.1 1.2)")
+    parser.add_argument("--multiplier-studies", type=int, default=200,
+                        help="simulated studies per truth for the compute multiplier's interval "
+                             "(default: 200; 0 skips)")
+    parser.add_argument("--multiplier-preset", default="paper", help="the design's preset for the multiplier")
+    parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap refits per fit (default: 100)")
+    parser.add_argument("--noise", nargs="*", default=[], help="Noise fields as NAME=VALUE (nats)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures to this file as one JSON object")
     args = parser.parse_args()
 
-    spec = replace(build_study(args.study, args.preset), seeds=tuple(range(args.seeds)))
-    design = Design.of([run for _, run in study_runs(spec)], spec.name)
-    noise = Noise()
+    design = design_of(args.study, args.preset, args.seeds)
+    noise = noise_of(args.noise)
     print(f"design: {args.study} {args.preset}, {len(design.specs)} runs over {args.seeds} seed(s); noise (nats): seed "
           f"{noise.seed}, seed x objective {noise.seed_objective}, family {noise.family}, run {noise.run}")
     print(f"{'truth':>22}  {'true diff':>9}  {'MEAP better at p<0.01':>16}  {'predicted':>9}  {'coverage':>8}  "
@@ -69,12 +115,18 @@ def main() -> None:
           f"the noncentral t from the true difference and the design's seed-level sd; 'naive': the same studies "
           f"tested with every (N, D, seed) pair as an independent replicate. Not calibrated here yet: "
           f"{', '.join(NOT_CALIBRATED)}.")
+    multiplier = calibrate_multipliers(args, noise) if args.multiplier_studies else {}
     if args.json:
         figures = {"design": f"{args.study}:{args.preset}", "seeds": args.seeds, "studies": args.studies,
                    "noise": asdict(noise), "false_positive_rate": null.better_rate,
                    "null_verdict_rate": (null.better + null.worse) / null.studies,
                    "naive_false_positive_rate": null.naive_better_rate,
-                   "coverage": {"paired_difference": null.coverage},
+                   "coverage": {"paired_difference": null.coverage,
+                                **({"compute_multiplier": multiplier[1.0].coverage()} if multiplier else {})},
+                   "compute_multiplier": [{"effect": e, "studies": c.studies, "bootstrap": c.bootstrap,
+                                           "design": f"{args.study}:{args.multiplier_preset}",
+                                           "coverage": {w: c.coverage(w) for w in WHERE},
+                                           "median_log_bias": c.median_log_bias} for e, c in multiplier.items()],
                    "detection": [{"effect": e, "simulated": c.better_rate, "true_difference": c.true_difference,
                                   "coverage": c.coverage} for e, c in results.items() if e != 1.0],
                    "power": [{"effect": e, "predicted": c.predicted_better, "simulated": c.better_rate,

@@ -45,7 +45,10 @@ def multiplier_table(found: list[Multiplier]) -> str:
         return ""
     lines = ["compute multiplier over NTP (NTP compute matching the group's frontier loss, divided by C):"]
     for m in found:
-        bounds = f" [{m.low:.3g}, {m.high:.3g}]" if m.low is not None else f" (no interval: {m.note})" if m.note else ""
+        if m.low is not None:
+            bounds = f" [{m.low:.3g}, {m.high:.3g}]" + (f" ({m.note})" if m.note else "")
+        else:
+            bounds = f" (no interval: {m.note})" if m.note else ""
         lines.append(f"  {_group_label(m.group)} at C={m.compute:.3g}: {m.value:.3g}{bounds}")
     return "\n".join(lines)
 

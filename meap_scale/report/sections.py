@@ -228,9 +228,9 @@ def _multiplier_rows(treatment: GroupFit, baseline: GroupFit) -> list[dict]:
     values = compute_multiplier(treatment.fit, baseline.fit, grid)
     rows = []
     for compute, value in zip(grid, values):
-        low, high, _ = interval_or_reason(treatment.fit, baseline.fit, float(compute), treatment.fit.interval)
+        low, high, note = interval_or_reason(treatment.fit, baseline.fit, float(compute), treatment.fit.interval)
         rows.append({"flops": float(compute), "multiplier": float(value), "low": low, "high": high,
-                     "group": label(treatment.group), "objective": treatment.group.get("objective")})
+                     "group": label(treatment.group), "objective": treatment.group.get("objective"), "note": note})
     return rows
 
 
@@ -310,6 +310,7 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedCompa
             layers.insert(0, band(x, "low", "high", colour))
         figures.append(Figure("compute_multiplier", "Compute multiplier over NTP",
                               chart("Compute multiplier over NTP", rows, layers)))
+        notes += sorted({f"{row['group']}: {row['note']}" for row in rows if row["note"] and row["low"] is not None})
     if retrieval:
         layers = [{"mark": {"type": "point", "filled": True},
                    "encoding": {"x": axis("x", "compute C = 6ND (FLOPs)", log=True),
@@ -325,7 +326,10 @@ def meap_vs_ntp(data: ReportData, fits: list[GroupFit], paired: list[PairedCompa
                     "seed.")
     if pairs:
         text.append("The compute multiplier is how much more compute NTP needs to reach the loss MEAP reaches with "
-                    "C (from the two fitted laws; above 1 favours MEAP), with its bootstrap 95% band.")
+                    "C (from the two fitted laws; above 1 favours MEAP), with its bootstrap 95% band: runs resampled "
+                    "within seeds, widened by the t interval of the seed-to-seed luck of MEAP over NTP on seeds - 1 "
+                    "degrees of freedom (that luck shifts all of a seed's runs together, so the seeds are its "
+                    "replicates).")
     else:
         text.append("No compute multiplier is drawn: it needs fitted laws for NTP and for MEAP.")
     if retrieval:

@@ -8,6 +8,11 @@ worth a true multiplier, and the coverage of the paired difference's 95% interva
 tested the way this tool used to, every (N, D, seed) pair as an independent replicate, so the table shows what
 the seed-level dependence does to a test that ignores it.
 
+``calibrate_multiplier`` does the same for the compute multiplier: each simulated study's laws are fitted with
+bootstrap intervals through ``fit_groups`` and ``multipliers`` (as ``meap-scale fit`` does), and each interval is
+scored against the true multiplier at the computes the tool reports (the smallest, geometric-mean and largest
+compute of the runs), with the bias of the log multiplier at the geometric mean.
+
 Study k always draws from stream k of the calibration's seed: a calibration is repeatable and any one study
 can be rebuilt.
 """
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meap_scale.scaling.from_store import paired_comparisons
+from meap_scale.scaling.from_store import fit_groups, multipliers, paired_comparisons
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
 from meap_scale.scaling.simulate import (Design, Noise, Truth, seed_sd, simulate_rows, true_difference,
                                          write_simulated_store)
@@ -110,3 +115,58 @@ def calibrate_paired(design: Design, *, truth: Truth, noise: Noise, treatment: t
     predicted = verdict_power(target, seed_sd(design, noise, treatment), seeds, level)
     return PairedCalibration(studies=studies, level=level, truth=truth, noise=noise, true_difference=target,
                              seeds=seeds, predicted_better=predicted, **counts)
+
+
+@dataclass(frozen=True)
+class MultiplierCalibration:
+    """How the compute multiplier's interval fared over simulated studies of one design."""
+
+    studies: int
+    truth: Truth
+    noise: Noise
+    bootstrap: int
+    covered: dict[str, int]
+    """Where the multiplier was estimated ("smallest", "geometric mean", "largest" compute) -> studies whose
+    interval held the true multiplier."""
+    scored: dict[str, int]
+    """Where -> studies that gave an interval there (the rest: no fit, or too few usable draws)."""
+    log_errors: tuple[float, ...]
+    """log(estimate / truth) at the geometric-mean compute, per study that gave an estimate."""
+
+    def coverage(self, where: str = "geometric mean") -> float:
+        return self.covered[where] / self.scored[where] if self.scored[where] else math.nan
+
+    def binomial_se(self, rate: float, where: str = "geometric mean") -> float:
+        return math.sqrt(max(rate * (1 - rate), 1e-12) / max(self.scored[where], 1))
+
+    @property
+    def median_log_bias(self) -> float:
+        return float(np.median(self.log_errors)) if self.log_errors else math.nan
+
+
+WHERE = ("smallest", "geometric mean", "largest")
+
+
+def calibrate_multiplier(design: Design, *, truth: Truth, noise: Noise, studies: int, bootstrap: int = 100,
+                         seed: int = 0, n_jobs: int | None = None) -> MultiplierCalibration:
+    """Simulate ``studies`` studies of ``design``, fit both objectives with ``bootstrap`` refits and score MEAP's
+    compute multiplier interval over NTP against ``truth.multiplier``."""
+    streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
+    covered, scored, errors = dict.fromkeys(WHERE, 0), dict.fromkeys(WHERE, 0), []
+    root = tempfile.mkdtemp(prefix="meap-calibration-")
+    try:
+        for k, stream in enumerate(streams):
+            store = write_simulated_store(f"{root}/{k}", simulate_rows(design, truth, noise, stream), design.study)
+            fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream,
+                              options={"n_jobs": n_jobs} if n_jobs else None)
+            found = multipliers(fits)
+            for where, m in zip(WHERE, found[:3]):
+                if where == "geometric mean" and math.isfinite(m.value) and m.value > 0:
+                    errors.append(math.log(m.value / truth.multiplier))
+                if m.low is not None:
+                    scored[where] += 1
+                    covered[where] += m.low <= truth.multiplier <= m.high
+            shutil.rmtree(f"{root}/{k}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return MultiplierCalibration(studies, truth, noise, bootstrap, covered, scored, tuple(errors))
