@@ -18,8 +18,9 @@ p < 0.025, two-sided 0.05, that MEAP is worth more than NTP's compute). sigma is
 the estimator itself, which the study's own bootstrap interval estimates; noise of the two objectives is
 drawn independently (pairing by seed would only narrow the comparison).
 
-Each simulated fit starts L-BFGS from the prior law and the best 2 points of Chinchilla's grid: the
-prior is a start, not a constraint. BLAS is pinned to one thread in the worker processes.
+Each simulated fit starts as a real fit starts (``fit_parametric``: L-BFGS from the best point of
+Chinchilla's grid), never from the prior law it was drawn from: a start at the truth would make the simulated
+estimates less variable than a study's own. BLAS is pinned to one thread in the worker processes.
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from threadpoolctl import threadpool_limits
 from meap_scale.scaling.compare import multiplier_of, scalar
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.paired import SIGNIFICANCE, verdict_power
-from meap_scale.scaling.parametric import best_of_grid, in_seed_order, natural, prepare_points
+from meap_scale.scaling.parametric import fit_parametric, in_seed_order, natural
 
 Z = 1.959963984540054
-SIMULATION_STARTS = 2
 DEFAULT_NOISE = 0.01
 """Seed-to-seed standard deviation of log(loss) used when a store has no cell with two seeds; our CPU
 studies measure 0.2-1% (tests/test_paired.py's fixtures), public ladders about 1%."""
@@ -108,8 +108,7 @@ def _simulate(args) -> list[float]:
         for seed in seeds:
             loss = clean * np.exp(np.random.default_rng(seed).normal(0.0, noise, clean.size))
             try:
-                thetas = [best_of_grid(prepare_points(n[mask], d[mask], loss[mask]), 1e-3, SIMULATION_STARTS,
-                                       extra=(prior.theta,))[0] for mask in (~ntp_mask, ntp_mask)]
+                thetas = [fit_parametric(n[mask], d[mask], loss[mask]).theta for mask in (~ntp_mask, ntp_mask)]
             except ScalingFitError:
                 out.append(math.nan)
                 continue
