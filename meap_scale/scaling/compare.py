@@ -187,9 +187,9 @@ def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compu
                               f"rest are degenerate refits with no frontier); an interval needs at least {MIN_DRAWS}")
     low, high = percentile_interval(draws, interval)
     half_width = seed_half_width(treatment, baseline, compute, interval)
-    value = float(compute_multiplier(treatment, baseline, [compute])[0])
     if half_width == 0.0:
         return low, high
+    value = float(compute_multiplier(treatment, baseline, [compute])[0])
     if all(math.isfinite(x) and x > 0 for x in (half_width + 1.0, value, low, high)):
         return _widened(value, low, high, half_width)
     sampled, _ = multiplier_draws(treatment, baseline, compute, sampled_seeds=True)

@@ -354,17 +354,20 @@ def seed_offsets(theta: np.ndarray, points: Points, seeds: list[str]) -> dict[st
     return {label: value - centre for label, value in offsets.items()}
 
 
+def _aligned(theta: np.ndarray, points: Points, seeds: list[str]) -> tuple[dict[str, float], Points]:
+    """The seeds' offsets about ``theta`` and the points with them removed."""
+    offsets = seed_offsets(theta[None, :], points, seeds)
+    return offsets, points.shifted(-np.array([offsets[label] for label in seeds]))
+
+
 def fit_with_seeds(theta: np.ndarray, points: Points, seeds: list[str], delta: float,
                    starts: int) -> tuple[np.ndarray, float, bool, dict[str, float], Points]:
     """The law refitted with each seed's offset removed (module docstring): the optimum, its objective, whether
     it converged, the offsets and the aligned points."""
     value, converged = math.nan, False
     for _ in range(SEED_ROUNDS):
-        offsets = seed_offsets(theta[None, :], points, seeds)
-        aligned = points.shifted(-np.array([offsets[label] for label in seeds]))
-        theta, value, converged = best_of_grid(aligned, delta, starts, extra=(theta,))
-    offsets = seed_offsets(theta[None, :], points, seeds)
-    return theta, value, converged, offsets, points.shifted(-np.array([offsets[label] for label in seeds]))
+        theta, value, converged = best_of_grid(_aligned(theta, points, seeds)[1], delta, starts, extra=(theta,))
+    return theta, value, converged, *_aligned(theta, points, seeds)
 
 
 def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highest: int = 0, starts: int = 1,
@@ -384,8 +387,8 @@ def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highes
             labels = [str(seeds[k]) for k in kept]
             if len(set(labels)) >= 2:
                 theta, value, converged, offsets, fitted = fit_with_seeds(theta, points, labels, delta, starts)
-            else:
-                offsets = seed_offsets(theta[None, :], points, labels)
+            else:  # one seed is its own average: its centred offset is 0
+                offsets = dict.fromkeys(labels, 0.0)
     samples = bootstrap(theta, fitted, delta, bootstrap_samples, seed, n_jobs) if bootstrap_samples else None
     recorded = {"flops": "C = 6ND", "drop_highest": drop_highest, **(conventions or {})}
     return ParametricFit(theta=theta, objective=value, n_points=points.size, delta=delta, samples=samples,
