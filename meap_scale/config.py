@@ -13,7 +13,6 @@ import functools
 import hashlib
 import inspect
 import json
-import math
 import os
 import textwrap
 import typing
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meap_scale.models import LADDER, ModelShape
-from meap_scale.train.schedule import cooldown_start, warmup_steps
+from meap_scale.train.schedule import cooldown_start, warmup_length
 from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")
@@ -234,6 +233,10 @@ class OptimSpec(_Serialisable):
     """Floor of the cosine decay (paper: 4e-5)."""
     warmup_fraction: float = 0.1
     """Linear warmup as a fraction of all optimiser steps (paper: 10%)."""
+    warmup_steps: int | None = None
+    """Linear warmup in optimiser steps, whatever the run's length; replaces warmup_fraction where set. A
+    multi-budget run and its decay branches need it: a branch shares its parent's warmup, so only a warmup in
+    steps lets it train, step for step, as a standalone WSD run of its budget and this warmup would."""
     schedule: Literal["cosine", "wsd"] = "cosine"
     """After warmup: cosine decay to min_lr (paper), or warmup-stable-decay (the peak held, then a cooldown)."""
     cooldown_fraction: float = 0.2
@@ -259,6 +262,8 @@ class OptimSpec(_Serialisable):
         _require(0.0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
         _require(0.0 <= self.warmup_fraction < 1.0,
                  f"optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        _require(self.warmup_steps is None or self.warmup_steps >= 0,
+                 f"optim.warmup_steps must not be negative, got {self.warmup_steps}")
         _one_of("optim", "schedule", self.schedule, SCHEDULES)
         _one_of("optim", "cooldown_shape", self.cooldown_shape, COOLDOWN_SHAPES)
         _require(0.0 < self.cooldown_fraction <= 1.0,
@@ -331,8 +336,13 @@ run keeps its identity."""
 
 
 def _optim_identity(optim: dict) -> dict:
-    optim = {k: v for k, v in optim.items() if k != "micro_batch_size"}
-    return optim if optim["schedule"] == "wsd" else {k: v for k, v in optim.items() if k not in WSD_FIELDS}
+    """The optimiser settings that change the weights: not the micro-batch; the WSD settings for WSD runs
+    only; the warmup in steps where set (then its fraction changes nothing), else its fraction, so every run
+    stored before ``warmup_steps`` existed keeps its identity."""
+    unused = {"micro_batch_size", "warmup_fraction" if optim.get("warmup_steps") is not None else "warmup_steps"}
+    if optim["schedule"] != "wsd":
+        unused.update(WSD_FIELDS)
+    return {k: v for k, v in optim.items() if k not in unused}
 
 
 def _objective_identity(objective: dict) -> dict:
@@ -440,6 +450,11 @@ class RunSpec(_Serialisable):
                  f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
         _require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
                  f"run.stop_at_step must be in [1, {self.steps}] (the run's steps), got {self.stop_at_step}")
+        warmup_room = cooldown_start(self.steps, self.optim.cooldown_fraction) if self.optim.schedule == "wsd" \
+            else self.steps
+        _require(self.optim.warmup_steps is None or self.optim.warmup_steps <= warmup_room,
+                 f"optim.warmup_steps={self.optim.warmup_steps} leaves no room in a {self.steps}-step run: at most "
+                 f"{warmup_room}" + (" before its cooldown" if self.optim.schedule == "wsd" else ""))
         self._check_decay_at()
 
     def _check_decay_at(self) -> None:
@@ -461,12 +476,21 @@ class RunSpec(_Serialisable):
                                                         f"({batch} tokens) and less than run.tokens={self.tokens}")
         starts = {tokens: cooldown_start(tokens // batch, self.optim.cooldown_fraction) for tokens in self.decay_at}
         earliest = min(starts, key=starts.__getitem__)
-        warmup = warmup_steps(self.steps, self.optim.warmup_fraction)
-        largest = math.floor(starts[earliest] / self.steps * 1e4) / 1e4
-        _require(starts[earliest] >= warmup,
+        suggested = warmup_length(min(self.decay_at) // batch, self.optim.warmup_fraction)
+        _require(self.optim.warmup_steps is not None,
+                 f"run.decay_at needs optim.warmup_steps (--warmup-steps): each branch shares this run's warmup, "
+                 f"so the warmup must be the same number of steps at every budget for a branch to train as a run "
+                 f"of its budget would; e.g. --warmup-steps {suggested} (warmup_fraction "
+                 f"{self.optim.warmup_fraction:g} of the smallest budget)")
+        _require(starts[earliest] >= self.warmup,
                  f"run.decay_at {earliest}: its cooldown would start at step {starts[earliest]}, inside the "
-                 f"{self.tokens}-token run's {warmup}-step warmup; use optim.warmup_fraction {largest:g} or less "
-                 f"(--warmup-fraction), larger budgets or a smaller optim.cooldown_fraction")
+                 f"{self.tokens}-token run's {self.warmup}-step warmup; use optim.warmup_steps {starts[earliest]} "
+                 f"or less (--warmup-steps), larger budgets or a smaller optim.cooldown_fraction")
+
+    @property
+    def warmup(self) -> int:
+        """Optimiser steps of linear warmup: ``optim.warmup_steps`` where set, else its fraction of the steps."""
+        return warmup_length(self.steps, self.optim.warmup_fraction, self.optim.warmup_steps)
 
     @property
     def sequences_per_step(self) -> int:

@@ -64,7 +64,8 @@ PROBE = ("import sys, ray; from meap_scale.cli import main\n"
     (["--model", "huge"], "argument --model: invalid choice: 'huge' (choose from 'debug', 'xs'"),
     (["--data", "EMPTY"], "0 non-empty document(s)"),
     (["--tokenizer", "./no/such/tokenizer"], "tokenizer path './no/such/tokenizer' does not exist"),
-    (["--schedule", "wsd", "--tokens", "81920", "--decay-at", "40960"], "--decay-at needs --store"),
+    (["--schedule", "wsd", "--warmup-steps", "0", "--tokens", "81920", "--decay-at", "40960"], "--decay-at needs --store"),
+    (["--schedule", "wsd", "--tokens", "81920", "--decay-at", "40960"], "needs optim.warmup_steps (--warmup-steps)"),
 ])
 def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, message):
     empty = tmp_path / "empty.jsonl"
@@ -82,7 +83,7 @@ def test_train_with_decay_at_pauses_on_ray_train_branches_from_the_checkpoint_an
     """Two workers: the pause, the branch's start from its parent's Ray Train checkpoint and the parent's
     resumption by name all go through TorchTrainer."""
     argv = ["train", "--workers", "2", "--cpus-per-worker", "0.5", "--tokens", "10240", "--decay-at", "5120",
-            "--schedule", "wsd", "--warmup-fraction", "0.05", "--seq-len", "64", "--batch-tokens", "512",
+            "--schedule", "wsd", "--warmup-steps", "1", "--seq-len", "64", "--batch-tokens", "512",
             "--micro-batch-size", "4", "--log-every", "2", "--storage-path", str(tmp_path / "runs"), "--json",
             "--store", str(tmp_path / "results")]
     assert main(argv) == 0

@@ -59,6 +59,7 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
         "tokens_budget": spec.tokens_trained,
         "flops_per_token_6n": flops.six_n, "flops_per_token_palm": flops.palm,
         "lr": optim.lr, "min_lr": optim.min_lr, "warmup_fraction": optim.warmup_fraction,
+        "warmup_steps": spec.warmup,
         "weight_decay": optim.weight_decay, "grad_clip": optim.grad_clip, "beta1": optim.betas[0],
         "beta2": optim.betas[1], "batch_tokens": optim.batch_tokens, "micro_batch_size": optim.micro_batch_size,
         "seed": spec.seed, "workers": spec.workers, "use_gpu": spec.use_gpu, "precision": spec.precision,

@@ -11,6 +11,8 @@ files written by older versions still read, with nulls):
   were written before the variants existed, so ``mask_token`` and ``constant``).
 - 5: ``runs.parent_run_id``, the multi-budget run a decay branch continued from (null for every other run,
   and in older files, written before branches existed).
+- 6: ``runs.warmup_steps``, the optimiser steps the run warmed up for (``optim.warmup_steps`` where set, else
+  its ``warmup_fraction`` of the steps; null in older files).
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES = ("finished", "failed", "stopped", "interrupted")
 """How a run ended: trained to its budget; raised or its process died; stopped early by the study's
@@ -42,6 +44,7 @@ RUNS = pa.schema([
     ("flops_per_token_6n", pa.float64()), ("flops_per_token_palm", pa.float64()),
     ("flops_6nd", pa.float64()), ("flops_palm", pa.float64()),
     ("lr", pa.float64()), ("min_lr", pa.float64()), ("warmup_fraction", pa.float64()),
+    ("warmup_steps", pa.int64()),
     ("weight_decay", pa.float64()), ("grad_clip", pa.float64()), ("beta1", pa.float64()), ("beta2", pa.float64()),
     ("batch_tokens", pa.int64()), ("micro_batch_size", pa.int32()),
     ("seed", pa.int64()), ("workers", pa.int32()), ("use_gpu", pa.bool_()), ("precision", pa.string()),

@@ -12,8 +12,8 @@ from meap_scale.store.store import ResultsStore, StoreError
 
 LISTING = ("run_id", "status", "study", "objective", "mask_ratio", "model_size", "tokens_seen", "lr", "seed",
            "val_loss", "written_at")
-VARIED = ("parent_run_id", "mask_sampling", "mask_with", "mask_schedule", "min_lr", "warmup_fraction", "weight_decay",
-          "batch_tokens", "seq_len", "vocab_size", "data_source", "tokenizer", "precision", "workers",
+VARIED = ("parent_run_id", "mask_sampling", "mask_with", "mask_schedule", "min_lr", "warmup_fraction", "warmup_steps",
+          "weight_decay", "batch_tokens", "seq_len", "vocab_size", "data_source", "tokenizer", "precision", "workers",
           "micro_batch_size")
 """Columns ``store ls`` adds where the listed runs differ in them."""
 FORMATS = ("csv", "parquet", "jsonl")

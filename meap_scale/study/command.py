@@ -52,6 +52,9 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cooldown-shape", choices=COOLDOWN_SHAPES, help="wsd: linear or 1-sqrt (default: linear)")
     parser.add_argument("--warmup-fraction", type=float,
                         help="linear warmup as a share of each run's steps (default: the preset's, 0.1)")
+    parser.add_argument("--warmup-steps", type=at_least(0),
+                        help="linear warmup in optimiser steps, whatever a run's length (default: --warmup-fraction; "
+                             "--multi-budget: that fraction of the smallest budget's steps, for every run)")
     parser.add_argument("--multi-budget", action="store_true",
                         help="scaling_grid, isoflop: train each model once to its largest budget with a WSD schedule "
                              "and branch a cooldown off it at every smaller budget (one store row per budget, for "
@@ -82,7 +85,7 @@ def study_from_args(study: str, args: argparse.Namespace):
                "activation_checkpointing": args.activation_checkpointing, "micro_batch_size": args.micro_batch_size,
                "tokens": args.tokens, "mask_with": args.mask_with, "mask_schedule": args.mask_schedule,
                "schedule": args.schedule, "cooldown_fraction": args.cooldown_fraction,
-               "warmup_fraction": args.warmup_fraction,
+               "warmup_fraction": args.warmup_fraction, "warmup_steps": args.warmup_steps,
                "cooldown_shape": args.cooldown_shape,
                "use_gpu": None if args.gpus_per_worker is None else bool(args.gpus_per_worker),
                "name": args.name, "storage": args.store, "max_concurrent": args.max_concurrent,

@@ -107,17 +107,27 @@ STUDIES: dict[str, Callable[[str], StudySpec]] = {
 }
 
 
+def _fixed_warmup(base: RunSpec, budgets: list[int]) -> RunSpec:
+    """``base`` with its warmup in steps (kept where given): ``warmup_fraction`` of the smallest budget's steps,
+    so every run of the study, branch or not, warms up alike and no branch starts its cooldown in a warmup."""
+    if base.optim.warmup_steps is not None:
+        return base
+    smallest = replace(base, tokens=min(budgets), decay_at=())
+    return replace(base, optim=replace(base.optim, warmup_steps=smallest.warmup))
+
+
 def multi_budget(spec: StudySpec) -> StudySpec:
     """``spec`` with each family of runs that differ only in their data budget made one WSD run to the largest
     budget with a decay branch at each smaller one (``meap_scale.train.branches``): every (N, D) point is still
-    trained and stored, for the longest run's compute plus the branches' cooldowns."""
+    trained and stored, for the longest run's compute plus the branches' cooldowns. The warmup becomes a number
+    of steps (``_fixed_warmup``): a branch shares its parent's warmup."""
     if spec.asha:
         raise ConfigError("multi-budget runs cannot be stopped early by ASHA: a stopped run would leave its later "
                           "branches without their starting checkpoints")
     space = dict(spec.space)
     if "tokens" in space and space["tokens"].kind == "grid":
         budgets = sorted(space.pop("tokens").values)
-        base = replace(spec.base, tokens=budgets[-1], decay_at=tuple(budgets[:-1]))
+        base = replace(_fixed_warmup(spec.base, budgets), tokens=budgets[-1], decay_at=tuple(budgets[:-1]))
         return replace(spec, base=base, space=space)
     if "point" in space:
         families: dict[tuple, list[int]] = {}
@@ -126,7 +136,8 @@ def multi_budget(spec: StudySpec) -> StudySpec:
             families.setdefault(rest, []).append(point.get("tokens", spec.base.tokens))
         points = [{**dict(rest), "tokens": max(budgets), "decay_at": sorted(set(budgets) - {max(budgets)})}
                   for rest, budgets in families.items()]
-        return replace(spec, space={**space, "point": grid(*points)})
+        every_budget = [tokens for budgets in families.values() for tokens in budgets]
+        return replace(spec, base=_fixed_warmup(spec.base, every_budget), space={**space, "point": grid(*points)})
     raise ConfigError(f"study {spec.name} does not vary the data budget on a grid: there is nothing to branch "
                       f"(--multi-budget is for scaling_grid and isoflop)")
 
@@ -135,7 +146,7 @@ RUN_CHANGES = ("workers", "cpus_per_worker", "use_gpu", "tokens", "placement", "
 CPU_WORKER_SHARE = 0.9
 """CPUs reserved per CPU worker of a multi-worker study run: leaves room for the trial's 0.1 CPU."""
 STUDY_CHANGES = ("name", "storage", "max_concurrent", "seeds")
-OPTIM_CHANGES = ("micro_batch_size", "warmup_fraction", "schedule", "cooldown_fraction", "cooldown_shape")
+OPTIM_CHANGES = ("micro_batch_size", "warmup_fraction", "warmup_steps", "schedule", "cooldown_fraction", "cooldown_shape")
 OBJECTIVE_CHANGES = ("mask_with", "mask_schedule")
 
 

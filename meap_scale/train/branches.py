@@ -1,14 +1,16 @@
 """Multi-budget runs: one WSD run trained to its largest budget, with a decay branch at each smaller one.
 
-A WSD run's rate before its cooldown does not depend on its length beyond the warmup
-(``meap_scale.train.schedule``), so the long run at its peak rate is, step for step, the first part of
-every shorter WSD run of the same settings, the warmup apart: the long run's warmup is longer. A branch
+With its warmup in steps (``optim.warmup_steps``, which a multi-budget run requires), a WSD run's rate
+before its cooldown does not depend on its length (``meap_scale.train.schedule``), so the long run at its
+peak rate is, step for step, the first part of every shorter WSD run of the same settings. A branch
 continues from the long run's checkpoint at the step where a run of its budget would start cooling down,
-and cools down to its own budget. It costs its cooldown only; its row reports its whole budget (tokens
-and FLOPs as a standalone run of that budget would count them), so it enters fits like any run, and its
-identity names its parent (``RunSpec.branch_of``) because of the warmup it shares with it (OLMo-core's
-ladder makes several (N, D) points the same way; Hagele et al. 2024 found such branches match separate
-runs).
+and cools down to its own budget: it trains exactly as a standalone run of its budget would
+(tests/test_branches.py: the same rates and losses at every step). It costs its cooldown only; its row
+reports its whole budget (tokens and FLOPs as a standalone run of that budget would count them), so it
+enters fits like any run, with the law key of standalone WSD runs of its warmup. Its identity names its
+parent (``RunSpec.branch_of``): the bootstrap resamples a run and its branches as one family, since they
+share every step before the branches' cooldowns (OLMo-core's ladder makes several (N, D) points the same
+way; Hagele et al. 2024 found such branches match separate runs).
 
 The order: the main run trains in segments, each ending with a checkpoint at the next branch's start
 (``RunSpec.stop_at_step``); the branch trains from that checkpoint; then the main run goes on. No branch

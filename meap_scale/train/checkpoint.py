@@ -106,6 +106,16 @@ def _require_sharded(directory: str) -> str:
     raise CheckpointError(f"{directory} is not a meap-scale checkpoint (no {SHARDED_DIR}/ folder)")
 
 
+def _rates_from_schedule(optimizer, scheduler) -> None:
+    """Set the optimiser's rates to this run's schedule at the restored step. The checkpoint holds the rates
+    the saving run's schedule set for its next step: a decay branch resuming its parent's checkpoint has
+    another schedule, and trained its first cooldown step at the parent's peak rate before this."""
+    rates = [base * rate(scheduler.last_epoch) for base, rate in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, rate in zip(optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates
+
+
 def load_checkpoint(directory: str, net: nn.Module, optimizer, scheduler) -> TrainState:
     """Restore everything in place, re-sharding to this run's workers; every worker calls it. Returns the
     saved TrainState, marked as resumed."""
@@ -119,6 +129,7 @@ def load_checkpoint(directory: str, net: nn.Module, optimizer, scheduler) -> Tra
     set_state_dict(net, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     saved = torch.load(os.path.join(directory, TRAINER_FILE), map_location="cpu", weights_only=True)
     scheduler.load_state_dict(saved["scheduler"])
+    _rates_from_schedule(optimizer, scheduler)
     torch.set_rng_state(saved["rng"]["cpu"])
     if "cuda" in saved["rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(saved["rng"]["cuda"])

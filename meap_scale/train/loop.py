@@ -97,7 +97,8 @@ class TrainingRun:
                                            fused=self.device.type == "cuda")
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_multiplier(spec.steps, lr=optim.lr, min_lr=optim.min_lr,
-                                          warmup_fraction=optim.warmup_fraction, schedule=optim.schedule,
+                                          warmup_fraction=optim.warmup_fraction, warmup_steps=optim.warmup_steps,
+                                          schedule=optim.schedule,
                                           cooldown_fraction=optim.cooldown_fraction,
                                           cooldown_shape=optim.cooldown_shape))
         self.flops_per_token = flops_per_token(spec.model.shape, data.model_vocab_size, spec.data.seq_len,
@@ -178,6 +179,7 @@ class TrainingRun:
         clip = self.spec.optim.grad_clip or float("inf")
         grad_norm = total_norm(torch.nn.utils.clip_grad_norm_(self.placed.net.parameters(), clip))
         self.optimizer.step()
+        self.rate = self.scheduler.get_last_lr()[0]  # the rate this step used; the scheduler moves on to the next
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss, grad_norm
@@ -240,7 +242,7 @@ class TrainingRun:
             "tokens": step * self.spec.optim.batch_tokens,
             "epoch": self.order.epochs_after(step),
             "train_loss": float(train_loss),
-            "lr": self.scheduler.get_last_lr()[0],
+            "lr": self.rate,
             "grad_norm": float(grad_norm),
             "tokens_per_s": tokens / seconds,
         }

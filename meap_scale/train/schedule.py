@@ -2,16 +2,19 @@
 4e-4 -> 4e-5) or warmup-stable-decay (WSD: the peak rate held, then a cooldown to the floor over the
 last ``cooldown_fraction`` of the steps, linear or 1-sqrt as in Hagele et al. 2024).
 
-A WSD run's rate before its cooldown does not depend on its length beyond the warmup: that is what
-lets one long run at constant rate stand in for the first part of shorter runs.
+The warmup is a share of the run's steps (the paper's 10%) or, where ``warmup_steps`` is given, a number of
+steps whatever the run's length. With the latter a WSD run's rate before its cooldown does not depend on its
+length at all: that is what lets one long run at constant rate stand in, step for step, for the first part
+of shorter runs (``meap_scale.train.branches``).
 """
 
 from __future__ import annotations
 
 import math
 
-def warmup_steps(total_steps: int, warmup_fraction: float) -> int:
-    return int(total_steps * warmup_fraction)
+def warmup_length(total_steps: int, warmup_fraction: float, fixed: int | None = None) -> int:
+    """Steps of linear warmup: ``fixed`` where given, else ``warmup_fraction`` of the run's steps."""
+    return int(total_steps * warmup_fraction) if fixed is None else fixed
 
 
 def cooldown_steps(total_steps: int, cooldown_fraction: float) -> int:
@@ -31,9 +34,10 @@ def _cooldown(progress: float, shape: str) -> float:
 
 
 def lr_at(step: int, total_steps: int, *, lr: float, min_lr: float, warmup_fraction: float,
-          schedule: str = "cosine", cooldown_fraction: float = 0.2, cooldown_shape: str = "linear") -> float:
+          schedule: str = "cosine", cooldown_fraction: float = 0.2, cooldown_shape: str = "linear",
+          warmup_steps: int | None = None) -> float:
     """Rate used for optimiser step ``step`` (0-based): ramps to ``lr`` by the end of warmup, ends at ``min_lr``."""
-    warmup = warmup_steps(total_steps, warmup_fraction)
+    warmup = warmup_length(total_steps, warmup_fraction, warmup_steps)
     if step < warmup:
         return lr * (step + 1) / warmup
     if schedule == "wsd":
