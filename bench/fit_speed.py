@@ -8,8 +8,9 @@ Prints, from one run:
 - 1,000 bootstrap refits (target <= 60 s on 2 cores), and the ratios;
 - a 20-point ladder (5 sizes x 4 budgets of a known law, 1% noise): our fit against one single-start
   scipy L-BFGS-B fit of the same points (the floor any grid-started fit is measured against), and with
-  ``--ladder-bootstrap`` refits: our fit with its bootstrap (each refit: a grid screen of the resample, L-BFGS
-  from the full-data optimum and from the best grid point) against the same number of single-start refits
+  ``--ladder-bootstrap`` refits: our fit with its bootstrap (each refit: L-BFGS from the full-data optimum, and a
+  grid screen of the resample with a second start where that refit stops at an edge or does not converge)
+  against the same number of single-start refits
   (one L-BFGS with our analytic gradient from the full-data optimum on each resample, the cheapest refit
   there is). Target (issue 23): our fit, bootstrap included, at most twice the single-start one.
 Usage: ``python bench/fit_speed.py [--reference-starts 150] [--bootstrap 1000] [--ladder-bootstrap 200]``.
