@@ -15,9 +15,15 @@ AI's Chinchilla replication), ``--multiplier-studies`` studies per truth (the nu
 geometric-mean and largest compute, and the median log bias of the estimate. ``--noise seed_objective=0.03``
 (any ``Noise`` field) changes the noise of every part.
 
-Not calibrated here yet (issue 23, open): extrapolation intervals, the retrieval laws' intervals and ``plan``'s
-power of the multiplier estimate (its power of the paired verdict is the noncentral t this prints); the JSON
-lists them under ``not_calibrated``.
+Then the extrapolation check's 95% prediction intervals (``calibrate_extrapolation``: ``meap-scale fit --holdout
+1`` on ``--extrapolation-studies`` studies of the multiplier's design, the largest-compute cell's runs of every seed
+held out, 100 refits): the share of held-out runs inside their intervals, with and without the backtest's lack of
+fit, under Epoch AI's law and under a law the Chinchilla form cannot describe (``CurvedLaw``, an N x D
+interaction of ``--interaction``).
+
+Not calibrated here yet (issue 23, open): the retrieval laws' intervals and ``plan``'s power of the multiplier
+estimate (its power of the paired verdict is the noncentral t this prints); the JSON lists them under
+``not_calibrated``.
 
 Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--multiplier-studies 200]
 [--json FILE]``.
@@ -31,13 +37,13 @@ import time
 from dataclasses import asdict, replace
 
 from meap_scale.plan import study_runs
-from meap_scale.scaling.calibration import (WHERE, MultiplierCalibration, PairedCalibration, calibrate_multiplier,
-                                            calibrate_paired)
+from meap_scale.scaling.calibration import (WHERE, ExtrapolationCalibration, MultiplierCalibration, PairedCalibration,
+                                            calibrate_extrapolation, calibrate_multiplier, calibrate_paired)
 from meap_scale.scaling.power import EPOCH_PRIOR
-from meap_scale.scaling.simulate import Design, Noise, Truth
+from meap_scale.scaling.simulate import Design, Noise, Truth, bent
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
-NOT_CALIBRATED = ("extrapolation prediction interval", "retrieval law intervals",
+NOT_CALIBRATED = ("retrieval law intervals",
                   "plan's power of the multiplier estimate")
 MULTIPLIER_EFFECTS = (1.0, 1.2)
 
@@ -77,6 +83,22 @@ def calibrate_multipliers(args, noise: Noise) -> dict[float, MultiplierCalibrati
     return results
 
 
+def calibrate_extrapolations(args, noise: Noise) -> dict[str, ExtrapolationCalibration]:
+    design = design_of(args.study, args.multiplier_preset, args.seeds)
+    print(f"\nextrapolation (--holdout 1), design: {args.study} {args.multiplier_preset}, {args.bootstrap} refits")
+    print(f"{'law':>30}  {'held-out runs covered':>24}  {'without lack of fit':>22}  {'checks widened':>14}")
+    results = {}
+    for index, (name, law) in enumerate((("Epoch AI's (the form holds)", EPOCH_PRIOR),
+                                         (f"N x D interaction {args.interaction:g}",
+                                          bent(EPOCH_PRIOR, args.interaction)))):
+        c = calibrate_extrapolation(design, truth=Truth(law=law), noise=noise, studies=args.extrapolation_studies,
+                                    holdout=1, bootstrap=args.bootstrap, seed=args.seed + 200 + index)
+        results[name] = c
+        print(f"{name:>30}  {c.coverage:7.1%} ({c.covered}/{c.held_out})  {c.coverage_unwidened:13.1%} "
+              f"({c.covered_unwidened})  {c.widened:5d}/{c.checks}", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="scaling_grid")
@@ -89,6 +111,10 @@ def main() -> None:
                         help="simulated studies per truth for the compute multiplier's interval "
                              "(default: 200; 0 skips)")
     parser.add_argument("--multiplier-preset", default="paper", help="the design's preset for the multiplier")
+    parser.add_argument("--extrapolation-studies", type=int, default=100,
+                        help="simulated studies per law for the extrapolation check's intervals (default: 100)")
+    parser.add_argument("--interaction", type=float, default=0.002,
+                        help="the misspecified law's N x D interaction (default: 0.002)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap refits per fit (default: 100)")
     parser.add_argument("--noise", nargs="*", default=[], help="Noise fields as NAME=VALUE (nats)")
     parser.add_argument("--seed", type=int, default=0)
@@ -116,13 +142,19 @@ def main() -> None:
           f"tested with every (N, D, seed) pair as an independent replicate. Not calibrated here yet: "
           f"{', '.join(NOT_CALIBRATED)}.")
     multiplier = calibrate_multipliers(args, noise) if args.multiplier_studies else {}
+    extrapolation = calibrate_extrapolations(args, noise) if args.extrapolation_studies else {}
     if args.json:
         figures = {"design": f"{args.study}:{args.preset}", "seeds": args.seeds, "studies": args.studies,
                    "noise": asdict(noise), "false_positive_rate": null.better_rate,
                    "null_verdict_rate": (null.better + null.worse) / null.studies,
                    "naive_false_positive_rate": null.naive_better_rate,
                    "coverage": {"paired_difference": null.coverage,
-                                **({"compute_multiplier": multiplier[1.0].coverage()} if multiplier else {})},
+                                **({"compute_multiplier": multiplier[1.0].coverage()} if multiplier else {}),
+                                **({"extrapolation_prediction": next(iter(extrapolation.values())).coverage}
+                                   if extrapolation else {})},
+                   "extrapolation": [{"law": name, "studies": c.studies, "held_out": c.held_out,
+                                      "coverage": c.coverage, "coverage_without_lack_of_fit": c.coverage_unwidened,
+                                      "widened": c.widened, "checks": c.checks} for name, c in extrapolation.items()],
                    "compute_multiplier": [{"effect": e, "studies": c.studies, "bootstrap": c.bootstrap,
                                            "design": f"{args.study}:{args.multiplier_preset}",
                                            "coverage": {w: c.coverage(w) for w in WHERE},

@@ -88,6 +88,7 @@ def extrapolation_table(results: list[GroupExtrapolation]) -> str:
         lines.append(f"  coverage {covered}/{len(check.held_out)} ({check.coverage:.0%}, nominal {percent}); mean "
                      f"|error| {check.mean_absolute_error:.4g} ({check.mean_absolute_relative_error:.2%}); held-out "
                      f"compute reaches {check.reach:.3g}x the largest fitted")
+        lines.append(f"  {check.backtest_note}")
         lines.extend(f"  warning: {w}" for w in check.fit.warnings)
     return "\n".join(lines)
 

@@ -70,11 +70,14 @@ def extrapolation(checks: list[GroupExtrapolation], bootstrap: int) -> Section |
              f"run(s) inside their {percent} prediction interval; mean |relative error| "
              f"{c.check.mean_absolute_relative_error:.2%}; law fitted on {len(c.check.fitted_ids)} run(s)"
              + ("; warnings: " + "; ".join(c.check.fit.warnings) if c.check.fit.warnings else "") for c in done]
+    notes += [f"{label(c.group)}: {c.check.backtest_note}" for c in done if c.check.backtest_note]
     notes += [f"{label(c.group)}: not checked: {c.error}" for c in checks if c.check is None]
     return Section("extrapolation", title, f"Each law is fitted again without its group's largest-compute runs "
                    f"({done[0].check.rule}) and asked to predict them. Filled marks: held-out runs, observed loss "
-                   f"relative to the prediction; bars: their {percent} prediction intervals (bootstrap refits of the "
-                   "law plus the run-to-run scatter of the fitted runs); faint points: the fitted runs, the in-sample "
+                   f"relative to the prediction (each at its seed's luck); bars: their {percent} prediction intervals "
+                   "(bootstrap refits of the law plus the run-to-run scatter of the fitted runs, plus the lack of fit "
+                   "a backtest finds: the law refitted without the runs nearest the held-out compute, predicting "
+                   "them); faint points: the fitted runs, the in-sample "
                    "scatter. A law that extrapolates puts most held-out runs inside their bars; errors that grow with "
                    "distance from the fitted compute mean the law's form, not noise, limits the forecast. Rerun with "
                    "meap-scale fit --holdout K or --holdout-above C to choose the held-out runs.",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meap_scale.scaling.from_store import fit_groups, multipliers, paired_comparisons
+from meap_scale.scaling.from_store import extrapolation_checks, fit_groups, multipliers, paired_comparisons
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
 from meap_scale.scaling.simulate import (Design, Noise, Truth, seed_sd, simulate_rows, true_difference,
                                          write_simulated_store)
@@ -170,3 +170,63 @@ def calibrate_multiplier(design: Design, *, truth: Truth, noise: Noise, studies:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return MultiplierCalibration(studies, truth, noise, bootstrap, covered, scored, tuple(errors))
+
+
+@dataclass(frozen=True)
+class ExtrapolationCalibration:
+    """How the extrapolation check's prediction intervals fared over simulated studies of one design: every
+    group's held-out runs (the ``holdout`` largest-compute cells, all seeds), scored against their observed loss."""
+
+    studies: int
+    truth: Truth
+    noise: Noise
+    bootstrap: int
+    holdout: int
+    held_out: int
+    """Held-out runs predicted, over every study and group."""
+    covered: int
+    """Those inside their prediction interval."""
+    covered_unwidened: int
+    """Those inside the interval without the backtest's lack of fit (the law's uncertainty and run scatter alone)."""
+    checks: int
+    """Groups checked (a study has one per objective)."""
+    widened: int
+    """Checks whose backtest found a lack of fit and widened their intervals."""
+    refused: int
+    """Groups that could not be checked."""
+
+    @property
+    def coverage(self) -> float:
+        return self.covered / self.held_out if self.held_out else math.nan
+
+    @property
+    def coverage_unwidened(self) -> float:
+        return self.covered_unwidened / self.held_out if self.held_out else math.nan
+
+
+def calibrate_extrapolation(design: Design, *, truth: Truth, noise: Noise, studies: int, holdout: int = 3,
+                            bootstrap: int = 100, seed: int = 0, n_jobs: int | None = None) -> ExtrapolationCalibration:
+    """Simulate ``studies`` studies of ``design`` and run ``meap-scale fit --holdout`` on each (the real
+    ``extrapolation_checks``); count held-out runs inside their intervals, with and without the widening."""
+    streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
+    counts = dict.fromkeys(("held_out", "covered", "covered_unwidened", "checks", "widened", "refused"), 0)
+    root = tempfile.mkdtemp(prefix="meap-calibration-")
+    try:
+        for k, stream in enumerate(streams):
+            store = write_simulated_store(f"{root}/{k}", simulate_rows(design, truth, noise, stream), design.study)
+            for result in extrapolation_checks(store, holdout=holdout, study=design.study, bootstrap_samples=bootstrap,
+                                               seed=stream, options={"n_jobs": n_jobs} if n_jobs else None):
+                if result.check is None:
+                    counts["refused"] += 1
+                    continue
+                counts["checks"] += 1
+                counts["widened"] += any(h.lack_of_fit > 0 for h in result.check.held_out)
+                for h in result.check.held_out:
+                    low, high = h.unwidened or (h.low, h.high)
+                    counts["held_out"] += 1
+                    counts["covered"] += h.covered
+                    counts["covered_unwidened"] += low <= h.observed <= high
+            shutil.rmtree(f"{root}/{k}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return ExtrapolationCalibration(studies, truth, noise, bootstrap, holdout, **counts)

@@ -172,7 +172,8 @@ def _check_group(group: RunGroup, n_convention: str, seed: int, checks: dict) ->
     try:
         if not p.ids:
             raise ScalingFitError("no run of this group can be a point")
-        check = check_extrapolation(p.n, p.d, p.loss, p.ids, seed=p.stream, conventions=p.conventions, **checks)
+        check = check_extrapolation(p.n, p.d, p.loss, p.ids, seed=p.stream, conventions=p.conventions, **p.structure,
+                                    **checks)
         return GroupExtrapolation(group.label, check, None, p.ids, group.key, p.notes)
     except ScalingFitError as error:
         return GroupExtrapolation(group.label, None, str(error), p.ids, group.key, p.notes)

@@ -43,6 +43,29 @@ STARTED = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 
 
 @dataclass(frozen=True)
+class CurvedLaw(PriorLaw):
+    """A law the Chinchilla form cannot describe: the loss falls below E + A/N^alpha + B/D^beta by a factor
+    exp(-interaction x log(N / n0) x log(D / d0)), an interaction of size and data the form lacks, largest where
+    both are largest: where a study's extrapolation goes. What an extrapolation check must notice from the
+    fitted runs alone, without knowing the form is wrong."""
+
+    interaction: float = 0.0
+    n0: float = 1.0
+    d0: float = 1.0
+
+    def loss(self, n, d) -> np.ndarray:
+        n, d = np.asarray(n, float), np.asarray(d, float)
+        return super().loss(n, d) * np.exp(-self.interaction * np.log(n / self.n0) * np.log(d / self.d0))
+
+
+def bent(law: PriorLaw, interaction: float, n0: float = 1e8, d0: float = 2e9) -> CurvedLaw:
+    """``law`` bent by an N x D ``interaction`` about (``n0``, ``d0``): by default the paper grid's smallest size
+    and budget, so the paper grid's fitted runs show little of it and its largest cell most."""
+    source = f"{law.source}, x exp(-{interaction:g} log(N/{n0:g}) log(D/{d0:g}))"
+    return CurvedLaw(law.E, law.A, law.B, law.alpha, law.beta, source, interaction, n0, d0)
+
+
+@dataclass(frozen=True)
 class Noise:
     """Standard deviations (nats of validation loss) of each level of a study's dependence, and its lr response."""
 
