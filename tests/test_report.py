@@ -219,3 +219,41 @@ def test_the_empty_report_opens_cleanly_in_chromium(browser, empty_report):
     page, seen = _open(browser, Path(built.path))
     assert "has no runs" in page.inner_text("body")
     assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def test_the_report_shows_the_intervals_meap_scale_fit_stored_and_says_which_laws_have_new_runs(tmp_path, capsys):
+    """One store, one set of intervals: the report fits approach 3 with the stored fits' bootstrap count, seed and
+    options, so each law's intervals are those `meap-scale fit` printed and stored; a law whose runs changed since
+    is named."""
+    import json
+
+    from meap_scale.cli import main as cli
+    from meap_scale.report.build import _fits
+    from meap_scale.scaling.from_store import stored_fits
+    from meap_scale.store import ResultsStore
+    from test_scaling import synthetic_store
+
+    store = synthetic_store(tmp_path / "store")
+    assert stored_fits(store, None) is None
+    out = tmp_path / "before.html"
+    build_report(store.url, str(out), bootstrap=20)
+    assert "the report fitted them itself with 20 bootstrap refits" in out.read_text()
+    assert cli(["fit", "--store", store.url, "--bootstrap", "30", "--seed", "7"]) in (0, 1)
+    capsys.readouterr()
+    stored = stored_fits(ResultsStore(store.url), None)
+    assert (stored.bootstrap, stored.seed, stored.n_convention) == (30, 7, "total")
+    rows = {r["objective"]: json.loads(r["intervals_json"]) for r in store.read("fits").to_pylist()
+            if r["law"] == "chinchilla-approach-3"}
+    for result in _fits(store, None, 100, 3, stored):
+        assert stored.same_runs(result)
+        assert {k: list(v) for k, v in result.fit.intervals().items()} == rows[result.group["objective"]]
+    out = tmp_path / "after.html"
+    build_report(store.url, str(out), bootstrap=100)
+    page = out.read_text()
+    assert "follow meap-scale fit&#x27;s stored fits" in page or "follow meap-scale fit's stored fits" in page
+    assert "30 bootstrap refits, seed 7" in page and "Runs changed since" not in page
+    store.append("runs", [{"run_id": "ntp-extra", "status": "finished", "objective": "ntp", "mask_ratio": 0.0,
+                           "params_total": 3 * 10 ** 8, "params_non_embedding": 2 * 10 ** 8,
+                           "tokens_seen": 6 * 10 ** 9, "val_loss": 2.5}])
+    build_report(store.url, str(out), bootstrap=100)
+    assert "Runs changed since for: objective=ntp" in out.read_text()

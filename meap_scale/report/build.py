@@ -13,8 +13,9 @@ from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, extrapolation_checks, fit_groups,
-                                           paired_comparisons, retrieval_laws, retrieval_multipliers)
+from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, StoredFits, extrapolation_checks,
+                                           fit_groups, paired_comparisons, retrieval_laws, retrieval_multipliers,
+                                           stored_fits)
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.parametric import MIN_DRAWS
 from meap_scale.store import ResultsStore
@@ -36,12 +37,32 @@ class BuiltReport:
     seconds: float
 
 
-def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int) -> list[GroupFit]:
-    """The fits of ``approach``; none (rather than an error) when the store has nothing to fit."""
+def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int,
+          stored: StoredFits | None = None) -> list[GroupFit]:
+    """The fits of ``approach``; none (rather than an error) when the store has nothing to fit. With ``stored``
+    (approach 3), fitted as ``meap-scale fit`` fitted them: the same settings and seed give the same intervals."""
     try:
+        if stored is not None:
+            return fit_groups(store, study=study, bootstrap_samples=stored.bootstrap, seed=stored.seed,
+                              n_convention=stored.n_convention, options=stored.options)
         return fit_groups(store, study=study, bootstrap_samples=bootstrap, approach=approach)
     except ScalingFitError:
         return []
+
+
+def replay_note(stored: StoredFits | None, fits: list[GroupFit], bootstrap: int) -> str:
+    """What the report's approach-3 intervals are: the stored fits' (and which laws have new runs since), or its
+    own with ``bootstrap`` refits where ``meap-scale fit`` stored none."""
+    if stored is None:
+        return (f"No approach-3 fits of meap-scale fit are stored for these runs: the report fitted them itself with "
+                f"{bootstrap} bootstrap refits (run meap-scale fit to store fits the report then follows).")
+    changed = [S.label(f.group) for f in fits if f.fit is not None and not stored.same_runs(f)]
+    note = (f"Approach-3 fits follow meap-scale fit's stored fits of {stored.written_at:%Y-%m-%d %H:%M} UTC: "
+            f"{stored.bootstrap} bootstrap refits, seed {stored.seed}, N {stored.n_convention}, delta {stored.delta:g}, "
+            f"{stored.drop_highest} highest losses dropped; the same runs give the same intervals.")
+    if changed:
+        note += f" Runs changed since for: {'; '.join(changed)} (fitted now with those settings)."
+    return note
 
 
 def _extrapolations(store: ResultsStore, study: str | None, bootstrap: int, holdout: int) -> list[GroupExtrapolation]:
@@ -74,12 +95,14 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     started = time.perf_counter()
     store = ResultsStore(store_url)
     data = load_report_data(store, study)
-    fits, isoflops = _fits(store, study, bootstrap, 3), _fits(store, study, bootstrap, 2)
+    stored = stored_fits(store, study)
+    fits, isoflops = _fits(store, study, bootstrap, 3, stored), _fits(store, study, bootstrap, 2)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     laws = retrieval_laws(store, fits)
     retrieval = retrieval_multipliers(laws, fits)
     checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_DRAWS else []
-    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops),
+    built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops, replay_note(stored, fits,
+                                                                                                       bootstrap)),
              F.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
              S.mask_ratio(data, S.importances(data)), S.retrieval(data), F.retrieval_laws(laws, retrieval),
              S.curves(data)]

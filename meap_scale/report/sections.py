@@ -192,7 +192,8 @@ def _interval(fit, name: str, value: float) -> str:
     return f"{value:.4g} [{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds else f"{value:.4g}"
 
 
-def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missing:
+def fit_table(fits: list[GroupFit], isoflops: list[GroupFit], source: str = "") -> Section | Missing:
+    """Every fitted law with its intervals; ``source`` says where the approach-3 intervals come from."""
     rows = []
     for result in fits + isoflops:
         fit = result.fit
@@ -218,7 +219,7 @@ def fit_table(fits: list[GroupFit], isoflops: list[GroupFit]) -> Section | Missi
                    "warnings: exponents from a narrow N or D range are weakly determined. Notes say which runs a law "
                    "left out and why (not finished, diverged, a worse learning rate of its cell).",
                    tables=[Table(("group", "law", "runs", "E", "A", "B", "alpha", "beta", "a", "b", "warnings",
-                                  "notes"), rows)])
+                                  "notes"), rows)], notes=[source] if source else [])
 
 
 # --- MEAP vs NTP ------------------------------------------------------------------------------------

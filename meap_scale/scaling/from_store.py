@@ -23,7 +23,7 @@ from meap_scale.scaling.compare import compute_multiplier, interval_or_reason
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.extrapolation import (Extrapolation, check_extrapolation, holdout_rule,
                                                require_bootstrap)
-from meap_scale.scaling.groups import RunGroup, group_runs
+from meap_scale.scaling.groups import RunGroup, frozen, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric, kept_points
@@ -90,7 +90,7 @@ def group_points(group: RunGroup, n_convention: str, seed: int) -> GroupPoints:
     notes = tuple(group.note_exclusions() + group.notes)
     stream = group_stream(seed, group.key)
     conventions = {"n": n_convention, "d": "tokens_seen", "loss": "val_loss", "group": group.label,
-                   "law_key": group.key, "bootstrap_seed": stream, "notes": list(notes)}
+                   "law_key": group.key, "fit_seed": seed, "bootstrap_seed": stream, "notes": list(notes)}
     return GroupPoints([m[N_COLUMNS[n_convention]] for m in members], [m["tokens_seen"] for m in members],
                        [m["val_loss"] for m in members], tuple(m["run_id"] for m in members), notes, stream,
                        conventions, tuple(m.get("parent_run_id") or m["run_id"] for m in members),
@@ -155,6 +155,47 @@ def fit_groups(store: ResultsStore, *, group_by: tuple[str, ...] | None = None, 
     groups = _groups(store, group_by, n_convention, study, SPLIT_BY_STUDY[approach])
     return [_fit_group(group, APPROACHES[approach], n_convention, bootstrap_samples, seed, options or {})
             for group in groups]
+
+
+@dataclass(frozen=True)
+class StoredFits:
+    """How ``meap-scale fit`` last fitted a study's approach-3 laws, from the rows it stored: enough to fit them
+    again exactly (the bootstrap is seeded by ``seed`` and each group's key), and the runs each law was made of."""
+
+    bootstrap: int
+    seed: int
+    n_convention: str
+    delta: float
+    drop_highest: int
+    written_at: object
+    runs: dict[str, tuple[str, ...]]
+    """Law key (as ``frozen`` JSON) -> the sorted run ids of its fit."""
+
+    @property
+    def options(self) -> dict:
+        return {"delta": self.delta, "drop_highest": self.drop_highest}
+
+    def same_runs(self, result: GroupFit) -> bool:
+        """Whether ``result`` fitted exactly the runs the stored fit of its law key did."""
+        return self.runs.get(json.dumps(frozen(result.key))) == tuple(sorted(result.run_ids))
+
+
+def stored_fits(store: ResultsStore, study: str | None) -> StoredFits | None:
+    """The settings of the latest approach-3 fits stored for ``study`` (one ``meap-scale fit`` writes them at one
+    time); None where there are none, or they predate the seed being recorded, or were grouped otherwise."""
+    rows = [r for r in store.read("fits").to_pylist() if r["law"] == "chinchilla-approach-3" and r["study"] == study]
+    if not rows:
+        return None
+    latest = max(r["written_at"] for r in rows)
+    batch = [json.loads(r["params_json"]) for r in rows if r["written_at"] == latest]
+    conventions = [b.get("conventions", {}) for b in batch]
+    if any("fit_seed" not in c or "run_ids" not in b for b, c in zip(batch, conventions)):
+        return None
+    first = conventions[0]
+    return StoredFits(bootstrap=int(batch[0]["bootstrap"]), seed=int(first["fit_seed"]), n_convention=first["n"],
+                      delta=float(batch[0]["delta"]), drop_highest=int(first.get("drop_highest", 0)),
+                      written_at=latest, runs={json.dumps(frozen(c["law_key"])): tuple(b["run_ids"])
+                                               for b, c in zip(batch, conventions)})
 
 
 @dataclass(frozen=True)
@@ -305,7 +346,8 @@ def fit_row(result: GroupFit, study: str | None) -> dict:
         "fit_id": hashlib.sha256((law + identity).encode()).hexdigest()[:16], "study": study, "law": law,
         "objective": result.group.get("objective"), "n_convention": summary["conventions"]["n"],
         "flops_convention": summary["conventions"]["flops"], "n_points": len(result.run_ids),
-        "params_json": strict_json.dumps({k: v for k, v in summary.items() if k != "intervals"}, default=str),
+        "params_json": strict_json.dumps({**{k: v for k, v in summary.items() if k != "intervals"},
+                                          "run_ids": sorted(result.run_ids)}, default=str),
         "intervals_json": strict_json.dumps(summary["intervals"]),
     }
 
