@@ -677,6 +677,7 @@ def _power(options: argparse.Namespace, plans: list):
     from meap_scale.plan import power_design
     from meap_scale.scaling import ScalingFitError
     from meap_scale.scaling.from_store import noise_from_store, prior_from_store, seed_spread_from_store
+    from meap_scale.scaling.groups import law_key
     from meap_scale.scaling.power import (DEFAULT_NOISE, EPOCH_PRIOR, assumed_seed_sd, check_design, power_of_verdict,
                                           simulate_power)
     from meap_scale.store import ResultsStore
@@ -687,10 +688,16 @@ def _power(options: argparse.Namespace, plans: list):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be a positive number, got {value}")
     ntp, meap, which = power_design(plans)
+    ntp_specs = [p.spec for p in plans if p.spec.objective.name == "ntp"]
     prior, measured, spread = EPOCH_PRIOR, None, None
     if options.prior_store:
         store = ResultsStore(options.prior_store).require()
-        prior, measured, spread = prior_from_store(store), noise_from_store(store), seed_spread_from_store(store)
+        key = law_key({"config_json": ntp_specs[0].to_json()}) if ntp_specs else None
+        try:
+            prior = prior_from_store(store, key=key)
+        except ScalingFitError as error:  # said in the plan: the prior is then Epoch AI's, a guide only
+            prior = dataclasses.replace(EPOCH_PRIOR, source=f"{EPOCH_PRIOR.source}; not from --prior-store: {error}")
+        measured, spread = noise_from_store(store), seed_spread_from_store(store)
     noise, source = (options.noise, "given with --noise") if options.noise else measured or \
         (DEFAULT_NOISE, "a stated default (no store with repeated seeds given)")
     verdict = None

@@ -129,9 +129,12 @@ def test_the_prior_law_and_the_noise_come_from_a_store(tmp_path, capsys):
     noise, how = noise_from_store(store)
     assert 0.006 < noise < 0.014 and "cell(s) with 2+ seeds" in how
     capsys.readouterr()
+    # the synthetic store's corpus and settings are not the paper grid's: its law is no prior for it, and the plan
+    # says so and takes Epoch AI's; its noise is still measured there
     code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20",
                        "--prior-store", str(tmp_path))
-    assert "ntp fit" in text and "measured in" in text
+    assert "not from --prior-store: no approach-3 ntp fit in" in text and "data.source" in text
+    assert "Epoch AI's replication" in text and "measured in" in text
     # the paired verdict's seed-level sd, measured where seeds pair; the sweep has 3 seeds but one size
     code, text = _plan("mask_ratio_sweep", "--preset", "paper", "--gpu", "h100", "--prior-store", str(tmp_path))
     assert "Power analysis of the compute multiplier not run: every NTP run has the same model size" in text
@@ -155,3 +158,29 @@ def test_a_hostile_prior_store_is_refused_with_the_reason(tmp_path):
                            "params_total": 1000, "tokens_seen": 10 ** 6, "val_loss": -1.0 if i else 4.0}
                           for i in range(3)])
     assert noise_from_store(store) is None  # one positive loss in the cell: nothing to measure
+
+
+def test_the_prior_is_the_stored_fit_of_the_planned_runs_law_key(tmp_path, capsys):
+    """A pilot of the paper grid's own settings (simulated rows with the planned runs' configs) gives the prior;
+    the same store's law of another weight decay is not taken, however recent."""
+    from dataclasses import replace
+
+    from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, write_simulated_store
+    from meap_scale.study.presets import build_study
+
+    pilot = build_study("scaling_grid", "paper")
+    store = write_simulated_store(str(tmp_path), simulate_rows(Design.of(
+        [run for _, run in study_runs(pilot)], pilot.name), Truth(), Noise(), 0), pilot.name)
+    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    other = replace(pilot, name="other", base=replace(pilot.base, optim=replace(pilot.base.optim, weight_decay=0.1)))
+    write_simulated_store(str(tmp_path), simulate_rows(Design.of([run for _, run in study_runs(other)], "other"),
+                                                        Truth(), Noise(), 1), "other")
+    assert main(["fit", "--store", str(tmp_path), "--study", "other", "--bootstrap", "0"]) == 0
+    capsys.readouterr()
+    fits = [r for r in store.read("fits").to_pylist() if r["law"] == "chinchilla-approach-3" and r["objective"] == "ntp"]
+    latest = max(fits, key=lambda r: r["written_at"])
+    assert latest["study"] == "other"
+    code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20",
+                       "--prior-store", str(tmp_path))
+    assert code in (0, 1) and "ntp fit" in text and latest["fit_id"] not in text

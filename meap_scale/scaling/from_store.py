@@ -502,12 +502,37 @@ def retrieval_rows(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplie
     return rows
 
 
-def prior_from_store(store: ResultsStore, objective: str = "ntp") -> PriorLaw:
-    """The latest approach-3 fit of ``objective`` in the store's ``fits`` table, as a prior law."""
+def _planned_key(key: dict) -> tuple:
+    """A law key as a plan can know it: without the corpus fingerprint, which only preparing the corpus gives."""
+    return frozen({name: value for name, value in key.items() if name != "data_fingerprint"})
+
+
+def _stored_key(row: dict) -> dict:
+    try:
+        return json.loads(row["params_json"]).get("conventions", {}).get("law_key") or {}
+    except (TypeError, ValueError):
+        return {}
+
+
+def prior_from_store(store: ResultsStore, objective: str = "ntp", key: dict | None = None) -> PriorLaw:
+    """The latest approach-3 fit of ``objective`` in the store's ``fits`` table, as a prior law; with ``key`` (the
+    planned runs' law key), the latest of that key only: a law of another corpus, tokenizer, context length or
+    optimiser setting is not a prior for this one, and the refusal names what differs."""
     rows = [r for r in store.read("fits").to_pylist() if r["law"] == "chinchilla-approach-3"
             and r["objective"] == objective]
     if not rows:
         raise ScalingFitError(f"no approach-3 {objective} fit in {store.url}: run meap-scale fit there first")
+    if key is not None:
+        matching = [r for r in rows if _planned_key(_stored_key(r)) == _planned_key(key)]
+        if not matching:
+            nearest = _stored_key(max(rows, key=lambda r: r["written_at"]))
+            differs = sorted(name for name in set(key) | set(nearest) if name != "data_fingerprint"
+                             and json.dumps(key.get(name), default=str) != json.dumps(nearest.get(name), default=str))
+            raise ScalingFitError(
+                f"no approach-3 {objective} fit in {store.url} has the planned runs' law key; the latest differs in "
+                + ", ".join(f"{name} ({nearest.get(name)!r} there, {key.get(name)!r} planned)" for name in differs[:6])
+                + ": give a --prior-store with a pilot of these settings, or none (Epoch AI's law, a guide only)")
+        rows = matching
     latest = max(rows, key=lambda r: r["written_at"])
     try:
         values = json.loads(latest["params_json"])["values"]
