@@ -12,7 +12,9 @@ Then the compute multiplier's 95% interval (``meap_scale.scaling.calibration.cal
 that can pin a law (default: the scaling_grid paper grid, 4 sizes x 3 budgets, with a law at that scale, Epoch
 AI's Chinchilla replication), ``--multiplier-studies`` studies per truth (the null and 1.2x), each fitted with
 ``--bootstrap`` refits as ``meap-scale fit`` fits; printed: the coverage of the true multiplier at the smallest,
-geometric-mean and largest compute, and the median log bias of the estimate. ``--noise seed_objective=0.03``
+geometric-mean and largest compute, and the median log bias of the estimate; then how often the interval at the
+geometric-mean compute lies above 1 (MEAP shown worth more compute) next to the detection probability
+``meap-scale plan`` predicts for the same design from a simulated pilot's noise. ``--noise seed_objective=0.03``
 (any ``Noise`` field) changes the noise of every part.
 
 Then the extrapolation check's 95% prediction intervals (``calibrate_extrapolation``: ``meap-scale fit --holdout
@@ -21,8 +23,7 @@ held out, 100 refits): the share of held-out runs inside their intervals, with a
 fit, under Epoch AI's law and under a law the Chinchilla form cannot describe (``CurvedLaw``, an N x D
 interaction of ``--interaction``).
 
-Not calibrated here yet (issue 23, open): the retrieval laws' intervals and ``plan``'s power of the multiplier
-estimate (its power of the paired verdict is the noncentral t this prints); the JSON lists them under
+Not calibrated here yet (issue 23, open): the retrieval laws' intervals; the JSON lists them under
 ``not_calibrated``.
 
 Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--multiplier-studies 200]
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from dataclasses import asdict, replace
 
@@ -40,11 +42,12 @@ from meap_scale.plan import study_runs
 from meap_scale.scaling.calibration import (WHERE, ExtrapolationCalibration, MultiplierCalibration, PairedCalibration,
                                             calibrate_extrapolation, calibrate_multiplier, calibrate_paired)
 from meap_scale.scaling.power import EPOCH_PRIOR
-from meap_scale.scaling.simulate import Design, Noise, Truth, bent
+from meap_scale.scaling.from_store import noise_from_store
+from meap_scale.scaling.power import simulate_power
+from meap_scale.scaling.simulate import Design, Noise, Truth, bent, simulate_rows, write_simulated_store
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
-NOT_CALIBRATED = ("retrieval law intervals",
-                  "plan's power of the multiplier estimate")
+NOT_CALIBRATED = ("retrieval law intervals",)
 MULTIPLIER_EFFECTS = (1.0, 1.2)
 
 
@@ -68,7 +71,8 @@ def _multiplier_line(effect: float, c: MultiplierCalibration) -> str:
     return f"{'null (one law)' if effect == 1.0 else f'multiplier {effect:g}':>22}  {cover}  {c.median_log_bias:+.4f}"
 
 
-def calibrate_multipliers(args, noise: Noise) -> dict[float, MultiplierCalibration]:
+def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCalibration], dict[float, float]]:
+    """The interval's coverage per truth, and `plan`'s predicted detection probability per truth."""
     design = design_of(args.study, args.multiplier_preset, args.seeds)
     print(f"\ncompute multiplier, design: {args.study} {args.multiplier_preset}, {len(design.specs)} runs over "
           f"{args.seeds} seed(s), law: Epoch AI's Chinchilla replication, {args.bootstrap} bootstrap refits per fit")
@@ -80,7 +84,31 @@ def calibrate_multipliers(args, noise: Noise) -> dict[float, MultiplierCalibrati
                                                studies=args.multiplier_studies, bootstrap=args.bootstrap,
                                                seed=args.seed + 100 + index)
         print(_multiplier_line(effect, results[effect]), flush=True)
-    return results
+    plan_noise, how = planned_noise(design, noise, args.seed)
+    print(f"detection (interval at the geometric-mean compute above 1) against `meap-scale plan`'s prediction from a "
+          f"simulated pilot's noise ({how}):")
+    predictions = {}
+    for effect, c in results.items():
+        predicted = predictions[effect] = simulate_power(*objective_runs(design), prior=EPOCH_PRIOR, multiplier=effect, noise=plan_noise,
+                                   simulations=200, seed=args.seed).detection
+        print(f"{'null (one law)' if effect == 1.0 else f'multiplier {effect:g}':>22}  simulated "
+              f"{c.detected / max(1, c.scored['geometric mean']):6.1%} ({c.detected}/{c.scored['geometric mean']})  "
+              f"plan predicts {predicted:6.1%}", flush=True)
+    return results, predictions
+
+
+def objective_runs(design: Design) -> tuple[list, list]:
+    """(N, D) of every NTP run and every MEAP run of ``design``, as `plan`'s power analysis takes them."""
+    runs = list(zip(design.specs, design.params))
+    return ([(float(n), float(s.tokens_trained)) for s, n in runs if s.objective.name == "ntp"],
+            [(float(n), float(s.tokens_trained)) for s, n in runs if s.objective.name == "meap"])
+
+
+def planned_noise(design: Design, noise: Noise, seed: int) -> tuple[float, str]:
+    """The run-to-run noise `plan --prior-store` measures in a pilot: one simulated study of ``design``."""
+    with tempfile.TemporaryDirectory() as root:
+        store = write_simulated_store(root, simulate_rows(design, Truth(law=EPOCH_PRIOR), noise, seed), design.study)
+        return noise_from_store(store)
 
 
 def calibrate_extrapolations(args, noise: Noise) -> dict[str, ExtrapolationCalibration]:
@@ -141,7 +169,7 @@ def main() -> None:
           f"the noncentral t from the true difference and the design's seed-level sd; 'naive': the same studies "
           f"tested with every (N, D, seed) pair as an independent replicate. Not calibrated here yet: "
           f"{', '.join(NOT_CALIBRATED)}.")
-    multiplier = calibrate_multipliers(args, noise) if args.multiplier_studies else {}
+    multiplier, predicted = calibrate_multipliers(args, noise) if args.multiplier_studies else ({}, {})
     extrapolation = calibrate_extrapolations(args, noise) if args.extrapolation_studies else {}
     if args.json:
         figures = {"design": f"{args.study}:{args.preset}", "seeds": args.seeds, "studies": args.studies,
@@ -158,7 +186,10 @@ def main() -> None:
                    "compute_multiplier": [{"effect": e, "studies": c.studies, "bootstrap": c.bootstrap,
                                            "design": f"{args.study}:{args.multiplier_preset}",
                                            "coverage": {w: c.coverage(w) for w in WHERE},
-                                           "median_log_bias": c.median_log_bias} for e, c in multiplier.items()],
+                                           "median_log_bias": c.median_log_bias,
+                                           "detected": c.detected / max(1, c.scored["geometric mean"]),
+                                           "plan_predicted": predicted.get(e)}
+                                          for e, c in multiplier.items()],
                    "detection": [{"effect": e, "simulated": c.better_rate, "true_difference": c.true_difference,
                                   "coverage": c.coverage} for e, c in results.items() if e != 1.0],
                    "power": [{"effect": e, "predicted": c.predicted_better, "simulated": c.better_rate,

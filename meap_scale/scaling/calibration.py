@@ -132,6 +132,8 @@ class MultiplierCalibration:
     """Where -> studies that gave an interval there (the rest: no fit, or too few usable draws)."""
     log_errors: tuple[float, ...]
     """log(estimate / truth) at the geometric-mean compute, per study that gave an estimate."""
+    detected: int = 0
+    """Studies whose interval at the geometric-mean compute lay above 1: MEAP shown worth more compute than NTP."""
 
     def coverage(self, where: str = "geometric mean") -> float:
         return self.covered[where] / self.scored[where] if self.scored[where] else math.nan
@@ -152,7 +154,7 @@ def calibrate_multiplier(design: Design, *, truth: Truth, noise: Noise, studies:
     """Simulate ``studies`` studies of ``design``, fit both objectives with ``bootstrap`` refits and score MEAP's
     compute multiplier interval over NTP against ``truth.multiplier``."""
     streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
-    covered, scored, errors = dict.fromkeys(WHERE, 0), dict.fromkeys(WHERE, 0), []
+    covered, scored, errors, detected = dict.fromkeys(WHERE, 0), dict.fromkeys(WHERE, 0), [], 0
     root = tempfile.mkdtemp(prefix="meap-calibration-")
     try:
         for k, stream in enumerate(streams):
@@ -166,10 +168,11 @@ def calibrate_multiplier(design: Design, *, truth: Truth, noise: Noise, studies:
                 if m.low is not None:
                     scored[where] += 1
                     covered[where] += m.low <= truth.multiplier <= m.high
+                    detected += where == "geometric mean" and m.low > 1.0
             shutil.rmtree(f"{root}/{k}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return MultiplierCalibration(studies, truth, noise, bootstrap, covered, scored, tuple(errors))
+    return MultiplierCalibration(studies, truth, noise, bootstrap, covered, scored, tuple(errors), detected)
 
 
 @dataclass(frozen=True)
