@@ -11,7 +11,11 @@ the seed-level dependence does to a test that ignores it.
 ``calibrate_multiplier`` does the same for the compute multiplier: each simulated study's laws are fitted with
 bootstrap intervals through ``fit_groups`` and ``multipliers`` (as ``meap-scale fit`` does), and each interval is
 scored against the true multiplier at the computes the tool reports (the smallest, geometric-mean and largest
-compute of the runs), with the bias of the log multiplier at the geometric mean.
+compute of the runs), with the bias of the log multiplier at the geometric mean and how often the interval lies
+above 1 (detection). ``calibrate_extrapolation`` runs ``meap-scale fit --holdout``'s checks
+(``extrapolation_checks``) and counts held-out runs inside their prediction intervals, with and without the
+backtest's lack of fit: under a law the Chinchilla form describes and under one it does not
+(``simulate.CurvedLaw``).
 
 Study k always draws from stream k of the calibration's seed: a calibration is repeatable and any one study
 can be rebuilt.

@@ -9,8 +9,8 @@ branches, as ``meap_scale.plan.study_runs`` lists them) with a validation loss d
 
     L = L_true(N, D; objective) + lr_penalty + u[seed] + v[seed, objective] + w[family] + e[run]
 
-where L_true is a known law for NTP and the same law with a true compute multiplier for MEAP
-(``PriorLaw.treated_loss``; 1.0 is the null), ``lr_penalty`` = ``lr_sensitivity`` x log(lr / optimum)^2, and
+where L_true is a known law for NTP (Chinchilla's form, or ``CurvedLaw``, one that form cannot describe) and the
+same law with a true compute multiplier for MEAP (``PriorLaw.treated_loss``; 1.0 is the null), ``lr_penalty`` = ``lr_sensitivity`` x log(lr / optimum)^2, and
 u, v, w, e are independent normal draws with the ``Noise`` standard deviations (nats). u cancels in a paired
 difference, v does not: it is the seed-level MEAP-NTP component that makes pairs of one seed dependent. The
 train loss is the same clean loss with its own run-level draw. Rows are built by the store's own ``run_row``
