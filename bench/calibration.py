@@ -41,9 +41,8 @@ from dataclasses import asdict, replace
 from meap_scale.plan import study_runs
 from meap_scale.scaling.calibration import (WHERE, ExtrapolationCalibration, MultiplierCalibration, PairedCalibration,
                                             calibrate_extrapolation, calibrate_multiplier, calibrate_paired)
-from meap_scale.scaling.power import EPOCH_PRIOR
 from meap_scale.scaling.from_store import noise_from_store
-from meap_scale.scaling.power import simulate_power
+from meap_scale.scaling.power import EPOCH_PRIOR, simulate_power
 from meap_scale.scaling.simulate import Design, Noise, Truth, bent, simulate_rows, write_simulated_store
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
@@ -61,6 +60,10 @@ def noise_of(settings: list[str]) -> Noise:
     return Noise(**{name: float(value) for name, value in (setting.split("=", 1) for setting in settings)})
 
 
+def _truth_name(effect: float) -> str:
+    return "null (one law)" if effect == 1.0 else f"multiplier {effect:g}"
+
+
 def _line(name: str, c: PairedCalibration) -> str:
     return (f"{name:>22}  {c.true_difference:+9.4f}  {c.better_rate:7.1%} +- {c.binomial_se(c.better_rate):5.1%}"
             f"  {c.predicted_better:9.1%}  {c.coverage:8.1%}  {c.naive_better_rate:8.1%}  {c.untested:5d}")
@@ -68,7 +71,7 @@ def _line(name: str, c: PairedCalibration) -> str:
 
 def _multiplier_line(effect: float, c: MultiplierCalibration) -> str:
     cover = "  ".join(f"{c.coverage(w):6.1%} ({c.covered[w]}/{c.scored[w]})" for w in WHERE)
-    return f"{'null (one law)' if effect == 1.0 else f'multiplier {effect:g}':>22}  {cover}  {c.median_log_bias:+.4f}"
+    return f"{_truth_name(effect):>22}  {cover}  {c.median_log_bias:+.4f}"
 
 
 def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCalibration], dict[float, float]]:
@@ -89,9 +92,9 @@ def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCal
           f"simulated pilot's noise ({how}):")
     predictions = {}
     for effect, c in results.items():
-        predicted = predictions[effect] = simulate_power(*objective_runs(design), prior=EPOCH_PRIOR, multiplier=effect, noise=plan_noise,
-                                   simulations=200, seed=args.seed).detection
-        print(f"{'null (one law)' if effect == 1.0 else f'multiplier {effect:g}':>22}  simulated "
+        predicted = predictions[effect] = simulate_power(*objective_runs(design), prior=EPOCH_PRIOR, multiplier=effect,
+                                                         noise=plan_noise, simulations=200, seed=args.seed).detection
+        print(f"{_truth_name(effect):>22}  simulated "
               f"{c.detected / max(1, c.scored['geometric mean']):6.1%} ({c.detected}/{c.scored['geometric mean']})  "
               f"plan predicts {predicted:6.1%}", flush=True)
     return results, predictions
@@ -161,7 +164,7 @@ def main() -> None:
         results[effect] = calibrate_paired(design, truth=Truth(multiplier=effect), noise=noise,
                                            treatment=("meap", MEAP_RATIO), studies=args.studies,
                                            seed=args.seed + index)
-        print(_line("null (one law)" if effect == 1.0 else f"multiplier {effect:g}", results[effect]), flush=True)
+        print(_line(_truth_name(effect), results[effect]), flush=True)
     null = results[1.0]
     print(f"null: 'better' either way {(null.better + null.worse) / null.studies:.1%} (a two-sided 1% test: 1%, "
           f"half of it 'MEAP better')")

@@ -73,6 +73,14 @@ def tiny_run(**overrides) -> RunSpec:
     return RunSpec(**base)
 
 
+def study_design(spec):
+    """The simulated-study ``Design`` of every run ``spec`` (a StudySpec) trains, as ``meap-scale plan`` lists them."""
+    from meap_scale.plan import study_runs
+    from meap_scale.scaling.simulate import Design
+
+    return Design.of([run for _, run in study_runs(spec)], spec.name)
+
+
 def _nq_record(question: str, answer: str, gold_at: int, documents: int) -> dict:
     """A record shaped like the lost-in-the-middle paper's nq-open files."""
     ctxs = [{"id": str(k), "title": f"Page {k}", "text": f"Filler passage number {k} about nothing.",

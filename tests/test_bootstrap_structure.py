@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from meap_scale.plan import study_runs
+from conftest import study_design
 from meap_scale.scaling.calibration import calibrate_multiplier
 from meap_scale.scaling.compare import interval_or_reason, seed_caveat
 from meap_scale.scaling.parametric import fit_parametric, resample_indices
@@ -76,7 +76,7 @@ def test_the_bootstrap_resamples_the_runs_with_the_seed_offsets_removed():
 
 def _design(seeds: int) -> Design:
     spec = replace(build_study("scaling_grid", "paper"), seeds=tuple(range(seeds)))
-    return Design.of([run for _, run in study_runs(spec)], spec.name)
+    return study_design(spec)
 
 
 def test_a_one_seed_multiplier_interval_says_it_leaves_out_seed_luck():

@@ -10,13 +10,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from meap_scale.plan import study_runs
+from conftest import study_design
 from meap_scale.scaling.calibration import calibrate_paired
 from meap_scale.scaling.from_store import paired_comparisons, seed_spread_from_store
 from meap_scale.scaling.groups import group_runs
 from meap_scale.scaling.paired import pair_by_seed, seed_means
 from meap_scale.scaling.power import power_of_verdict
-from meap_scale.scaling.simulate import (SIMULATED_LAW, Design, Noise, Truth, seed_sd, simulate_rows,
+from meap_scale.scaling.simulate import (SIMULATED_LAW, Noise, Truth, seed_sd, simulate_rows,
                                          true_difference, write_simulated_store)
 from meap_scale.study.presets import MEAP_RATIO, build_study
 from meap_scale.study.space import grid
@@ -34,7 +34,7 @@ def band(nominal: float, studies: int = STUDIES) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def design():
     spec = replace(build_study("scaling_grid", "laptop"), seeds=(0, 1, 2))
-    return Design.of([run for _, run in study_runs(spec)], spec.name)
+    return study_design(spec)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_plans_power_from_a_pilot_store_is_within_10_points_of_the_simulated_det
     0.0142, and its prediction missed by 15 points), the prior law, the noncentral t; against the rate at which
     the simulated 3-seed studies actually said 'MEAP better'."""
     pilot_spec = replace(build_study("scaling_grid", "laptop"), seeds=tuple(range(200)), name="pilot")
-    pilot = Design.of([run for _, run in study_runs(pilot_spec)], pilot_spec.name)
+    pilot = study_design(pilot_spec)
     store = write_simulated_store(str(tmp_path), simulate_rows(pilot, Truth(), Noise(), seed=99), pilot.study)
     measured, source = seed_spread_from_store(store)
     assert measured == pytest.approx(seed_sd(design, Noise(), ("meap", MEAP_RATIO)), rel=0.15)
@@ -123,7 +123,7 @@ def two_rates():
     """The laptop grid with two learning rates that the truth does not tell apart (no lr penalty), 3 seeds."""
     spec = replace(build_study("scaling_grid", "laptop"), seeds=(0, 1, 2))
     spec = replace(spec, space={**spec.space, "optim.lr": grid(1e-3, 3e-3)})
-    return Design.of([run for _, run in study_runs(spec)], spec.name)
+    return study_design(spec)
 
 
 def test_learning_rates_are_chosen_without_reusing_the_validation_losses_they_are_fitted_by(two_rates):
@@ -156,7 +156,7 @@ def test_decay_branches_share_their_familys_luck_and_the_seed_level_spread_count
     objective), so a family draw does not average out over the seed's cells as run draws do: the seed means
     scatter by the family sd itself (0.01), not by 0.01 / sqrt(3). Measured over 400 simulated studies."""
     spec = replace(build_study("scaling_grid", "laptop", multi_budget_runs=True), seeds=(0, 1, 2))
-    design = Design.of([run for _, run in study_runs(spec)], spec.name)
+    design = study_design(spec)
     assert len(set(design.families)) == 12 and any(row["parent_run_id"] for row in design.rows)
     noise = Noise(seed=0.0, seed_objective=0.0, family=0.01, run=0.0, lr_sensitivity=0.0)
     assert seed_sd(design, noise, ("meap", MEAP_RATIO)) == pytest.approx(0.01)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import study_design
 from meap_scale.cli import main
 from meap_scale.report.build import build_report
 from meap_scale.scaling import ScalingFitError
@@ -69,12 +70,10 @@ def test_the_epoch_law_fitted_below_1e21_flops_predicts_the_larger_chinchilla_ru
 def paper_design():
     from dataclasses import replace
 
-    from meap_scale.plan import study_runs
-    from meap_scale.scaling.simulate import Design
     from meap_scale.study.presets import build_study
 
     spec = replace(build_study("scaling_grid", "paper"), seeds=(0, 1, 2))
-    return Design.of([run for _, run in study_runs(spec)], spec.name)
+    return study_design(spec)
 
 
 def test_simulated_paper_studies_cover_held_out_runs_and_widen_only_where_the_form_fails(paper_design):

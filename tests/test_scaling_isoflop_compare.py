@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import study_design
 from meap_scale.scaling import ScalingFitError, fit_parametric
 from meap_scale.scaling.compare import compute_multiplier, multiplier_draws, multiplier_interval, multiplier_of, scalar
 from meap_scale.scaling.isoflop import fit_isoflop, group_budgets
@@ -129,12 +130,11 @@ def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_tha
     from dataclasses import replace
 
     from meap_scale.cli import main
-    from meap_scale.plan import study_runs
-    from meap_scale.scaling.simulate import Design, Noise, Truth, simulate_rows, write_simulated_store
+    from meap_scale.scaling.simulate import Noise, Truth, simulate_rows, write_simulated_store
     from meap_scale.study.presets import build_study
 
     spec = replace(build_study("scaling_grid", "laptop"), seeds=(0,))
-    design = Design.of([run for _, run in study_runs(spec)], spec.name)
+    design = study_design(spec)
     write_simulated_store(str(tmp_path), simulate_rows(design, Truth(), Noise(), seed=35), spec.name)
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
     assert "(no interval: only 19 of 20 bootstrap draws give a multiplier" in capsys.readouterr().out

@@ -44,7 +44,7 @@ def _fits(store: ResultsStore, study: str | None, bootstrap: int, approach: int,
     try:
         if stored is not None:
             return fit_groups(store, study=study, bootstrap_samples=stored.bootstrap, seed=stored.seed,
-                              n_convention=stored.n_convention, options=stored.options)
+                              n_convention=stored.n_convention, approach=approach, options=stored.options)
         return fit_groups(store, study=study, bootstrap_samples=bootstrap, approach=approach)
     except ScalingFitError:
         return []

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from meap_scale.scaling.from_store import extrapolation_checks, fit_groups, mult
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
 from meap_scale.scaling.simulate import (Design, Noise, Truth, seed_sd, simulate_rows, true_difference,
                                          write_simulated_store)
+from meap_scale.store import ResultsStore
 
 
 @dataclass(frozen=True)
@@ -88,33 +90,40 @@ def _naive_better(rows: list[dict], treatment: tuple, level: float) -> bool:
     return p_value is not None and p_value < level and differences.mean() < 0
 
 
-def calibrate_paired(design: Design, *, truth: Truth, noise: Noise, treatment: tuple, studies: int, seed: int = 0,
-                     level: float = SIGNIFICANCE) -> PairedCalibration:
-    """Simulate ``studies`` studies of ``design`` and score the paired verdict of ``treatment`` ((objective,
-    mask ratio)) against NTP on each."""
+def simulated_stores(design: Design, truth: Truth, noise: Noise, studies: int,
+                     seed: int) -> Iterator[tuple[int, list[dict], ResultsStore]]:
+    """Study k of ``studies``: its stream (k of ``seed``), its rows and a real store of them in a temporary folder,
+    removed when the caller moves on to the next study (and the whole folder at the end, whatever happens)."""
     streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
-    counts = {"better": 0, "worse": 0, "untested": 0, "covered": 0, "naive_better": 0}
-    target = true_difference(design, truth, treatment)
     root = tempfile.mkdtemp(prefix="meap-calibration-")
     try:
         for k, stream in enumerate(streams):
             rows = simulate_rows(design, truth, noise, stream)
-            store = write_simulated_store(f"{root}/{k}", rows, design.study)
-            found = [c for c in paired_comparisons(store, study=design.study)
-                     if (c.treatment.get("objective"), c.treatment.get("mask_ratio")) == treatment]
-            if not found:
-                raise ValueError(f"the simulated design has no {treatment} runs paired with NTP runs")
-            comparison = found[0]
-            if comparison.p_value is None:
-                counts["untested"] += 1
-            else:
-                counts["better"] += comparison.p_value < level and comparison.mean_difference < 0
-                counts["worse"] += comparison.p_value < level and comparison.mean_difference > 0
-                counts["covered"] += comparison.t_interval[0] <= target <= comparison.t_interval[1]
-            counts["naive_better"] += _naive_better(rows, treatment, level)
+            yield stream, rows, write_simulated_store(f"{root}/{k}", rows, design.study)
             shutil.rmtree(f"{root}/{k}")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def calibrate_paired(design: Design, *, truth: Truth, noise: Noise, treatment: tuple, studies: int, seed: int = 0,
+                     level: float = SIGNIFICANCE) -> PairedCalibration:
+    """Simulate ``studies`` studies of ``design`` and score the paired verdict of ``treatment`` ((objective,
+    mask ratio)) against NTP on each."""
+    counts = {"better": 0, "worse": 0, "untested": 0, "covered": 0, "naive_better": 0}
+    target = true_difference(design, truth, treatment)
+    for _, rows, store in simulated_stores(design, truth, noise, studies, seed):
+        found = [c for c in paired_comparisons(store, study=design.study)
+                 if (c.treatment.get("objective"), c.treatment.get("mask_ratio")) == treatment]
+        if not found:
+            raise ValueError(f"the simulated design has no {treatment} runs paired with NTP runs")
+        comparison = found[0]
+        if comparison.p_value is None:
+            counts["untested"] += 1
+        else:
+            counts["better"] += comparison.p_value < level and comparison.mean_difference < 0
+            counts["worse"] += comparison.p_value < level and comparison.mean_difference > 0
+            counts["covered"] += comparison.t_interval[0] <= target <= comparison.t_interval[1]
+        counts["naive_better"] += _naive_better(rows, treatment, level)
     seeds = len({spec.seed for spec in design.specs})
     predicted = verdict_power(target, seed_sd(design, noise, treatment), seeds, level)
     return PairedCalibration(studies=studies, level=level, truth=truth, noise=noise, true_difference=target,
@@ -157,25 +166,17 @@ def calibrate_multiplier(design: Design, *, truth: Truth, noise: Noise, studies:
                          seed: int = 0, n_jobs: int | None = None) -> MultiplierCalibration:
     """Simulate ``studies`` studies of ``design``, fit both objectives with ``bootstrap`` refits and score MEAP's
     compute multiplier interval over NTP against ``truth.multiplier``."""
-    streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
     covered, scored, errors, detected = dict.fromkeys(WHERE, 0), dict.fromkeys(WHERE, 0), [], 0
-    root = tempfile.mkdtemp(prefix="meap-calibration-")
-    try:
-        for k, stream in enumerate(streams):
-            store = write_simulated_store(f"{root}/{k}", simulate_rows(design, truth, noise, stream), design.study)
-            fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream,
-                              options={"n_jobs": n_jobs} if n_jobs else None)
-            found = multipliers(fits)
-            for where, m in zip(WHERE, found[:3]):
-                if where == "geometric mean" and math.isfinite(m.value) and m.value > 0:
-                    errors.append(math.log(m.value / truth.multiplier))
-                if m.low is not None:
-                    scored[where] += 1
-                    covered[where] += m.low <= truth.multiplier <= m.high
-                    detected += where == "geometric mean" and m.low > 1.0
-            shutil.rmtree(f"{root}/{k}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    for stream, _, store in simulated_stores(design, truth, noise, studies, seed):
+        fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream,
+                          options={"n_jobs": n_jobs} if n_jobs else None)
+        for where, m in zip(WHERE, multipliers(fits)[:3]):
+            if where == "geometric mean" and math.isfinite(m.value) and m.value > 0:
+                errors.append(math.log(m.value / truth.multiplier))
+            if m.low is not None:
+                scored[where] += 1
+                covered[where] += m.low <= truth.multiplier <= m.high
+                detected += where == "geometric mean" and m.low > 1.0
     return MultiplierCalibration(studies, truth, noise, bootstrap, covered, scored, tuple(errors), detected)
 
 
@@ -215,25 +216,18 @@ def calibrate_extrapolation(design: Design, *, truth: Truth, noise: Noise, studi
                             bootstrap: int = 100, seed: int = 0, n_jobs: int | None = None) -> ExtrapolationCalibration:
     """Simulate ``studies`` studies of ``design`` and run ``meap-scale fit --holdout`` on each (the real
     ``extrapolation_checks``); count held-out runs inside their intervals, with and without the widening."""
-    streams = np.random.SeedSequence(seed).generate_state(studies).tolist()
     counts = dict.fromkeys(("held_out", "covered", "covered_unwidened", "checks", "widened", "refused"), 0)
-    root = tempfile.mkdtemp(prefix="meap-calibration-")
-    try:
-        for k, stream in enumerate(streams):
-            store = write_simulated_store(f"{root}/{k}", simulate_rows(design, truth, noise, stream), design.study)
-            for result in extrapolation_checks(store, holdout=holdout, study=design.study, bootstrap_samples=bootstrap,
-                                               seed=stream, options={"n_jobs": n_jobs} if n_jobs else None):
-                if result.check is None:
-                    counts["refused"] += 1
-                    continue
-                counts["checks"] += 1
-                counts["widened"] += any(h.lack_of_fit > 0 for h in result.check.held_out)
-                for h in result.check.held_out:
-                    low, high = h.unwidened or (h.low, h.high)
-                    counts["held_out"] += 1
-                    counts["covered"] += h.covered
-                    counts["covered_unwidened"] += low <= h.observed <= high
-            shutil.rmtree(f"{root}/{k}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    for stream, _, store in simulated_stores(design, truth, noise, studies, seed):
+        for result in extrapolation_checks(store, holdout=holdout, study=design.study, bootstrap_samples=bootstrap,
+                                           seed=stream, options={"n_jobs": n_jobs} if n_jobs else None):
+            if result.check is None:
+                counts["refused"] += 1
+                continue
+            counts["checks"] += 1
+            counts["widened"] += any(h.lack_of_fit > 0 for h in result.check.held_out)
+            for h in result.check.held_out:
+                low, high = h.unwidened or (h.low, h.high)
+                counts["held_out"] += 1
+                counts["covered"] += h.covered
+                counts["covered_unwidened"] += low <= h.observed <= high
     return ExtrapolationCalibration(studies, truth, noise, bootstrap, holdout, **counts)

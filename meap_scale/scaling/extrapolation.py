@@ -229,6 +229,11 @@ def _subset(labels, mask: np.ndarray):
     return None if labels is None else [label for label, keep in zip(labels, mask) if keep]
 
 
+def _runs_of(seeds, label) -> int:
+    """How many of the runs labelled ``seeds`` are of seed ``label`` (labels compared as stored: strings)."""
+    return sum(str(s) == str(label) for s in seeds)
+
+
 def seed_luck(fit: ParametricFit, n, d, loss, seeds) -> dict[str, float]:
     """Each seed's mean loss above ``fit``'s law over its runs, in nats: the luck a seed gives every run of it,
     measured as the paired comparison measures differences. The fit's own offsets are log ratios; applied at
@@ -252,17 +257,13 @@ def at_seed(fit: ParametricFit, n, d, luck: dict[str, float], seeds) -> np.ndarr
 def _expected_variance(inner: ParametricFit, n, d, sd: float, seeds, rest_seeds) -> np.ndarray:
     """What a backtest error's variance would be if the law's form held: the backtest law's own uncertainty at
     each run (the variance of its refits' log predictions), run scatter, and the error of its seed's luck."""
-    def law_at_runs(v: dict) -> np.ndarray:
-        column = {name: np.asarray(value)[:, None] for name, value in v.items()}
-        return column["E"] + column["A"] / n ** column["alpha"] + column["B"] / d ** column["beta"]
-
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        draws = np.log(inner.draws(law_at_runs))
+    with np.errstate(over="ignore", invalid="ignore"):  # (refits, runs) log predictions: residuals from log 1 = 0
+        draws = residuals(inner.samples, np.log(n), np.log(d), np.zeros(n.size))
     finite = np.where(np.isfinite(draws), draws, np.nan)
     law = np.nan_to_num(np.nanvar(finite, axis=0)) if np.isfinite(finite).any() else np.zeros(n.size)
     if seeds is None:
         return law + sd ** 2
-    counts = np.array([max(1, sum(str(r) == str(label) for r in rest_seeds)) for label in seeds])
+    counts = np.array([max(1, _runs_of(rest_seeds, label)) for label in seeds])
     return law + sd ** 2 * (1.0 + 1.0 / counts)
 
 
@@ -320,7 +321,7 @@ def _run_scatter(fit: ParametricFit, sd: float, seeds, label) -> float:
     the offsets' spread instead."""
     if seeds is None or not fit.seed_offsets:
         return sd
-    count = sum(str(s) == str(label) for s in seeds)
+    count = _runs_of(seeds, label)
     if count:
         return sd * math.sqrt(1.0 + 1.0 / count)
     offsets = np.array(list(fit.seed_offsets.values()))
