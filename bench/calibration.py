@@ -10,11 +10,12 @@ difference, and the same studies tested the old way (every pair independent).
 
 Then the compute multiplier's 95% interval (``meap_scale.scaling.calibration.calibrate_multiplier``): on a design
 that can pin a law (default: the scaling_grid paper grid, 4 sizes x 3 budgets, with a law at that scale, Epoch
-AI's Chinchilla replication), ``--multiplier-studies`` studies per truth (the null and 1.2x), each fitted with
+AI's Chinchilla replication), ``--multiplier-studies`` studies per truth (the null, 1.2x and 1.4x), each fitted with
 ``--bootstrap`` refits as ``meap-scale fit`` fits; printed: the coverage of the true multiplier at the smallest,
 geometric-mean and largest compute, and the median log bias of the estimate; then how often the interval at the
 geometric-mean compute lies above 1 (MEAP shown worth more compute) next to the detection probability
-``meap-scale plan`` predicts for the same design from a simulated pilot's noise. ``--noise seed_objective=0.03``
+``meap-scale plan`` predicts for the same design from a simulated pilot's noise and seed-level spread (one study of
+the design, measured as ``plan --prior-store`` measures a store). ``--noise seed_objective=0.03``
 (any ``Noise`` field) changes the noise of every part.
 
 Then the extrapolation check's 95% prediction intervals (``calibrate_extrapolation``: ``meap-scale fit --holdout
@@ -23,8 +24,10 @@ held out, 100 refits): the share of held-out runs inside their intervals, with a
 fit, under Epoch AI's law and under a law the Chinchilla form cannot describe (``CurvedLaw``, an N x D
 interaction of ``--interaction``).
 
-Not calibrated here yet (issue 23, open): the retrieval laws' intervals; the JSON lists them under
-``not_calibrated``.
+Then the two-step retrieval laws' 95% intervals (``calibrate_retrieval``: ``--retrieval-studies`` studies of the
+multiplier's design per truth, the null and 1.2x, each run scored on 200 binomial needle items from a known sigmoid
+of its observed loss): the coverage of each objective's chained accuracy and halfway loss L0, and of the retrieval
+multiplier, at the geometric-mean compute.
 
 Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--multiplier-studies 200]
 [--json FILE]``.
@@ -39,15 +42,16 @@ import time
 from dataclasses import asdict, replace
 
 from meap_scale.plan import study_runs
-from meap_scale.scaling.calibration import (WHERE, ExtrapolationCalibration, MultiplierCalibration, PairedCalibration,
-                                            calibrate_extrapolation, calibrate_multiplier, calibrate_paired)
-from meap_scale.scaling.from_store import noise_from_store
-from meap_scale.scaling.power import EPOCH_PRIOR, simulate_power
-from meap_scale.scaling.simulate import Design, Noise, Truth, bent, simulate_rows, write_simulated_store
+from meap_scale.scaling.calibration import (RETRIEVAL_INTERVALS, WHERE, ExtrapolationCalibration, MultiplierCalibration,
+                                            PairedCalibration, RetrievalCalibration, calibrate_extrapolation,
+                                            calibrate_multiplier, calibrate_paired, calibrate_retrieval,
+                                            multiplier_power)
+from meap_scale.scaling.from_store import noise_from_store, seed_spread_from_store
+from meap_scale.scaling.power import EPOCH_PRIOR, SeedSpread
+from meap_scale.scaling.simulate import Design, Noise, Retrieval, Truth, bent, simulate_rows, write_simulated_store
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
-NOT_CALIBRATED = ("retrieval law intervals",)
-MULTIPLIER_EFFECTS = (1.0, 1.2)
+MULTIPLIER_EFFECTS = (1.0, 1.2, 1.4)
 
 
 def design_of(study: str, preset: str, seeds: int) -> Design:
@@ -87,31 +91,26 @@ def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCal
                                                studies=args.multiplier_studies, bootstrap=args.bootstrap,
                                                seed=args.seed + 100 + index)
         print(_multiplier_line(effect, results[effect]), flush=True)
-    plan_noise, how = planned_noise(design, noise, args.seed)
+    log_noise, spread = pilot_noise(design, noise, args.seed)
     print(f"detection (interval at the geometric-mean compute above 1) against `meap-scale plan`'s prediction from a "
-          f"simulated pilot's noise ({how}):")
+          f"simulated pilot (one study of the design: {log_noise[1]}; {spread.source if spread else 'no spread'}):")
     predictions = {}
     for effect, c in results.items():
-        predicted = predictions[effect] = simulate_power(*objective_runs(design), prior=EPOCH_PRIOR, multiplier=effect,
-                                                         noise=plan_noise, simulations=200, seed=args.seed).detection
+        predicted = predictions[effect] = multiplier_power(
+            design, prior=EPOCH_PRIOR, multiplier=effect, log_noise=log_noise[0], noise_source=log_noise[1],
+            spread=spread, simulations=args.multiplier_studies, seed=args.seed + 300).detection
         print(f"{_truth_name(effect):>22}  simulated "
               f"{c.detected / max(1, c.scored['geometric mean']):6.1%} ({c.detected}/{c.scored['geometric mean']})  "
               f"plan predicts {predicted:6.1%}", flush=True)
     return results, predictions
 
 
-def objective_runs(design: Design) -> tuple[list, list]:
-    """(N, D) of every NTP run and every MEAP run of ``design``, as `plan`'s power analysis takes them."""
-    runs = list(zip(design.specs, design.params))
-    return ([(float(n), float(s.tokens_trained)) for s, n in runs if s.objective.name == "ntp"],
-            [(float(n), float(s.tokens_trained)) for s, n in runs if s.objective.name == "meap"])
-
-
-def planned_noise(design: Design, noise: Noise, seed: int) -> tuple[float, str]:
-    """The run-to-run noise `plan --prior-store` measures in a pilot: one simulated study of ``design``."""
+def pilot_noise(design: Design, noise: Noise, seed: int) -> tuple[tuple[float, str], SeedSpread | None]:
+    """What `plan --prior-store` measures in a pilot: the run-to-run noise and the seed-level spread of one
+    simulated study of ``design``."""
     with tempfile.TemporaryDirectory() as root:
         store = write_simulated_store(root, simulate_rows(design, Truth(law=EPOCH_PRIOR), noise, seed), design.study)
-        return noise_from_store(store)
+        return noise_from_store(store), seed_spread_from_store(store)
 
 
 def calibrate_extrapolations(args, noise: Noise) -> dict[str, ExtrapolationCalibration]:
@@ -130,6 +129,25 @@ def calibrate_extrapolations(args, noise: Noise) -> dict[str, ExtrapolationCalib
     return results
 
 
+def calibrate_retrievals(args, noise: Noise) -> dict[float, RetrievalCalibration]:
+    design = design_of(args.study, args.multiplier_preset, args.seeds)
+    retrieval = Retrieval()
+    print(f"\nretrieval laws (two steps), design: {args.study} {args.multiplier_preset}, {args.bootstrap} refits; "
+          f"{retrieval.task}: L0 {retrieval.l0}, k {retrieval.k}, chance {retrieval.chance}, {retrieval.items} items "
+          f"a run; coverage of the 95% intervals (chained accuracy and multiplier at the geometric-mean compute)")
+    print(f"{'truth':>22}  " + "  ".join(f"{name:>22}" for name in RETRIEVAL_INTERVALS))
+    results = {}
+    for index, effect in enumerate((1.0, 1.2)):
+        c = calibrate_retrieval(design, truth=Truth(law=EPOCH_PRIOR, multiplier=effect), noise=noise,
+                                retrieval=retrieval, studies=args.retrieval_studies, bootstrap=args.bootstrap,
+                                seed=args.seed + 400 + index)
+        results[effect] = c
+        print(f"{_truth_name(effect):>22}  " + "  ".join(
+            f"{f'{c.coverage(name):.1%} ({c.covered[name]}/{c.scored[name]})':>22}" for name in RETRIEVAL_INTERVALS),
+            flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="scaling_grid")
@@ -144,6 +162,8 @@ def main() -> None:
     parser.add_argument("--multiplier-preset", default="paper", help="the design's preset for the multiplier")
     parser.add_argument("--extrapolation-studies", type=int, default=100,
                         help="simulated studies per law for the extrapolation check's intervals (default: 100)")
+    parser.add_argument("--retrieval-studies", type=int, default=100,
+                        help="simulated studies per truth for the retrieval laws' intervals (default: 100; 0 skips)")
     parser.add_argument("--interaction", type=float, default=0.002,
                         help="the misspecified law's N x D interaction (default: 0.002)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap refits per fit (default: 100)")
@@ -170,10 +190,10 @@ def main() -> None:
           f"half of it 'MEAP better')")
     print(f"{len(results) * args.studies} simulated studies in {time.perf_counter() - started:.0f} s. 'predicted': "
           f"the noncentral t from the true difference and the design's seed-level sd; 'naive': the same studies "
-          f"tested with every (N, D, seed) pair as an independent replicate. Not calibrated here yet: "
-          f"{', '.join(NOT_CALIBRATED)}.")
+          f"tested with every (N, D, seed) pair as an independent replicate.")
     multiplier, predicted = calibrate_multipliers(args, noise) if args.multiplier_studies else ({}, {})
     extrapolation = calibrate_extrapolations(args, noise) if args.extrapolation_studies else {}
+    retrieval = calibrate_retrievals(args, noise) if args.retrieval_studies else {}
     if args.json:
         figures = {"design": f"{args.study}:{args.preset}", "seeds": args.seeds, "studies": args.studies,
                    "noise": asdict(noise), "false_positive_rate": null.better_rate,
@@ -182,7 +202,12 @@ def main() -> None:
                    "coverage": {"paired_difference": null.coverage,
                                 **({"compute_multiplier": multiplier[1.0].coverage()} if multiplier else {}),
                                 **({"extrapolation_prediction": next(iter(extrapolation.values())).coverage}
-                                   if extrapolation else {})},
+                                   if extrapolation else {}),
+                                **({f"retrieval {name}": retrieval[1.0].coverage(name) for name in RETRIEVAL_INTERVALS}
+                                   if retrieval else {})},
+                   "retrieval": [{"effect": e, "studies": c.studies, "bootstrap": c.bootstrap,
+                                  "coverage": {name: c.coverage(name) for name in RETRIEVAL_INTERVALS},
+                                  "scored": c.scored} for e, c in retrieval.items()],
                    "extrapolation": [{"law": name, "studies": c.studies, "held_out": c.held_out,
                                       "coverage": c.coverage, "coverage_without_lack_of_fit": c.coverage_unwidened,
                                       "widened": c.widened, "checks": c.checks} for name, c in extrapolation.items()],
@@ -199,8 +224,12 @@ def main() -> None:
                               "predicted_by": "noncentral t of the seed-level test from the simulation's true noise "
                                               "(meap-scale plan predicts it the same way from a seed-level sd "
                                               "measured in --prior-store: tests/test_calibration.py)"}
-                             for e, c in results.items() if e != 1.0],
-                   "not_calibrated": list(NOT_CALIBRATED)}
+                             for e, c in results.items() if e != 1.0]
+                            + [{"effect": e, "predicted": predicted[e], "statistic": "compute multiplier",
+                                "simulated": c.detected / max(1, c.scored["geometric mean"]),
+                                "predicted_by": "meap-scale plan's multiplier power from a simulated pilot's noise and "
+                                                "seed-level spread"} for e, c in multiplier.items() if e != 1.0],
+}
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)
 

@@ -674,12 +674,13 @@ def _plan(args: argparse.Namespace) -> int:
 def _power(options: argparse.Namespace, plans: list):
     """(the power analysis of the multiplier or None, the power of the paired verdict or None, why the first was
     not run or None). The verdict's power needs NTP and MEAP runs only; the multiplier's needs laws to fit."""
-    from meap_scale.plan import power_design
+    from meap_scale.plan import cells, power_design
     from meap_scale.scaling import ScalingFitError
     from meap_scale.scaling.from_store import noise_from_store, prior_from_store, seed_spread_from_store
+    from meap_scale.scaling.calibration import multiplier_power, study_noise
     from meap_scale.scaling.groups import law_key
-    from meap_scale.scaling.power import (DEFAULT_NOISE, EPOCH_PRIOR, assumed_seed_sd, check_design, power_of_verdict,
-                                          simulate_power)
+    from meap_scale.scaling.power import DEFAULT_NOISE, EPOCH_PRIOR, check_design, power_of_verdict
+    from meap_scale.scaling.simulate import Design, seed_sd
     from meap_scale.store import ResultsStore
 
     if options.simulations == 0:
@@ -687,8 +688,9 @@ def _power(options: argparse.Namespace, plans: list):
     for name, value in (("--detect", options.detect), ("--noise", options.noise)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} must be a positive number, got {value}")
-    ntp, meap, which = power_design(plans)
-    ntp_specs = [p.spec for p in plans if p.spec.objective.name == "ntp"]
+    ntp_plans, meap_plans, which = power_design(plans)
+    ntp, meap = cells(ntp_plans), cells(meap_plans)
+    ntp_specs = [p.spec for p in ntp_plans]
     prior, measured, spread = EPOCH_PRIOR, None, None
     if options.prior_store:
         store = ResultsStore(options.prior_store).require()
@@ -700,20 +702,28 @@ def _power(options: argparse.Namespace, plans: list):
         measured, spread = noise_from_store(store), seed_spread_from_store(store)
     noise, source = (options.noise, "given with --noise") if options.noise else measured or \
         (DEFAULT_NOISE, "a stated default (no store with repeated seeds given)")
-    verdict = None
-    if ntp and meap:
-        seed_sd, sd_source = spread or (assumed_seed_sd(prior, meap, noise),
-                                        f"assumed from the run-to-run noise {noise:.3g}, all of it seed-level: a "
-                                        f"lower bound on the power; a --prior-store with paired seeds measures it")
-        seeds = len({p.spec.seed for p in plans if p.spec.objective.name == "meap"})
-        verdict = power_of_verdict(meap, seeds, prior=prior, multiplier=options.detect, seed_sd=seed_sd,
-                                   seed_sd_source=sd_source)
     try:
         check_design(ntp, meap)
     except ScalingFitError as error:
-        return None, verdict, f"{error} ({which})"
-    return simulate_power(ntp, meap, prior=prior, multiplier=options.detect, noise=noise, noise_source=source,
-                          simulations=options.simulations), verdict, None
+        unfit = f"{error} ({which})"
+    else:
+        unfit = None
+    if not (ntp and meap):
+        return None, None, unfit
+    design = Design.of([p.spec for p in ntp_plans + meap_plans], "plan")
+    levels, how = study_noise(design, prior, noise, spread)
+    try:
+        spread_now = seed_sd(design, levels, ("meap", meap_plans[0].spec.objective.mask_ratio))
+    except ConfigError:  # MEAP and NTP share no cell: nothing pairs, no verdict
+        verdict = None
+    else:
+        verdict = power_of_verdict(meap, len({p.spec.seed for p in meap_plans}), prior=prior,
+                                   multiplier=options.detect, seed_sd=spread_now,
+                                   seed_sd_source=f"{spread.source}; {how}" if spread else how)
+    if unfit:
+        return None, verdict, unfit
+    return multiplier_power(design, prior=prior, multiplier=options.detect, log_noise=noise, noise_source=source,
+                            spread=spread, simulations=options.simulations), verdict, None
 
 
 def main(argv: list[str] | None = None) -> int:

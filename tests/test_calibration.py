@@ -85,9 +85,10 @@ def test_plans_power_from_a_pilot_store_is_within_10_points_of_the_simulated_det
     pilot_spec = replace(build_study("scaling_grid", "laptop"), seeds=tuple(range(200)), name="pilot")
     pilot = study_design(pilot_spec)
     store = write_simulated_store(str(tmp_path), simulate_rows(pilot, Truth(), Noise(), seed=99), pilot.study)
-    measured, source = seed_spread_from_store(store)
+    spread = seed_spread_from_store(store)
+    measured, source = spread.sd, spread.source
     assert measured == pytest.approx(seed_sd(design, Noise(), ("meap", MEAP_RATIO)), rel=0.15)
-    assert "1 paired comparison(s), 199 degree(s) of freedom" in source
+    assert "1 paired comparison(s), 199 degree(s) of freedom" in source and spread.cells_per_seed == 6
     cells = [(n, spec.tokens_trained) for spec, n in zip(design.specs, design.params) if spec.objective.name == "meap"]
     for multiplier, found in advantages.items():
         predicted = power_of_verdict(cells, 3, prior=SIMULATED_LAW, multiplier=multiplier, seed_sd=measured,

@@ -94,9 +94,11 @@ def extrapolation_table(results: list[GroupExtrapolation]) -> str:
 
 
 def with_bounds(entry: dict) -> str:
-    """'value [low, high]' of a {value, low, high} entry; the value alone without bounds."""
+    """'value [low, high]' of a {value, low, high} entry, with what the interval leaves out where the entry says;
+    the value alone without bounds."""
     bounds = f" [{entry['low']:.3g}, {entry['high']:.3g}]" if "low" in entry else ""
-    return f"{entry['value']:.3g}{bounds}"
+    note = f" ({entry['note']})" if entry.get("note") else ""
+    return f"{entry['value']:.3g}{bounds}{note}"
 
 
 def retrieval_table(laws: list[GroupRetrievalLaw], found: list[RetrievalMultiplier]) -> str:

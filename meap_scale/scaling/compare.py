@@ -114,6 +114,16 @@ def seed_caveat(treatment: ParametricFit, baseline: ParametricFit) -> str | None
             f"(a seed x objective effect), which needs 2 or more seeds to measure")
 
 
+def own_level(fit: ParametricFit) -> tuple[float, int]:
+    """(standard error, seeds) of one law's level (log loss) over its seeds' offsets: the law sits at the average
+    seed's level (``parametric.seed_offsets``), which is off the population's by the seeds' mean luck, shared and
+    seed x objective alike; (0, S) with fewer than two seeds."""
+    offsets = list(fit.seed_offsets.values())
+    if len(offsets) < 2:
+        return 0.0, len(offsets)
+    return float(np.std(offsets, ddof=1)) / math.sqrt(len(offsets)), len(offsets)
+
+
 def seed_level(treatment: ParametricFit, baseline: ParametricFit) -> tuple[float, float, int]:
     """(mean, standard error, seeds) of the seeds' treatment - baseline offset differences (log loss); (0, 0, S)
     with fewer than two shared seeds."""
@@ -166,7 +176,7 @@ def seed_half_width(treatment: ParametricFit, baseline: ParametricFit, compute: 
     return float(student_t.ppf(0.5 + interval / 2.0, seeds - 1) * scale * abs(slope))
 
 
-def _widened(value: float, low: float, high: float, half_width: float) -> tuple[float, float]:
+def widened(value: float, low: float, high: float, half_width: float) -> tuple[float, float]:
     """[low, high] around ``value`` with ``half_width`` (log) added in quadrature on each side."""
     log_value = math.log(value)
     below = math.hypot(max(log_value - math.log(low), 0.0), half_width)
@@ -191,7 +201,7 @@ def multiplier_interval(treatment: ParametricFit, baseline: ParametricFit, compu
         return low, high
     value = float(compute_multiplier(treatment, baseline, [compute])[0])
     if all(math.isfinite(x) and x > 0 for x in (half_width + 1.0, value, low, high)):
-        return _widened(value, low, high, half_width)
+        return widened(value, low, high, half_width)
     sampled, _ = multiplier_draws(treatment, baseline, compute, sampled_seeds=True)
     return percentile_interval(sampled, interval) if sampled.size >= MIN_DRAWS else (0.0, math.inf)
 

@@ -27,7 +27,7 @@ from meap_scale.scaling.groups import RunGroup, frozen, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.paired import PairedComparison, compare
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric, kept_points
-from meap_scale.scaling.power import PriorLaw
+from meap_scale.scaling.power import PriorLaw, SeedSpread
 from meap_scale.scaling.retrieval_law import TASKS as RETRIEVAL_TASKS
 from meap_scale.scaling.retrieval_law import RetrievalLaw, accuracy_points, fit_retrieval_law, retrieval_multiplier
 from meap_scale.store import ResultsStore
@@ -565,19 +565,47 @@ def noise_from_store(store: ResultsStore) -> tuple[float, str] | None:
     return math.sqrt(squares / freedom), f"measured in {store.url}: {cells} (N, D) cell(s) with 2+ seeds"
 
 
-def seed_spread_from_store(store: ResultsStore) -> tuple[float, str] | None:
+def run_scatter(groups) -> tuple[float, int]:
+    """(sum of squares, degrees of freedom) of log validation loss about a two-way fit, each cell's level plus each
+    seed's, within every law group of ``groups``, over the cells that hold every seed the group's repeated cells
+    share: the scatter of one run that neither a seed's luck (shared or seed x objective) nor the cell explains."""
+    squares, freedom = 0.0, 0
+    for group in groups:
+        by_cell: dict[tuple, dict] = {}
+        for run in group.runs:
+            if run["val_loss"] > 0:
+                by_cell.setdefault((run["params_total"], run["tokens_seen"]), {})[run["seed"]] = math.log(run["val_loss"])
+        repeated = [cell for cell in by_cell.values() if len(cell) >= 2]
+        seeds = sorted(set.intersection(*(set(cell) for cell in repeated)), key=str) if repeated else []
+        if len(seeds) < 2 or len(repeated) < 2:
+            continue
+        table = np.array([[cell[seed] for seed in seeds] for cell in repeated])
+        residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0, keepdims=True) + table.mean()
+        squares += float(np.sum(residual ** 2))
+        freedom += (len(repeated) - 1) * (len(seeds) - 1)
+    return squares, freedom
+
+
+def seed_spread_from_store(store: ResultsStore) -> SeedSpread | None:
     """The pooled standard deviation of one seed's mean treatment - baseline difference, over the store's paired
-    comparisons with 2 or more seeds, and how it was measured; None when no comparison has 2 seeds. It is what a
-    verdict's power depends on, and what a per-cell noise figure cannot give (the seed effect both objectives
-    share cancels in a pair; a seed x objective effect does not)."""
-    squares, freedom, used = 0.0, 0, 0
+    comparisons with 2 or more seeds, with the cells a seed's mean averaged and the baseline's loss there; None
+    when no comparison has 2 seeds. It is what a verdict's power depends on, and what a per-cell noise figure
+    cannot give (the seed effect both objectives share cancels in a pair; a seed x objective effect does not)."""
+    squares, freedom, used, cells, losses = 0.0, 0, 0, 0.0, 0.0
     for comparison in paired_comparisons(store):
         if comparison.refused or comparison.seeds < 2:
             continue
-        squares += float(np.var(comparison.seed_differences, ddof=1)) * (comparison.seeds - 1)
-        freedom += comparison.seeds - 1
+        dof = comparison.seeds - 1
+        squares += float(np.var(comparison.seed_differences, ddof=1)) * dof
+        cells += comparison.pairs / comparison.seeds * dof
+        losses += comparison.baseline_loss * dof
+        freedom += dof
         used += 1
     if not freedom:
         return None
-    return math.sqrt(squares / freedom), (f"measured in {store.url}: {used} paired comparison(s), {freedom} degree(s) "
-                                          f"of freedom")
+    scatter, scatter_freedom = run_scatter(group_runs(store.runs().to_pylist()))
+    return SeedSpread(sd=math.sqrt(squares / freedom), cells_per_seed=cells / freedom, mean_loss=losses / freedom,
+                      run_sd=math.sqrt(scatter / scatter_freedom) if scatter_freedom else None,
+                      source=f"measured in {store.url}: {used} paired comparison(s), {freedom} degree(s) of freedom"
+                             + (f"; run scatter about seed and cell levels on {scatter_freedom}" if scatter_freedom
+                                else ""))

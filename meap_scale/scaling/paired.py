@@ -60,6 +60,8 @@ class PairedComparison:
     bootstrap_seed: int
     refused: str | None = None
     """Why no test was made although pairs exist (e.g. the two groups tried different learning rates)."""
+    baseline_loss: float = math.nan
+    """Mean validation loss of the baseline's paired runs: the scale the differences are in."""
 
     @property
     def seeds(self) -> int:
@@ -165,8 +167,10 @@ def compare(treatment_runs: list[dict], baseline_runs: list[dict], *, treatment:
     t_interval, p_value = t_test(per_seed) if not refused else ((math.nan, math.nan), None)
     spread = float(per_seed.std(ddof=1)) if per_seed.size > 1 and not refused else 0.0
     boot = bootstrap_mean_interval(per_seed, seed) if per_seed.size >= MIN_BOOTSTRAP_SEEDS and not refused else None
+    paired = {key for key, _ in pairs}
+    baseline_loss = float(np.mean([r["val_loss"] for r in baseline_runs if _cell(r) in paired]))
     return PairedComparison(treatment=treatment, baseline=baseline, pairs=len(pairs),
                             cells=len({key[:2] for key, _ in pairs}), seed_differences=tuple(per_seed.tolist()),
                             mean_difference=float(per_seed.mean()), t_interval=t_interval, bootstrap_interval=boot,
                             p_value=p_value, seeds_needed=seeds_needed(float(per_seed.mean()), spread),
-                            bootstrap_seed=seed, refused=refused)
+                            bootstrap_seed=seed, refused=refused, baseline_loss=baseline_loss)

@@ -1,26 +1,20 @@
-"""Power analysis of a planned MEAP-vs-NTP scaling study, before any GPU is spent.
+"""What a power analysis of a planned MEAP-vs-NTP scaling study is made of, before any GPU is spent.
 
-From a prior law (a stored NTP fit, or Epoch AI's replication of Chinchilla) and the seed-to-seed noise
-of single runs (measured in a store, or a stated default), simulate the planned design many times: NTP
-losses from the prior law, MEAP losses from the same law with a true compute multiplier m, each run
-scattered by log-normal noise; fit approach 3 to each objective's simulated runs and compute MEAP's
-compute multiplier at the design's geometric-mean compute.
+``PriorLaw``: the law a planned study's runs are simulated from (a stored NTP fit of the planned runs' law key, or
+Epoch AI's replication of Chinchilla, ``EPOCH_PRIOR``), and the treatment a true compute multiplier m makes of it.
+A multiplier of exactly m at every compute: L_meap(N, D) = L_ntp(N m^a, D m^b), with a and b the prior's frontier
+exponents (a + b = 1). The map takes the budget 6ND = C onto 6ND = mC, so MEAP's compute-optimal loss at C is
+NTP's at mC.
 
-A multiplier of exactly m at every compute: L_meap(N, D) = L_ntp(N m^a, D m^b), with a and b the prior's
-frontier exponents (a + b = 1). The map takes the budget 6ND = C onto 6ND = mC, so MEAP's
-compute-optimal loss at C is NTP's at mC.
+``Power``: the compute multiplier's power as ``meap-scale plan`` reports it. It is simulated in
+``meap_scale.scaling.calibration.multiplier_power``: the planned runs with their seeds sharing their luck, written
+as stores, fitted and their multiplier interval computed as ``meap-scale fit`` does. Reported: the spread of the
+estimated log multiplier over simulations (sigma, half the 16th-84th percentile range, robust to the infinite
+estimates a simulation can give), the expected width of a 95% interval, and the share of simulations whose
+interval lies above 1.
 
-Reported: the spread of the estimated log multiplier over simulations (sigma, half the 16th-84th
-percentile range, robust to the infinite estimates a simulation can give), the expected width of a 95%
-interval (exp(+-1.96 sigma) around the estimate), and the probability of detecting the multiplier:
-the share of simulations whose estimate lies more than 1.96 sigma above 1 (a one-sided test at
-p < 0.025, two-sided 0.05, that MEAP is worth more than NTP's compute). sigma is the sampling spread of
-the estimator itself, which the study's own bootstrap interval estimates; noise of the two objectives is
-drawn independently (pairing by seed would only narrow the comparison).
-
-Each simulated fit starts as a real fit starts (``fit_parametric``: L-BFGS from the best point of
-Chinchilla's grid), never from the prior law it was drawn from: a start at the truth would make the simulated
-estimates less variable than a study's own. BLAS is pinned to one thread in the worker processes.
+``VerdictPower``: the paired verdict's power ("MEAP better at p < 0.01" over seeds), from the noncentral t of the
+design's expected difference and the seed-level spread: closed form, as the verdict is a t-test over seeds.
 """
 
 from __future__ import annotations
@@ -29,12 +23,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
-from meap_scale.scaling.compare import multiplier_of, scalar
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.paired import SIGNIFICANCE, verdict_power
-from meap_scale.scaling.parametric import fit_parametric, in_seed_order, natural
 
 Z = 1.959963984540054
 DEFAULT_NOISE = 0.01
@@ -71,6 +62,22 @@ EPOCH_PRIOR = PriorLaw(1.817, 477.8, 2143.0, 0.3473, 0.3672,
 
 
 @dataclass(frozen=True)
+class SeedSpread:
+    """A pilot study's seed level, as a plan of other cells needs it: the pooled standard deviation of one seed's
+    mean treatment - baseline difference, the cells each seed's mean averaged (the run level averages over them,
+    the seed x objective level does not) and the baseline's mean loss there (to carry it to another loss scale)."""
+
+    sd: float
+    """Nats."""
+    cells_per_seed: float
+    mean_loss: float
+    source: str
+    run_sd: float | None = None
+    """The scatter of one run (log loss) about its seed's and its cell's levels (``from_store.run_scatter``); None
+    where no law group repeats two seeds over two cells."""
+
+
+@dataclass(frozen=True)
 class Power:
     multiplier: float
     """The true multiplier simulated."""
@@ -83,8 +90,14 @@ class Power:
     """Spread of the estimated log multiplier (robust standard deviation)."""
     median_estimate: float
     detection: float
+    """Simulated studies whose 95% interval of the multiplier lay above 1."""
+    false_detection: float
+    """The same with no effect (one law for both objectives): 2.5% where the interval holds at its level."""
     noise: float
+    """The pilot's seed-to-seed standard deviation of log loss within a cell."""
     noise_source: str
+    levels: str
+    """How ``noise`` was split into the levels simulated (``calibration.study_noise``)."""
     prior: PriorLaw
 
     @property
@@ -96,25 +109,9 @@ class Power:
         return {"multiplier": self.multiplier, "compute": self.compute, "simulations": self.simulations,
                 "failed": self.failed, "sigma_log_multiplier": self.sigma, "median_estimate": self.median_estimate,
                 "expected_interval_ratio": self.interval_ratio, "detection_probability": self.detection,
-                "noise": self.noise, "noise_source": self.noise_source, "prior": self.prior.source}
-
-
-def _simulate(args) -> list[float]:
-    """Estimated multipliers of a chunk of simulated studies (NaN where a fit failed)."""
-    prior, n, d, ntp_mask, multiplier, noise, compute, seeds = args
-    clean = np.where(ntp_mask, prior.loss(n, d), prior.treated_loss(n, d, multiplier))
-    out = []
-    with threadpool_limits(limits=1):
-        for seed in seeds:
-            loss = clean * np.exp(np.random.default_rng(seed).normal(0.0, noise, clean.size))
-            try:
-                thetas = [fit_parametric(n[mask], d[mask], loss[mask]).theta for mask in (~ntp_mask, ntp_mask)]
-            except ScalingFitError:
-                out.append(math.nan)
-                continue
-            meap, ntp = (scalar(natural(t)) for t in thetas)
-            out.append(multiplier_of(meap, ntp, compute))
-    return out
+                "false_detection": self.false_detection,
+                "noise": self.noise, "noise_source": self.noise_source, "noise_levels": self.levels,
+                "prior": self.prior.source}
 
 
 def check_design(ntp: list[tuple[float, float]], meap: list[tuple[float, float]]) -> None:
@@ -125,38 +122,6 @@ def check_design(ntp: list[tuple[float, float]], meap: list[tuple[float, float]]
         for axis, values in (("model size", {r[0] for r in runs}), ("token budget", {r[1] for r in runs})):
             if len(values) < 2:
                 raise ScalingFitError(f"every {name} run has the same {axis}: its exponent cannot be fitted")
-
-
-def simulate_power(ntp: list[tuple[float, float]], meap: list[tuple[float, float]], *, prior: PriorLaw = EPOCH_PRIOR,
-                   multiplier: float = 1.2, noise: float = DEFAULT_NOISE, noise_source: str = "default",
-                   simulations: int = 200, seed: int = 0, n_jobs: int | None = None) -> Power:
-    """Simulate the design (``ntp`` and ``meap``: (N, D) of every planned run, seeds repeated) ``simulations``
-    times; simulation k always draws from stream k of ``seed``."""
-    if not multiplier > 0 or not math.isfinite(multiplier):
-        raise ScalingFitError(f"the multiplier to detect must be a positive number, got {multiplier}")
-    if not noise > 0 or not math.isfinite(noise):
-        raise ScalingFitError(f"the run-to-run noise must be a positive standard deviation, got {noise}")
-    if simulations < 20:
-        raise ScalingFitError(f"a power estimate needs at least 20 simulations, got {simulations}")
-    check_design(ntp, meap)
-    runs = np.array([*ntp, *meap], dtype=float)
-    n, d = runs[:, 0], runs[:, 1]
-    ntp_mask = np.arange(len(runs)) < len(ntp)
-    compute = float(np.exp(np.mean(np.log(6.0 * n * d))))
-    seeds = np.random.SeedSequence(seed).generate_state(simulations).tolist()
-    estimates = np.array(in_seed_order(_simulate, (prior, n, d, ntp_mask, multiplier, noise, compute), seeds,
-                                       n_jobs), dtype=float)
-    failed = int(np.isnan(estimates).sum())
-    with np.errstate(divide="ignore"):
-        logs = np.log(estimates[~np.isnan(estimates)])
-    if logs.size < 2:
-        raise ScalingFitError(f"{failed} of {simulations} simulated studies could not be fitted")
-    low, median, high = np.percentile(logs, [16, 50, 84])
-    sigma = float((high - low) / 2) if np.isfinite(high - low) else math.inf
-    detected = int(np.sum(logs > Z * sigma)) if sigma > 0 else int(np.sum(logs > 0))
-    return Power(multiplier=multiplier, compute=compute, simulations=simulations, failed=failed, sigma=sigma,
-                 median_estimate=float(math.exp(median)), detection=detected / simulations, noise=noise,
-                 noise_source=noise_source, prior=prior)
 
 
 @dataclass(frozen=True)
@@ -185,14 +150,6 @@ def design_difference(prior: PriorLaw, cells: list[tuple[float, float]], multipl
     is worth ``multiplier`` times NTP's compute: what the paired comparison estimates."""
     n, d = np.array(cells, dtype=float).T
     return float(np.mean(prior.treated_loss(n, d, multiplier) - prior.loss(n, d)))
-
-
-def assumed_seed_sd(prior: PriorLaw, cells: list[tuple[float, float]], noise: float) -> float:
-    """A seed-level spread of the paired difference when none was measured: all of a run's seed-to-seed noise
-    (``noise``, in log loss) taken as seed x objective luck, which neither cancels in a pair nor averages over a
-    seed's cells. An upper bound on the spread, so a lower bound on the power."""
-    n, d = np.array(cells, dtype=float).T
-    return float(math.sqrt(2.0) * noise * np.mean(prior.loss(n, d)))
 
 
 def power_of_verdict(cells: list[tuple[float, float]], seeds: int, *, prior: PriorLaw, multiplier: float,

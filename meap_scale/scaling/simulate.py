@@ -15,13 +15,16 @@ u, v, w, e are independent normal draws with the ``Noise`` standard deviations (
 difference, v does not: it is the seed-level MEAP-NTP component that makes pairs of one seed dependent. The
 train loss is the same clean loss with its own run-level draw. Rows are built by the store's own ``run_row``
 (real identities, law keys and config JSON) over a stand-in for the prepared corpus, so the real pipeline (law
-groups, learning-rate choice, fits, paired verdicts) reads them as it reads a study's.
+groups, learning-rate choice, fits, paired verdicts) reads them as it reads a study's. ``simulate_evals`` adds
+whole-task retrieval ``evals`` rows: binomial item counts from a known sigmoid (``Retrieval``) of each run's
+observed loss.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -212,6 +215,45 @@ def simulate_rows(design: Design, truth: Truth, noise: Noise, seed: int) -> list
         rows.append({**template, "val_loss": clean + shared + float(rng.normal(0.0, noise.run)),
                      "train_loss": clean + shared + float(rng.normal(0.0, noise.run))})
     return rows
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """How simulated runs retrieve, on one task: accuracy = chance + (1 - chance) / (1 + exp(k (L - L0))) of each
+    run's *observed* validation loss (a seed whose model is lucky retrieves as well as its loss says, as the
+    two-step law assumes), scored as ``items`` binomial questions. The defaults put L0 inside the paper grid's
+    losses under Epoch AI's law (2.5 to 3.3 nats), so its runs rise from near chance to near perfect."""
+
+    task: str = "needle"
+    l0: float = 2.9
+    k: float = 8.0
+    chance: float = 0.1
+    items: int = 200
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.l0) and math.isfinite(self.k) and self.k > 0):
+            raise ConfigError(f"Retrieval needs a finite L0 and a positive k, got L0 {self.l0}, k {self.k}")
+        if not 0 <= self.chance < 1 or self.items < 1:
+            raise ConfigError(f"Retrieval needs 0 <= chance < 1 and items >= 1, got {self.chance}, {self.items}")
+
+    def accuracy(self, loss) -> np.ndarray:
+        return self.chance + (1 - self.chance) / (1 + np.exp(self.k * (np.asarray(loss, float) - self.l0)))
+
+
+def simulate_evals(rows: list[dict], retrieval: Retrieval, seed: int) -> list[dict]:
+    """Whole-task ``evals`` rows (accuracy with its item count and Wald error, and the chance level) for every
+    simulated run in ``rows``, drawn from stream ``seed``; one eval spec for all."""
+    rng = np.random.default_rng(seed)
+    spec = json.dumps({"task": retrieval.task, "items": retrieval.items, "simulated": True}, sort_keys=True)
+    out = []
+    for row in rows:
+        value = rng.binomial(retrieval.items, float(retrieval.accuracy(row["val_loss"]))) / retrieval.items
+        common = {"run_id": row["run_id"], "task": retrieval.task, "condition": "all", "n": retrieval.items,
+                  "eval_spec_json": spec}
+        out += [{**common, "metric": "accuracy", "value": value,
+                 "stderr": math.sqrt(value * (1 - value) / retrieval.items)},
+                {**common, "metric": "chance", "value": retrieval.chance}]
+    return out
 
 
 def true_difference(design: Design, truth: Truth, treatment: tuple, baseline: tuple = ("ntp", 0.0)) -> float:
