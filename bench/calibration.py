@@ -91,9 +91,10 @@ def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCal
                                                studies=args.multiplier_studies, bootstrap=args.bootstrap,
                                                seed=args.seed + 100 + index)
         print(_multiplier_line(effect, results[effect]), flush=True)
-    log_noise, spread = pilot_noise(design, noise, args.seed)
+    log_noise, spread = pilot_noise(design_of(args.study, args.multiplier_preset, args.pilot_seeds), noise, args.seed)
     print(f"detection (interval at the geometric-mean compute above 1) against `meap-scale plan`'s prediction from a "
-          f"simulated pilot (one study of the design: {log_noise[1]}; {spread.source if spread else 'no spread'}):")
+          f"simulated pilot ({args.pilot_seeds} seeds of the design: {log_noise[1]}; "
+          f"{spread.source if spread else 'no spread'}):")
     predictions = {}
     for effect, c in results.items():
         predicted = predictions[effect] = multiplier_power(
@@ -164,6 +165,9 @@ def main() -> None:
                         help="simulated studies per law for the extrapolation check's intervals (default: 100)")
     parser.add_argument("--retrieval-studies", type=int, default=100,
                         help="simulated studies per truth for the retrieval laws' intervals (default: 100; 0 skips)")
+    parser.add_argument("--pilot-seeds", type=int, default=30,
+                        help="seeds of the simulated pilot plan's prediction measures its noise in (default: 30; a "
+                             "3-seed pilot measures the seed level on 2 degrees of freedom, within 0.5x to 6x)")
     parser.add_argument("--interaction", type=float, default=0.002,
                         help="the misspecified law's N x D interaction (default: 0.002)")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap refits per fit (default: 100)")

@@ -230,6 +230,11 @@ def render_power(power) -> list[str]:
              f"(2.5% if it holds its level)",
              "  each simulated study is the planned runs with their seeds sharing their luck in every cell, fitted "
              "and its multiplier interval computed as meap-scale fit does"]
+    if power.spread is not None:
+        low, high = power.spread.range_95()
+        lines.append(f"  the pilot measured the seed-level spread on {power.spread.freedom} degree(s) of freedom: the "
+                     f"true one may be {low:.2g}x to {high:.2g}x of it (95%), and the power above is as uncertain; a "
+                     f"pilot with more seeds pins it")
     if power.false_detection > FALSE_DETECTION_BAND:
         lines.append("  the detection above is not evidence: the interval misses a level of the noise in this design "
                      "(with one seed it cannot see the seed x objective luck); plan 3 or more seeds per cell")

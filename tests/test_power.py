@@ -89,6 +89,15 @@ def test_a_pilots_noise_is_split_into_levels_and_carried_to_a_plan_of_more_cells
     assert "over 3 cells a seed, the run level from the pilot's run scatter" in how
 
 
+def test_a_pilots_seed_spread_says_how_well_its_degrees_of_freedom_pin_it():
+    """Chi-square quantiles from tables: 2 degrees of freedom (a 3-seed pilot) leave the spread within 0.52x to
+    6.3x; 29 within 0.80x to 1.35x."""
+    few = SeedSpread(sd=0.01, cells_per_seed=12, mean_loss=3.0, source="stated", freedom=2)
+    many = replace(few, freedom=29)
+    assert few.range_95() == pytest.approx((0.5207, 6.287), rel=1e-3)
+    assert many.range_95() == pytest.approx((0.7964, 1.344), rel=1e-3)
+
+
 @pytest.mark.parametrize("options, message", [
     ({"multiplier": 0.0}, "positive number"),
     ({"log_noise": -0.01}, "positive standard deviation"),
@@ -168,7 +177,8 @@ def test_the_prior_law_and_the_noise_come_from_a_store(tmp_path, capsys):
     # says so and takes Epoch AI's; its noise is still measured there
     code, text = _plan("scaling_grid", "--preset", "paper", "--gpu", "h100", "--simulations", "20", "--seeds", "3",
                        "--detect", "1", "--prior-store", str(tmp_path))
-    assert "not from --prior-store: no approach-3 ntp fit in" in text and "data.source" in text
+    assert "not from --prior-store: no approach-3 ntp fit in" in text
+    assert "the pilot measured the seed-level spread on" in text and "a pilot with more seeds pins it" in text and "data.source" in text
     assert "Epoch AI's replication" in text and "measured in" in text
     # the paired verdict's seed-level sd, measured where seeds pair; the sweep has 3 seeds but one size
     code, text = _plan("mask_ratio_sweep", "--preset", "paper", "--gpu", "h100", "--prior-store", str(tmp_path))

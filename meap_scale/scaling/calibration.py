@@ -392,4 +392,4 @@ def multiplier_power(design: Design, *, prior: PriorLaw, multiplier: float, log_
                  failed=simulations - found.scored["geometric mean"], sigma=float((high - low) / 2),
                  median_estimate=float(math.exp(median)), detection=found.detected / simulations,
                  false_detection=null.detected / simulations, noise=log_noise,
-                 noise_source=noise_source, levels=levels, prior=prior)
+                 noise_source=noise_source, levels=levels, spread=spread, prior=prior)

@@ -605,7 +605,7 @@ def seed_spread_from_store(store: ResultsStore) -> SeedSpread | None:
         return None
     scatter, scatter_freedom = run_scatter(group_runs(store.runs().to_pylist()))
     return SeedSpread(sd=math.sqrt(squares / freedom), cells_per_seed=cells / freedom, mean_loss=losses / freedom,
-                      run_sd=math.sqrt(scatter / scatter_freedom) if scatter_freedom else None,
+                      run_sd=math.sqrt(scatter / scatter_freedom) if scatter_freedom else None, freedom=freedom,
                       source=f"measured in {store.url}: {used} paired comparison(s), {freedom} degree(s) of freedom"
                              + (f"; run scatter about seed and cell levels on {scatter_freedom}" if scatter_freedom
                                 else ""))

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import chi2
 
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.paired import SIGNIFICANCE, verdict_power
@@ -75,6 +76,16 @@ class SeedSpread:
     run_sd: float | None = None
     """The scatter of one run (log loss) about its seed's and its cell's levels (``from_store.run_scatter``); None
     where no law group repeats two seeds over two cells."""
+    freedom: int = 0
+    """Degrees of freedom ``sd`` was measured on (seeds - 1, summed over comparisons)."""
+
+    def range_95(self) -> tuple[float, float]:
+        """The true spread's 95% range as multiples of ``sd`` (chi-square on ``freedom``): how well a pilot pins
+        it, and with it every power figure it feeds."""
+        if self.freedom < 1:
+            return math.inf, math.inf
+        return (math.sqrt(self.freedom / chi2.ppf(0.975, self.freedom)),
+                math.sqrt(self.freedom / chi2.ppf(0.025, self.freedom)))
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,8 @@ class Power:
     noise_source: str
     levels: str
     """How ``noise`` was split into the levels simulated (``calibration.study_noise``)."""
+    spread: SeedSpread | None
+    """The pilot's seed-level spread the levels came from, if any."""
     prior: PriorLaw
 
     @property
@@ -111,6 +124,7 @@ class Power:
                 "expected_interval_ratio": self.interval_ratio, "detection_probability": self.detection,
                 "false_detection": self.false_detection,
                 "noise": self.noise, "noise_source": self.noise_source, "noise_levels": self.levels,
+                "seed_spread_range_95": list(self.spread.range_95()) if self.spread else None,
                 "prior": self.prior.source}
 
 
