@@ -1,1 +1,1 @@
-"""Evaluations of trained models: held-out loss by position and key-information retrieval."""
+"""Evaluations of trained models: held-out loss by position, key-information retrieval and attention statistics."""

@@ -1,1 +1,1 @@
-"""Rendering of results: text tables now, the HTML scaling report later."""
+"""Rendering of results: the text tables the CLI prints and the self-contained HTML scaling report (``build``)."""

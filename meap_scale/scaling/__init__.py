@@ -1,4 +1,7 @@
-"""Scaling-law fits over the results store: Chinchilla's approach 3 (parametric) with bootstrap intervals."""
+"""Scaling laws and the statistics over them: Chinchilla's approach 3 (``parametric``) and 2 (``isoflop``), compute
+multipliers (``compare``), the paired verdict (``paired``), extrapolation checks, two-step retrieval laws, power, and
+their calibration on simulated studies (``simulate``, ``calibration``); ``from_store`` runs them on a results store.
+``fit_parametric`` is re-exported as the entry point for fitting points of one's own."""
 
 from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric

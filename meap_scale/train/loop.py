@@ -1,8 +1,9 @@
 """``train_loop_per_worker``: one rank (DDP or FSDP) of a MEAP or NTP pretraining run, in plain PyTorch.
 
-It runs inside a Ray Train worker (Ray has set up the process group) or standalone, e.g.
-``python -c 'from meap_scale.train.loop import train_loop_per_worker; train_loop_per_worker(cfg)'`` or
-under ``torchrun``. The objective is the only thing that differs between MEAP and NTP: both read the
+It runs inside a Ray Train worker (Ray has set up the process group) or standalone in one process, e.g.
+``python -c 'from meap_scale.train.loop import train_loop_per_worker; train_loop_per_worker(cfg)'`` (a process
+group the caller initialised is used; nothing here initialises one, so ``torchrun`` alone gives independent
+single-process runs). The objective is the only thing that differs between MEAP and NTP: both read the
 same blocks in the same order (see ``meap_scale.data.order``) through the same loop.
 """
 

@@ -16,7 +16,7 @@ Conventions (bytes per worker, at the peak: the start of a backward pass once op
   softmax and its cast, the hidden-state gradient and an fp32 head-weight gradient. HF's loss would hold
   (tokens x vocab) logits in e, their fp32 upcast, log-softmax and gradient: shown for comparison;
 - on a GPU, ``GPU_RESERVE`` for the CUDA context, kernels, NCCL buffers and allocator fragmentation.
-Checked against measured peaks of CPU runs (tests/test_memory.py) and, on a GPU, against
+Checked against measured peaks of CPU runs (tests/test_plan.py) and, on a GPU, against
 ``torch.cuda.max_memory_allocated`` (tests/gpu).
 """
 

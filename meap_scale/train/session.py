@@ -1,4 +1,5 @@
-"""Where the loop runs: inside a Ray Train worker, or standalone (plain ``python``, or ``torchrun``).
+"""Where the loop runs: inside a Ray Train worker, or standalone in one process (a process group the caller
+initialised is used; nothing here initialises one).
 
 The loop talks only to this interface: who am I (rank, world size), is there a checkpoint to resume
 from, and how do I report metrics with an optional checkpoint folder.
