@@ -37,13 +37,13 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.compare import frontier_loss, scalar
+from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.from_store import (extrapolation_checks, fit_groups, multipliers, paired_comparisons,
                                            retrieval_laws, retrieval_multipliers)
-from meap_scale.scaling.power import Power, PriorLaw, SeedSpread
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
 from meap_scale.scaling.parametric import in_seed_order, natural
+from meap_scale.scaling.power import Power, PriorLaw, SeedSpread
 from meap_scale.scaling.simulate import (Design, Noise, Retrieval, Truth, seed_sd, simulate_evals, simulate_rows,
                                          true_difference, write_simulated_store)
 from meap_scale.store import ResultsStore
@@ -106,12 +106,11 @@ def study_streams(seed: int, studies: int) -> list[int]:
     return np.random.SeedSequence(seed).generate_state(studies).tolist()
 
 
-def simulated_stores(design: Design, truth: Truth, noise: Noise, studies: int, seed: int,
-                     streams: list[int] | None = None) -> Iterator[tuple[int, list[dict], ResultsStore]]:
-    """Study k of ``studies``: its stream (k of ``seed``, or ``streams[k]`` where given), its rows and a real store
-    of them in a temporary folder, removed when the caller moves on to the next study (and the whole folder at the
-    end, whatever happens)."""
-    streams = study_streams(seed, studies) if streams is None else streams
+def simulated_stores(design: Design, truth: Truth, noise: Noise,
+                     streams: list[int]) -> Iterator[tuple[int, list[dict], ResultsStore]]:
+    """One study per stream (``study_streams``): its stream, its rows and a real store of them in a temporary
+    folder, removed when the caller moves on to the next study (and the whole folder at the end, whatever
+    happens)."""
     root = tempfile.mkdtemp(prefix="meap-calibration-")
     try:
         for k, stream in enumerate(streams):
@@ -128,7 +127,7 @@ def calibrate_paired(design: Design, *, truth: Truth, noise: Noise, treatment: t
     mask ratio)) against NTP on each."""
     counts = {"better": 0, "worse": 0, "untested": 0, "covered": 0, "naive_better": 0}
     target = true_difference(design, truth, treatment)
-    for _, rows, store in simulated_stores(design, truth, noise, studies, seed):
+    for _, rows, store in simulated_stores(design, truth, noise, study_streams(seed, studies)):
         found = [c for c in paired_comparisons(store, study=design.study)
                  if (c.treatment.get("objective"), c.treatment.get("mask_ratio")) == treatment]
         if not found:
@@ -184,7 +183,7 @@ def _score_multipliers(args) -> list[tuple]:
     design, truth, noise, bootstrap, streams = args
     out = []
     with threadpool_limits(limits=1):
-        for stream, _, store in simulated_stores(design, truth, noise, len(streams), 0, streams=streams):
+        for stream, _, store in simulated_stores(design, truth, noise, streams):
             fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream,
                               options={"n_jobs": 1})
             covered, scored, error, detected = dict.fromkeys(WHERE, False), dict.fromkeys(WHERE, False), None, False
@@ -248,7 +247,7 @@ def calibrate_extrapolation(design: Design, *, truth: Truth, noise: Noise, studi
     """Simulate ``studies`` studies of ``design`` and run ``meap-scale fit --holdout`` on each (the real
     ``extrapolation_checks``); count held-out runs inside their intervals, with and without the widening."""
     counts = dict.fromkeys(("held_out", "covered", "covered_unwidened", "checks", "widened", "refused"), 0)
-    for stream, _, store in simulated_stores(design, truth, noise, studies, seed):
+    for stream, _, store in simulated_stores(design, truth, noise, study_streams(seed, studies)):
         for result in extrapolation_checks(store, holdout=holdout, study=design.study, bootstrap_samples=bootstrap,
                                            seed=stream, options={"n_jobs": n_jobs} if n_jobs else None):
             if result.check is None:
@@ -293,8 +292,7 @@ def _true_retrieval(design: Design, truth: Truth, retrieval: Retrieval) -> tuple
     the law's compute-optimal loss (MEAP's at C is NTP's at m C)."""
     if not isinstance(truth.law, PriorLaw):
         raise ValueError("the retrieval calibration needs a Chinchilla-form law: its frontier is known in closed form")
-    compute = float(np.exp(np.mean([math.log(6.0 * n * spec.tokens_trained)
-                                    for spec, n in zip(design.specs, design.params)])))
+    compute = design.mean_compute()
     values = scalar(natural(truth.law.theta))
     return compute, {objective: float(retrieval.accuracy(frontier_loss(values, compute * m)))
                      for objective, m in (("ntp", 1.0), ("meap", truth.multiplier))}
@@ -312,7 +310,7 @@ def calibrate_retrieval(design: Design, *, truth: Truth, noise: Noise, retrieval
             scored[name] += 1
             covered[name] += low <= target <= high
 
-    for stream, rows, store in simulated_stores(design, truth, noise, studies, seed):
+    for stream, rows, store in simulated_stores(design, truth, noise, study_streams(seed, studies)):
         store.append("evals", simulate_evals(rows, retrieval, stream))
         fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream)
         laws = retrieval_laws(store, fits)
@@ -325,9 +323,10 @@ def calibrate_retrieval(design: Design, *, truth: Truth, noise: Noise, retrieval
             bounds = found.law.intervals()
             score(f"L0, {objective}", *bounds.get("L0", (None, None)), retrieval.l0)
             score(f"k, {objective}", *bounds.get("k", (None, None)), retrieval.k)
-        at_mean = retrieval_multipliers(laws, fits)[1::3]
-        for m in at_mean[:1]:
-            score("retrieval multiplier", m.retrieval.get("low"), m.retrieval.get("high"), truth.multiplier)
+        compared = retrieval_multipliers(laws, fits)  # smallest, geometric-mean, largest compute of one comparison
+        if len(compared) > 1:
+            score("retrieval multiplier", compared[1].retrieval.get("low"), compared[1].retrieval.get("high"),
+                  truth.multiplier)
     return RetrievalCalibration(studies, truth, noise, retrieval, bootstrap, covered, scored)
 
 
@@ -377,7 +376,6 @@ def multiplier_power(design: Design, *, prior: PriorLaw, multiplier: float, log_
         raise ScalingFitError(f"the run-to-run noise must be a positive standard deviation, got {log_noise}")
     if simulations < 20:
         raise ScalingFitError(f"a power estimate needs at least 20 simulations, got {simulations}")
-    runs = list(zip(design.specs, design.params))
     noise, levels = study_noise(design, prior, log_noise, spread)
     found = calibrate_multiplier(design, truth=Truth(law=prior, multiplier=multiplier), noise=noise,
                                  studies=simulations, bootstrap=bootstrap, seed=seed)
@@ -385,10 +383,9 @@ def multiplier_power(design: Design, *, prior: PriorLaw, multiplier: float, log_
     if logs.size < 2:
         raise ScalingFitError(f"{simulations - logs.size} of {simulations} simulated studies could not be fitted")
     low, median, high = np.percentile(logs, [16, 50, 84])
-    compute = float(np.exp(np.mean([math.log(6.0 * n * spec.tokens_trained) for spec, n in runs])))
     null = found if multiplier == 1.0 else calibrate_multiplier(
         design, truth=Truth(law=prior), noise=noise, studies=simulations, bootstrap=bootstrap, seed=seed + 1)
-    return Power(multiplier=multiplier, compute=compute, simulations=simulations,
+    return Power(multiplier=multiplier, compute=design.mean_compute(), simulations=simulations,
                  failed=simulations - found.scored["geometric mean"], sigma=float((high - low) / 2),
                  median_estimate=float(math.exp(median)), detection=found.detected / simulations,
                  false_detection=null.detected / simulations, noise=log_noise,

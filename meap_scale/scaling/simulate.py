@@ -170,6 +170,11 @@ class Design:
                      for spec, prepared in zip(specs, data))
         return cls(study, specs, params, tuple(row["parent_run_id"] or row["run_id"] for row in rows), rows)
 
+    def mean_compute(self) -> float:
+        """The geometric mean of the runs' compute (C = 6ND): where the multiplier is reported in the middle."""
+        return float(np.exp(np.mean([math.log(6.0 * n * spec.tokens_trained)
+                                     for spec, n in zip(self.specs, self.params)])))
+
     def lr_optimum(self, truth: Truth) -> float:
         if truth.lr_optimum is not None:
             return truth.lr_optimum
