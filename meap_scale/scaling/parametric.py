@@ -25,7 +25,9 @@ A real study's runs are not independent, and the bootstrap follows its structure
   95% interval covered 90% of simulated truths). The bootstrap resamples the aligned points: its refits carry
   the within-seed uncertainty; the seed level is left to whoever compares fits (``compare``: MEAP and NTP of
   one seed share the seed's luck, so what matters is the spread of the *difference* of their offsets over
-  seeds). ``seed_offsets`` records them.
+  seeds). ``seed_offsets`` records them, and ``seed_trends`` how each seed's log residual moves with the log of
+  the fitted loss: seed luck is a constant factor of the loss only if it is multiplicative; luck of a fixed number
+  of nats is a larger factor where the loss is lower (``seed_levels`` gives a seed's level at any loss).
 
 BLAS is pinned to one thread while fitting (and in every bootstrap worker process): these fits do many
 tiny matrix operations, where oversubscribed OpenBLAS threads on a busy 2-core machine made a fit
@@ -272,6 +274,11 @@ class ParametricFit:
     seed_offsets: dict = field(default_factory=dict)
     """Seed -> mean log(loss / fitted loss) over that seed's points, centred (``seed_offsets``), when the caller
     named seeds; with two or more, the law was fitted and bootstrapped with them removed (module docstring)."""
+    seed_trends: dict = field(default_factory=dict)
+    """Seed -> slope of its log residuals in the log fitted loss, centred over the points (``seed_trends``);
+    empty where the seeds' points span no loss range."""
+    seed_centre: float = 0.0
+    """The mean log fitted loss of the points, where ``seed_offsets`` are each seed's level."""
 
     @property
     def resampling_units(self):
@@ -280,6 +287,13 @@ class ParametricFit:
 
     def _value(self, name: str) -> float:
         return float(natural(self.theta)[name][0])
+
+    def seed_levels(self, log_loss: float) -> dict[str, float]:
+        """Seed -> its level (log loss over the law's) where the law's log loss is ``log_loss``: its offset plus
+        its trend times the distance from ``seed_centre``; the offsets alone where ``log_loss`` is not finite."""
+        distance = log_loss - self.seed_centre if math.isfinite(log_loss) else 0.0
+        return {seed: offset + self.seed_trends.get(seed, 0.0) * distance
+                for seed, offset in self.seed_offsets.items()}
 
     E = property(lambda self: self._value("E"))
     A = property(lambda self: self._value("A"))
@@ -367,6 +381,24 @@ def seed_offsets(theta: np.ndarray, points: Points, seeds: list[str]) -> dict[st
     return {label: value - centre for label, value in offsets.items()}
 
 
+def seed_trends(theta: np.ndarray, points: Points, seeds: list[str]) -> tuple[float, dict[str, float]]:
+    """(mean log fitted loss, seed -> least-squares slope of its log residuals in its points' log fitted loss, less
+    the mean slope over all points' seeds). A seed whose points do not span the loss (fewer than 3 or all at one
+    loss) gets the mean slope, so its trend is 0."""
+    log_fitted = residuals(theta[None, :], points.log_n, points.log_d, np.zeros(points.size))[0]
+    observed_over_fitted = points.log_loss - log_fitted
+    labels = np.asarray(seeds)
+    slopes = {}
+    for label in dict.fromkeys(seeds):
+        x, y = log_fitted[labels == label], observed_over_fitted[labels == label]
+        spread = float(np.sum((x - x.mean()) ** 2))
+        slopes[label] = float(np.sum((x - x.mean()) * (y - y.mean())) / spread) if x.size >= 3 and spread > 1e-12 \
+            else None
+    measured = [slopes[label] for label in seeds if slopes[label] is not None]
+    mean = float(np.mean(measured)) if measured else 0.0
+    return float(log_fitted.mean()), {label: 0.0 if value is None else value - mean for label, value in slopes.items()}
+
+
 def _aligned(theta: np.ndarray, points: Points, seeds: list[str]) -> tuple[dict[str, float], Points]:
     """The seeds' offsets about ``theta`` and the points with them removed."""
     offsets = seed_offsets(theta[None, :], points, seeds)
@@ -392,7 +424,7 @@ def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highes
     if not 0.0 < interval < 1.0:
         raise ScalingFitError(f"interval must be in (0, 1), got {interval}")
     points = prepare_points(n, d, loss, weights, drop_highest, units)
-    offsets, fitted = {}, points
+    offsets, trends, centre, fitted = {}, {}, 0.0, points
     with threadpool_limits(limits=1):
         theta, value, converged = best_of_grid(points, delta, starts)
         if seeds is not None:
@@ -400,6 +432,7 @@ def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highes
             labels = [str(seeds[k]) for k in kept]
             if len(set(labels)) >= 2:
                 theta, value, converged, offsets, fitted = fit_with_seeds(theta, points, labels, delta, starts)
+                centre, trends = seed_trends(theta, points, labels)
             else:  # one seed is its own average: its centred offset is 0
                 offsets = dict.fromkeys(labels, 0.0)
     samples = bootstrap(theta, fitted, delta, bootstrap_samples, seed, n_jobs) if bootstrap_samples else None
@@ -407,4 +440,5 @@ def fit_parametric(n, d, loss, *, weights=None, delta: float = 1e-3, drop_highes
     return ParametricFit(theta=theta, objective=value, n_points=points.size, delta=delta, samples=samples,
                          interval=interval, warnings=_quality_warnings(theta[None, :], fitted, converged),
                          conventions=recorded, bootstrap_seed=seed if bootstrap_samples else None,
-                         units=None if units is None else points.units, seed_offsets=offsets)
+                         units=None if units is None else points.units, seed_offsets=offsets, seed_trends=trends,
+                         seed_centre=centre)

@@ -201,7 +201,7 @@ class RetrievalLaw:
             return {"value": value}
         draws = self.draws(lambda values, theta: self._chained(values, theta, compute))
         low, high = percentile_interval(draws, self.loss_law.interval)
-        error, seeds = own_level(self.loss_law)
+        error, seeds = own_level(self.loss_law, compute)
         if seeds < 2:
             return {"value": value, "low": low, "high": high, "note": SEED_NOTE}
         step = max(error, 1e-4)
@@ -265,7 +265,7 @@ def retrieval_multiplier(treatment: RetrievalLaw, baseline: RetrievalLaw, comput
     """Baseline compute reaching the treatment's chained accuracy at C, over C. The treatment's loss law is put at
     the seeds' mean treatment - baseline level and the paired-bootstrap interval widened in log space by that
     level's t interval, as the loss multiplier's is (``compare``'s module docstring)."""
-    centre, error, seeds = seed_level(treatment.loss_law, baseline.loss_law)
+    centre, error, seeds = seed_level(treatment.loss_law, baseline.loss_law, compute)
 
     def multiplier(t_values, t_theta, b_values, b_theta) -> float:
         target = treatment._chained(t_values, t_theta, compute)
