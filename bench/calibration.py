@@ -46,7 +46,7 @@ from meap_scale.scaling.calibration import (RETRIEVAL_INTERVALS, WHERE, Extrapol
                                             PairedCalibration, RetrievalCalibration, calibrate_extrapolation,
                                             calibrate_multiplier, calibrate_paired, calibrate_retrieval,
                                             multiplier_power)
-from meap_scale.scaling.from_store import noise_from_store, seed_spread_from_store
+from meap_scale.scaling.pilot import noise_from_store, seed_spread_from_store
 from meap_scale.scaling.power import EPOCH_PRIOR, SeedSpread
 from meap_scale.scaling.simulate import Design, Noise, Retrieval, Truth, bent, simulate_rows, write_simulated_store
 from meap_scale.study.presets import MEAP_RATIO, build_study

@@ -10,12 +10,16 @@ Usage: ``python bench/report_speed.py [--runs 5000] [--points 200] [--bootstrap 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 from meap_scale.report.build import build_report
-from meap_scale.report.synthetic import synthetic_runs, write_synthetic_store
 from meap_scale.store import ResultsStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic_store import synthetic_runs, write_synthetic_store  # noqa: E402  (the tests' fixture)
 
 
 def main() -> None:

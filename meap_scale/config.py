@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from meap_scale.models import LADDER, ModelShape
-from meap_scale.train.schedule import cooldown_start, warmup_length
+from meap_scale.schedule import cooldown_start, warmup_length
 from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")

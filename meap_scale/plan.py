@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+from meap_scale.branch_plan import branches, cost_tokens
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.models import flops_per_token, padded_vocab_size, param_counts
-from meap_scale.train.branches import branches, cost_tokens
 from meap_scale.train.devices import Accelerator
 from meap_scale.train.memory import MemoryEstimate, estimate_memory, fixes, gib
 
@@ -162,15 +162,15 @@ def _si(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _cell(value) -> str:
+def _plan_cell(value) -> str:
     return _si(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000 else str(value)
 
 
-def render(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> str:
+def render_plan(plans: list[RunPlan], gpu: Accelerator, mfu: float, basis: str) -> str:
     """The plan as text: one line per run, totals, and the breakdown of the largest run."""
     keys = list(dict.fromkeys(k for p in plans for k in p.label))
     header = [*keys, "GiB/GPU", "fits", "FLOPs", "GPU-h"]
-    rows = [[*(_cell(p.label.get(k, "")) for k in keys), f"{p.memory.total / 2 ** 30:.1f}",
+    rows = [[*(_plan_cell(p.label.get(k, "")) for k in keys), f"{p.memory.total / 2 ** 30:.1f}",
              "yes" if p.fits else "NO: " + (" or ".join(p.fixes) or "no option change found"),
              _si(p.flops), f"{p.gpu_hours:.3g}"] for p in plans]
     widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]

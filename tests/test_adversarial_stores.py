@@ -13,10 +13,10 @@ import pytest
 from meap_scale.cli import main
 from meap_scale.config import DataSpec, RunSpec
 from meap_scale.report.build import build_report
-from meap_scale.report.synthetic import synthetic_runs, write_synthetic_store
 from meap_scale.scaling import ScalingFitError
 from meap_scale.scaling.from_store import fit_groups
 from meap_scale.store import ResultsStore
+from synthetic_store import synthetic_runs, write_synthetic_store
 
 HOSTILE = "<script>alert(1)</script>\u2603\u202e<img src=x onerror=alert(2)>"
 

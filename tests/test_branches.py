@@ -7,14 +7,14 @@ import json
 import pytest
 
 from conftest import tiny_run
+from meap_scale.branch_plan import branch_start, branches, cost_tokens, family_tokens
+from meap_scale.checkpoints import latest_checkpoint
 from meap_scale.cli import main as cli
 from meap_scale.config import ConfigError, ObjectiveSpec, OptimSpec, RunSpec
 from meap_scale.scaling.groups import law_key
 from meap_scale.study.presets import build_study, multi_budget
-from meap_scale.train.branches import (BranchError, branch_start, branches, cost_tokens, family_tokens,
-                                       train_family)
+from meap_scale.train.branches import BranchError, train_family
 from meap_scale.train.loop import train_loop_per_worker
-from meap_scale.train.session import latest_checkpoint
 
 WSD = OptimSpec(batch_tokens=512, micro_batch_size=4, lr=3e-3, min_lr=3e-4, schedule="wsd", cooldown_fraction=0.2,
                 warmup_steps=5)

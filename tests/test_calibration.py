@@ -12,12 +12,13 @@ import pytest
 
 from conftest import study_design
 from meap_scale.scaling.calibration import calibrate_paired
-from meap_scale.scaling.from_store import paired_comparisons, seed_spread_from_store
+from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.groups import group_runs
 from meap_scale.scaling.paired import pair_by_seed, seed_means
+from meap_scale.scaling.pilot import seed_spread_from_store
 from meap_scale.scaling.power import power_of_verdict
-from meap_scale.scaling.simulate import (SIMULATED_LAW, Noise, Truth, seed_sd, simulate_rows,
-                                         true_difference, write_simulated_store)
+from meap_scale.scaling.simulate import (SIMULATED_LAW, Noise, Truth, seed_sd, simulate_rows, true_difference,
+                                         write_simulated_store)
 from meap_scale.study.presets import MEAP_RATIO, build_study
 from meap_scale.study.space import grid
 

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from meap_scale.cli import _SECTIONS, build_parser, main, spec_from_args
+from meap_scale.cli import build_parser, main
+from meap_scale.cli.spec_options import SECTIONS, spec_from_args
 from meap_scale.store import ResultsStore
 
 
@@ -15,7 +16,7 @@ def help_text() -> str:
 
 def test_help_documents_every_option():
     text = help_text()
-    for _, cls, skipped, renames in _SECTIONS:
+    for _, cls, skipped, renames in SECTIONS:
         for field in dataclasses.fields(cls):
             if field.name not in skipped:
                 flag = "--" + renames.get(field.name, field.name).replace("_", "-")

@@ -54,7 +54,8 @@ STUDIES = doc_commands(("python studies/", "meap-scale study"))
 
 @pytest.mark.parametrize("source, command", TRAIN, ids=[f"{s}:{c[:60]}" for s, c in TRAIN])
 def test_every_train_command_in_the_docs_builds_a_run(source, command):
-    from meap_scale.cli import build_parser, spec_from_args
+    from meap_scale.cli import build_parser
+    from meap_scale.cli.spec_options import spec_from_args
 
     argv = shlex.split(command)[1:]
     if argv[1:] == ["--help"]:

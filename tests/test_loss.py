@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from meap_scale.train.loss import linear_cross_entropy, token_losses
+from meap_scale.loss import linear_cross_entropy, token_losses
 
 
 def _problem(rows=37, width=16, vocab=50, seed=0):

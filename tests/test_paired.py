@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from meap_scale.scaling.from_store import paired_comparisons
+from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.paired import bootstrap_mean_interval, compare, t_test
 from meap_scale.store import ResultsStore
 

@@ -13,16 +13,17 @@ import pytest
 from conftest import study_design
 from meap_scale.cli import main
 from meap_scale.plan import plan_runs, render_power, study_runs, wall_hours
-from meap_scale.report.synthetic import write_synthetic_store
 from meap_scale.scaling import ScalingFitError
-from meap_scale.scaling.compare import frontier_loss
-from meap_scale.scaling.from_store import noise_from_store, prior_from_store, seed_spread_from_store
-from meap_scale.scaling.parametric import natural
 from meap_scale.scaling.calibration import multiplier_power, study_noise
+from meap_scale.scaling.compare import frontier_loss
+from meap_scale.scaling.parametric import natural
+from meap_scale.scaling.pilot import noise_from_store, prior_from_store, seed_spread_from_store
 from meap_scale.scaling.power import EPOCH_PRIOR, SeedSpread, check_design
-from meap_scale.scaling.simulate import SIMULATED_LAW, Design, Noise, Truth, seed_sd, simulate_rows, write_simulated_store
+from meap_scale.scaling.simulate import (SIMULATED_LAW, Design, Noise, Truth, seed_sd, simulate_rows,
+                                         write_simulated_store)
 from meap_scale.study.presets import MEAP_RATIO, build_study, scaling_grid
 from meap_scale.train.devices import accelerator_named
+from synthetic_store import write_synthetic_store
 
 GRID = [(n, d) for n in (1e8, 3e8, 6e8, 1.2e9) for d in (2e9, 8e9, 2e10)]
 

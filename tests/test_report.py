@@ -10,7 +10,7 @@ import pytest
 
 from meap_scale.report.build import CPU_BANNER, build_report
 from meap_scale.report.data import downsample
-from meap_scale.report.synthetic import write_synthetic_store
+from synthetic_store import write_synthetic_store
 
 SI = {"k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
 XSS_NAME = "<script>alert(1)</script>"
@@ -227,11 +227,12 @@ def test_the_report_shows_the_intervals_meap_scale_fit_stored_and_says_which_law
     is named."""
     import json
 
+    from test_scaling import synthetic_store
+
     from meap_scale.cli import main as cli
     from meap_scale.report.build import _fits
     from meap_scale.scaling.from_store import stored_fits
     from meap_scale.store import ResultsStore
-    from test_scaling import synthetic_store
 
     store = synthetic_store(tmp_path / "store")
     assert stored_fits(store, None) is None

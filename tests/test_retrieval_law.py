@@ -11,16 +11,17 @@ import pytest
 from conftest import study_design
 from meap_scale.cli import main
 from meap_scale.report.build import build_report
-from meap_scale.report.synthetic import write_synthetic_store
 from meap_scale.scaling import ScalingFitError, fit_parametric
 from meap_scale.scaling.calibration import RETRIEVAL_INTERVALS, calibrate_retrieval
 from meap_scale.scaling.compare import frontier_loss, multiplier_interval
-from meap_scale.scaling.from_store import fit_groups, retrieval_laws
-from meap_scale.scaling.retrieval_law import accuracy_at, accuracy_points, fit_retrieval_law, retrieval_multiplier
+from meap_scale.scaling.from_store import fit_groups
 from meap_scale.scaling.power import EPOCH_PRIOR
+from meap_scale.scaling.retrieval_groups import fitted_retrieval_laws
+from meap_scale.scaling.retrieval_law import accuracy_at, accuracy_points, fit_retrieval_law, retrieval_multiplier
 from meap_scale.scaling.simulate import Noise, Retrieval, Truth
 from meap_scale.store import ResultsStore
 from meap_scale.study.presets import build_study
+from synthetic_store import write_synthetic_store
 
 N = np.repeat(np.geomspace(2e7, 1e9, 5), 4)
 D = N * np.tile([5.0, 10.0, 20.0, 40.0], 5)
@@ -146,7 +147,7 @@ def test_a_store_at_chance_says_why_it_has_no_retrieval_law(tmp_path, capsys):
             row["value"], row["stderr"] = 0.1, 0.03
     store.append("evals", evals)
     results = fit_groups(store, study="synthetic-grid")
-    laws = retrieval_laws(store, results)
+    laws = fitted_retrieval_laws(store, results)
     assert laws and all(law.law is None and "within 2 standard errors of chance" in law.error for law in laws)
     built = build_report(store.url, str(tmp_path / "report.html"), study="synthetic-grid", bootstrap=0)
     assert "retrieval_laws" in built.missing
@@ -200,7 +201,7 @@ def test_runs_evaluated_with_two_eval_specs_keep_both_and_each_spec_makes_its_ow
     accuracies lifted accordingly). Keyed without their spec, the new rows overwrote the old "all" rows and the
     old conditions stayed beside them; one law then averaged two chance levels."""
     from meap_scale.report.data import load_report_data
-    from meap_scale.scaling.from_store import spec_id
+    from meap_scale.scaling.retrieval_groups import spec_id
 
     store = write_synthetic_store(str(tmp_path))
     old = [r for r in store.read("evals").to_pylist() if r["task"] == "needle" and r["run_id"].startswith("grid-")]
@@ -212,7 +213,7 @@ def test_runs_evaluated_with_two_eval_specs_keep_both_and_each_spec_makes_its_ow
     assert sum(r["task"] == "needle" and r["run_id"].startswith("grid-") for r in rows) == len(old) + sum(
         r["condition"] == "all" for r in old)  # nothing overwritten
     results = fit_groups(store, study="synthetic-grid", bootstrap_samples=20)
-    needle = [law for law in retrieval_laws(store, results) if law.task == "needle"]
+    needle = [law for law in fitted_retrieval_laws(store, results) if law.task == "needle"]
     assert len(needle) == 4  # 2 objectives x 2 specs
     by_spec = {(law.group["objective"], law.eval_spec): law for law in needle}
     assert by_spec[("ntp", None)].law.points.chance == pytest.approx(0.1)

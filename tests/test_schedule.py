@@ -1,6 +1,6 @@
 import pytest
 
-from meap_scale.train.schedule import lr_at
+from meap_scale.schedule import lr_at
 
 KW = dict(lr=4e-4, min_lr=4e-5, warmup_fraction=0.1)
 

@@ -23,7 +23,7 @@ import numpy as np
 from meap_scale.data.shards import ShardStats, ShardTask, pack_shard, shard_name, shard_stats, write_shard
 
 
-class _Progress:
+class _BuildProgress:
     def __init__(self, tasks: list[ShardTask]) -> None:
         self.total, self.started = len(tasks), time.perf_counter()
         self.shards = self.documents = self.tokens = 0
@@ -42,7 +42,7 @@ def build_here(tasks: list[ShardTask], docs, tokenizer_dir: str, directory: str,
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(tokenizer_dir)
-    progress, built = _Progress(tasks), []
+    progress, built = _BuildProgress(tasks), []
     for task in tasks:
         blocks, stream = pack_shard(docs.select(task.documents)["text"], tokenizer, block_len, ids)
         write_shard(os.path.join(directory, task.name), blocks)
@@ -104,7 +104,7 @@ def build_with_ray_data(tasks: list[ShardTask], docs, tokenizer_dir: str, direct
                               num_cpus=min(1.0, ray.cluster_resources().get("CPU", 1.0) / workers),
                               fn_constructor_kwargs=dict(tokenizer_files=files, block_len=block_len, ids=ids,
                                                          vocab_size=vocab_size))
-    progress, stats = _Progress(tasks), []
+    progress, stats = _BuildProgress(tasks), []
     for row in built.iter_rows():
         write_shard(os.path.join(directory, shard_name(row["split"], int(row["index"]))), row["packed"])
         stats.append(progress.done(ShardStats(row["split"], int(row["index"]), int(row["documents"]),

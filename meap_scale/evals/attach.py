@@ -21,12 +21,9 @@ from typing import Any, Iterator
 
 import torch
 
+from meap_scale.checkpoints import EVAL_PARTS, STATE_FILE, STUDY_FOLDERS, load_model
 from meap_scale.config import ConfigError, EvalSpec, RunSpec
 from meap_scale.store import ResultsStore
-from meap_scale.train.checkpoint import EVAL_PARTS, STATE_FILE, load_model
-
-CHECKPOINT_FOLDERS = (("_checkpoints", "step-*"), ("_runs", "checkpoint_*"))
-"""Where a study's runs keep checkpoints, under the store: in-process runs, Ray Train runs."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ class AttachPlan:
 
 def final_checkpoint(store: ResultsStore, run: RunSpec) -> str | None:
     """The checkpoint folder holding the run's last step, or None."""
-    for folder, pattern in CHECKPOINT_FOLDERS:
+    for folder, pattern in STUDY_FOLDERS:
         for path in sorted(store.fs.glob(posixpath.join(store.root, folder, run.run_id, pattern)), reverse=True):
             try:
                 with store.fs.open(posixpath.join(path, STATE_FILE)) as handle:

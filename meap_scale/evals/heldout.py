@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from meap_scale.data.prepare import PreparedData
-from meap_scale.train.parallel import CausalLM
+from meap_scale.loss import CausalLM
 
 
 @dataclass(frozen=True)

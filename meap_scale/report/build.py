@@ -11,13 +11,14 @@ from importlib.metadata import PackageNotFoundError, version
 from meap_scale.report import forecasts as F
 from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
-from meap_scale.report.page import render
+from meap_scale.report.page import render_page
+from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, StoredFits, extrapolation_checks,
-                                           fit_groups, paired_comparisons, retrieval_laws, retrieval_multipliers,
-                                           stored_fits)
+from meap_scale.scaling.extrapolation_checks import GroupExtrapolation, extrapolation_checks
+from meap_scale.scaling.from_store import GroupFit, StoredFits, fit_groups, stored_fits
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.parametric import MIN_DRAWS
+from meap_scale.scaling.retrieval_groups import fitted_retrieval_laws, retrieval_multipliers
 from meap_scale.store import ResultsStore
 
 CPU_BANNER = ("CPU-scale runs only: a plumbing demo. At this scale MEAP and NTP both retrieve at chance and their "
@@ -98,7 +99,7 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     stored = stored_fits(store, study)
     fits, isoflops = _fits(store, study, bootstrap, 3, stored), _fits(store, study, bootstrap, 2)
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    laws = retrieval_laws(store, fits)
+    laws = fitted_retrieval_laws(store, fits)
     retrieval = retrieval_multipliers(laws, fits)
     checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_DRAWS else []
     built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops, replay_note(stored, fits,
@@ -122,7 +123,7 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     if S.at_chance(data):
         banners.append(CHANCE_BANNER)
     title = f"meap-scale report: {study}" if study else "meap-scale report"
-    page = render(title, f"{len(data.runs)} runs from {store.url}, generated {generated}", banners, sections,
+    page = render_page(title, f"{len(data.runs)} runs from {store.url}, generated {generated}", banners, sections,
                   missing, figures, S.run_records(data))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as handle:

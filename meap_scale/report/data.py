@@ -16,10 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meap_scale.branch_plan import cost_tokens
 from meap_scale.evals.summary import summary_of
 from meap_scale.scaling.groups import exclusion, stored_spec
 from meap_scale.store import ResultsStore
-from meap_scale.train.branches import cost_tokens
 
 CURVE_POINTS = 60
 """Most points kept per run and metric for the training-curve figure."""

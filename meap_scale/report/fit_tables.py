@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from meap_scale.scaling.from_store import (GroupExtrapolation, GroupFit, GroupRetrievalLaw, Multiplier,
-                                           RetrievalMultiplier)
+from meap_scale.scaling.comparisons import Multiplier
+from meap_scale.scaling.extrapolation_checks import GroupExtrapolation
+from meap_scale.scaling.from_store import GroupFit
+from meap_scale.scaling.retrieval_groups import GroupRetrievalLaw, RetrievalMultiplier
 
 COLUMNS = {"chinchilla-approach-3": ("E", "A", "B", "alpha", "beta", "a", "b"), "isoflop": ("a", "b", "k")}
 
@@ -12,7 +14,7 @@ def _group_label(group: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items())
 
 
-def fit_table(results: list[GroupFit]) -> str:
+def fit_table_text(results: list[GroupFit]) -> str:
     lines = []
     for result in results:
         lines.append(f"[{_group_label(result.group)}] {len(result.run_ids)} run(s)")

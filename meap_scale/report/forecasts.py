@@ -11,10 +11,9 @@ import numpy as np
 from meap_scale.report.figures import SCHEMA, Figure, chart, objective_colour, rule_at
 from meap_scale.report.fit_tables import with_bounds
 from meap_scale.report.sections import Missing, Section, Table, label
-from meap_scale.scaling.parametric import MIN_DRAWS
-from meap_scale.scaling.from_store import GroupExtrapolation, GroupRetrievalLaw, RetrievalMultiplier
-from meap_scale.scaling.parametric import PARAMS
-
+from meap_scale.scaling.extrapolation_checks import GroupExtrapolation
+from meap_scale.scaling.parametric import MIN_DRAWS, PARAMS
+from meap_scale.scaling.retrieval_groups import GroupRetrievalLaw, RetrievalMultiplier
 
 # --- does the law extrapolate ------------------------------------------------------------------------
 

@@ -134,11 +134,11 @@ def script_json(value) -> str:
 
 def _table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>" for row in table.rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell_text(v))}</td>" for v in row) + "</tr>" for row in table.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _cell(value) -> str:
+def _cell_text(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -163,7 +163,7 @@ def _section(section: Section) -> str:
     return "".join(parts) + "</section>"
 
 
-def render(title: str, subtitle: str, banners: list[str], sections: list[Section], missing: list[Missing],
+def render_page(title: str, subtitle: str, banners: list[str], sections: list[Section], missing: list[Missing],
            figures: dict[str, dict], runs: list[list]) -> str:
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     absent = ""

@@ -16,9 +16,10 @@ import numpy as np
 from meap_scale.report.data import CURVE_POINTS, ReportData
 from meap_scale.report.figures import SCHEMA, Figure, axis, band, chart, heatmap, objective_colour, rule_at
 from meap_scale.scaling.compare import compute_multiplier, interval_or_reason
-from meap_scale.scaling.from_store import GroupFit, baseline_of
-from meap_scale.scaling.paired import PairedComparison
+from meap_scale.scaling.comparisons import baseline_of
+from meap_scale.scaling.from_store import GroupFit
 from meap_scale.scaling.isoflop import IsoflopFit
+from meap_scale.scaling.paired import PairedComparison
 from meap_scale.scaling.parametric import ParametricFit
 
 

@@ -38,12 +38,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from meap_scale.scaling.compare import frontier_loss, scalar
+from meap_scale.scaling.comparisons import multipliers, paired_comparisons
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.from_store import (extrapolation_checks, fit_groups, multipliers, paired_comparisons,
-                                           retrieval_laws, retrieval_multipliers)
+from meap_scale.scaling.extrapolation_checks import extrapolation_checks
+from meap_scale.scaling.from_store import fit_groups
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
 from meap_scale.scaling.parametric import in_seed_order, natural
 from meap_scale.scaling.power import Power, PriorLaw, SeedSpread
+from meap_scale.scaling.retrieval_groups import fitted_retrieval_laws, retrieval_multipliers
 from meap_scale.scaling.simulate import (Design, Noise, Retrieval, Truth, seed_sd, simulate_evals, simulate_rows,
                                          true_difference, write_simulated_store)
 from meap_scale.store import ResultsStore
@@ -313,7 +315,7 @@ def calibrate_retrieval(design: Design, *, truth: Truth, noise: Noise, retrieval
     for stream, rows, store in simulated_stores(design, truth, noise, study_streams(seed, studies)):
         store.append("evals", simulate_evals(rows, retrieval, stream))
         fits = fit_groups(store, study=design.study, bootstrap_samples=bootstrap, seed=stream)
-        laws = retrieval_laws(store, fits)
+        laws = fitted_retrieval_laws(store, fits)
         for found in laws:
             objective = found.group.get("objective")
             if found.law is None or objective not in accuracy:

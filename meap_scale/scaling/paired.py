@@ -95,14 +95,14 @@ class PairedComparison:
                 "refused": self.refused, "verdict": self.verdict()}
 
 
-def _cell(run: dict) -> tuple:
+def _cell_key(run: dict) -> tuple:
     return run["params_total"], run["tokens_seen"], run["seed"]
 
 
 def pair_by_seed(treatment_runs: list[dict], baseline_runs: list[dict]) -> list[tuple[tuple, float]]:
     """((N, D, seed), treatment - baseline val_loss) for every (N, D, seed) both groups trained."""
-    baseline = {_cell(r): r["val_loss"] for r in baseline_runs}
-    return [(_cell(r), r["val_loss"] - baseline[_cell(r)]) for r in treatment_runs if _cell(r) in baseline]
+    baseline = {_cell_key(r): r["val_loss"] for r in baseline_runs}
+    return [(_cell_key(r), r["val_loss"] - baseline[_cell_key(r)]) for r in treatment_runs if _cell_key(r) in baseline]
 
 
 def seed_means(pairs: list[tuple[tuple, float]]) -> dict:
@@ -168,7 +168,7 @@ def compare(treatment_runs: list[dict], baseline_runs: list[dict], *, treatment:
     spread = float(per_seed.std(ddof=1)) if per_seed.size > 1 and not refused else 0.0
     boot = bootstrap_mean_interval(per_seed, seed) if per_seed.size >= MIN_BOOTSTRAP_SEEDS and not refused else None
     paired = {key for key, _ in pairs}
-    baseline_loss = float(np.mean([r["val_loss"] for r in baseline_runs if _cell(r) in paired]))
+    baseline_loss = float(np.mean([r["val_loss"] for r in baseline_runs if _cell_key(r) in paired]))
     return PairedComparison(treatment=treatment, baseline=baseline, pairs=len(pairs),
                             cells=len({key[:2] for key, _ in pairs}), seed_differences=tuple(per_seed.tolist()),
                             mean_difference=float(per_seed.mean()), t_interval=t_interval, bootstrap_interval=boot,

@@ -74,7 +74,7 @@ class SeedSpread:
     mean_loss: float
     source: str
     run_sd: float | None = None
-    """The scatter of one run (log loss) about its seed's and its cell's levels (``from_store.run_scatter``); None
+    """The scatter of one run (log loss) about its seed's and its cell's levels (``pilot.run_scatter``); None
     where no law group repeats two seeds over two cells."""
     freedom: int = 0
     """Degrees of freedom ``sd`` was measured on (seeds - 1, summed over comparisons)."""

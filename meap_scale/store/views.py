@@ -19,7 +19,7 @@ VARIED = ("parent_run_id", "mask_sampling", "mask_with", "mask_schedule", "min_l
 FORMATS = ("csv", "parquet", "jsonl")
 
 
-def _cell(value) -> str:
+def _view_cell(value) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -30,7 +30,7 @@ def _cell(value) -> str:
 
 
 def table_text(rows: list[dict], columns: tuple[str, ...]) -> str:
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_view_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
@@ -50,7 +50,7 @@ def show(store: ResultsStore, run_id: str) -> str:
     row = rows[0]
     config = json.loads(row.pop("config_json") or "{}")
     width = max(map(len, row))
-    text = "\n".join(f"{key:<{width}}  {_cell(value)}" for key, value in row.items())
+    text = "\n".join(f"{key:<{width}}  {_view_cell(value)}" for key, value in row.items())
     curve = store.curves(run_id)
     steps = len(set(curve["step"].to_pylist())) if curve.num_rows else 0
     return f"{text}\ncurve: {steps} report(s), metrics {sorted(set(curve['metric'].to_pylist()))}\n" \

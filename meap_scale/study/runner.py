@@ -21,10 +21,12 @@ import traceback
 from collections import Counter
 from dataclasses import dataclass, replace
 
+from meap_scale.branch_plan import family_tokens
+from meap_scale.checkpoints import IN_PROCESS_FOLDER, RAY_TRAIN_FOLDER, latest_checkpoint
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
-from meap_scale.scaling.from_store import paired_comparisons
+from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
@@ -34,11 +36,11 @@ from meap_scale.study.interrupts import Interrupts
 from meap_scale.study.searchers import searcher
 from meap_scale.study.spec import FINAL_REPORT, METRIC, MODE, TRIAL_METRICS, StudySpec
 from meap_scale.study.summary import BestConfigurations, best_per_objective
-from meap_scale.train.branches import family_tokens, train_family
+from meap_scale.train.branches import train_family
 from meap_scale.train.loop import train_loop_per_worker
-from meap_scale.train.session import latest_checkpoint, local_session
+from meap_scale.train.session import local_session
 from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, check_local_cluster, check_memory,
-                                     ensure_ray, run_training)
+                                      ensure_ray, run_training)
 from meap_scale.urls import is_url
 
 TIME_ATTR = "tokens"
@@ -56,11 +58,11 @@ class Locations:
     def for_store(cls, store: ResultsStore) -> "Locations":
         if store.is_local:
             root = os.path.abspath(store.root)
-            return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, "_checkpoints"))
+            return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, IN_PROCESS_FOLDER))
         return cls(store.url, None, None)
 
 
-class _Progress:
+class _StudyProgress:
     """Adds the trial's cumulative tokens, an ETA and the run's id to each report, for Tune's live table
     and the driver's record of where each trial is (``TrialEnds``)."""
 
@@ -104,7 +106,7 @@ def _record_failure(store, run, prepared, study, trial_id, started, env) -> None
                              trial_id=trial_id, error=traceback.format_exc(limit=20), env=env))
 
 
-def _train(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress, start_from=None) -> dict:
+def _train(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyProgress, start_from=None) -> dict:
     """Train ``run`` in the trial's process (one worker) or on a TorchTrainer; ``start_from``: see the two."""
     from ray import tune
 
@@ -117,7 +119,7 @@ def _train(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress,
     return _train_distributed(run, prepared, ctx["study"], start_from)
 
 
-def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress) -> dict:
+def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyProgress) -> dict:
     """A multi-budget run (``meap_scale.train.branches``): its branches in order, each a row of its own, then
     the run itself; returns the run's final metrics."""
     from ray import tune
@@ -139,7 +141,7 @@ def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Pro
                         train_main=lambda spec: _run_one(spec, prepared, ctx, progress))
 
 
-def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _Progress, start_from=None) -> dict:
+def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyProgress, start_from=None) -> dict:
     """Train (or find in the store) one run; returns its final metrics (at least ``TRIAL_METRICS``)."""
     from ray import tune
 
@@ -169,7 +171,7 @@ def trial(config: dict, ctx: dict) -> None:
 
     spec: StudySpec = ctx["spec"]
     runs = spec.runs_for(config)
-    progress = _Progress(runs)
+    progress = _StudyProgress(runs)
     finals = []
     for run in runs:
         prepared = prepare_data(run.data)  # prepared once, then cached
@@ -322,7 +324,7 @@ def anchored(spec: StudySpec) -> StudySpec:
     where a relative store, run folder or cache would land somewhere else."""
     storage = _anchored_store(spec.storage)
     base = spec.base.to_dict()
-    base["storage_path"] = posixpath.join(storage, "_runs")  # multi-worker runs' Ray Train checkpoints
+    base["storage_path"] = posixpath.join(storage, RAY_TRAIN_FOLDER)  # multi-worker runs' Ray Train checkpoints
     if base["data"]["cache_dir"] and not is_url(base["data"]["cache_dir"]):
         base["data"]["cache_dir"] = os.path.abspath(os.path.expanduser(base["data"]["cache_dir"]))
     return replace(spec, storage=storage, base=RunSpec.from_dict(base))

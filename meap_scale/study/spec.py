@@ -11,9 +11,9 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
+from meap_scale.branch_plan import branches
 from meap_scale.config import ConfigError, RunSpec
 from meap_scale.study.space import Dimension
-from meap_scale.train.branches import branches
 
 SEARCHES = ("grid", "optuna")
 TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}

@@ -21,16 +21,17 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from meap_scale.checkpoints import RUN_FILE
 from meap_scale.config import RunSpec
 from meap_scale.data.order import BlockOrder
 from meap_scale.data.prepare import PreparedData
 from meap_scale.models import build_model, flops_per_token
 from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_objective
-from meap_scale.train.checkpoint import RUN_FILE, TrainState, load_checkpoint, save_checkpoint
+from meap_scale.schedule import lr_multiplier
+from meap_scale.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from meap_scale.train.devices import peak_flops
 from meap_scale.train.metrics import mfu
 from meap_scale.train.parallel import Placed, gathered_state_dict, place_ddp, place_fsdp, total_norm
-from meap_scale.train.schedule import lr_multiplier
 from meap_scale.train.session import Session, current_session
 from meap_scale.train.telemetry import telemetry_for
 from meap_scale.transfer import to_device

@@ -12,7 +12,7 @@ Conventions (bytes per worker, at the peak: the start of a backward pass once op
   product), with e = 2 under bf16 autocast and 4 in fp32, plus one layer's worth for the activation
   gradients of the layer whose backward runs. With activation checkpointing a layer keeps only its fp32
   input, plus one layer's full set while it is recomputed;
-- the loss: our chunked cross-entropy (``meap_scale.train.loss``) holds one chunk of fp32 logits, their
+- the loss: our chunked cross-entropy (``meap_scale.loss``) holds one chunk of fp32 logits, their
   softmax and its cast, the hidden-state gradient and an fp32 head-weight gradient. HF's loss would hold
   (tokens x vocab) logits in e, their fp32 upcast, log-softmax and gradient: shown for comparison;
 - on a GPU, ``GPU_RESERVE`` for the CUDA context, kernels, NCCL buffers and allocator fragmentation.
@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from meap_scale.config import RunSpec
+from meap_scale.loss import chunk_rows
 from meap_scale.models import param_counts
 from meap_scale.train.devices import GIB
-from meap_scale.train.loss import chunk_rows
 
 GPU_RESERVE = int(1.5 * GIB)
 """CUDA context, cuBLAS workspaces, NCCL buffers and fragmentation, per GPU: an allowance, not a measurement."""

@@ -7,7 +7,7 @@ parameters are bf16 and gradients are reduced in fp32. The model is built on the
 worker receives only its shards of the weights rank 0 initialised eagerly with the run's seed, so an FSDP
 run starts from exactly the weights a DDP run (or a one-worker run) starts from.
 
-Both wrap ``CausalLM``: the decoder and its chunked loss in one forward pass, so the loss reads the head's
+Both wrap ``meap_scale.loss.CausalLM``: the decoder and its chunked loss in one forward pass, so the loss reads the head's
 weight while FSDP has it gathered and the whole batch's logits never exist at once.
 """
 
@@ -20,22 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from meap_scale.train.loss import linear_cross_entropy, token_losses
-
-
-class CausalLM(nn.Module):
-    """A ``LlamaForCausalLM`` whose forward returns the mean next-token loss (or per-position losses)."""
-
-    def __init__(self, lm: nn.Module) -> None:
-        super().__init__()
-        self.lm = lm
-
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, per_token: bool = False) -> torch.Tensor:
-        hidden = self.lm.model(input_ids=input_ids).last_hidden_state.flatten(0, 1)
-        weight, flat = self.lm.lm_head.weight, labels.flatten()
-        if per_token:
-            return token_losses(hidden, weight, flat).view_as(labels)
-        return linear_cross_entropy(hidden, weight, flat)
+from meap_scale.loss import CausalLM
 
 
 @dataclass

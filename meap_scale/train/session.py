@@ -16,6 +16,8 @@ from typing import Callable, Iterator
 
 import torch.distributed as dist
 
+from meap_scale.checkpoints import STEP_PREFIX, step_folder
+
 
 @dataclass
 class Session:
@@ -82,8 +84,8 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
             # Every rank adds its files to one hidden folder; rank 0 makes it visible once complete (a copy
             # killed midway leaves only the hidden folder), then the oldest beyond ``keep`` go: resuming and
             # attached evals read the newest.
-            final = os.path.join(root, f"step-{metrics['step']:08d}")
-            partial = os.path.join(root, f".partial-step-{metrics['step']:08d}")
+            final = os.path.join(root, step_folder(metrics["step"]))
+            partial = os.path.join(root, ".partial-" + step_folder(metrics["step"]))
             if rank == 0:
                 shutil.rmtree(partial, ignore_errors=True)
             barrier()
@@ -92,7 +94,7 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
             if rank == 0:
                 shutil.rmtree(final, ignore_errors=True)
                 os.replace(partial, final)
-                for old in sorted(n for n in os.listdir(root) if n.startswith("step-"))[:-keep]:
+                for old in sorted(n for n in os.listdir(root) if n.startswith(STEP_PREFIX))[:-keep]:
                     shutil.rmtree(os.path.join(root, old), ignore_errors=True)
             barrier()
         if rank == 0:
@@ -104,11 +106,3 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
 
 def current_session(config: dict) -> Session:
     return _ray_session(config) or local_session(config)
-
-
-def latest_checkpoint(root: str) -> str | None:
-    """The newest ``step-N`` folder a local session wrote under ``root``, if any."""
-    if not os.path.isdir(root):
-        return None
-    steps = sorted(name for name in os.listdir(root) if name.startswith("step-"))
-    return os.path.join(root, steps[-1]) if steps else None

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from meap_scale.evals.attention import probe
+from meap_scale.loss import linear_cross_entropy
 from meap_scale.models import LADDER, build_model
 from meap_scale.objectives import mask_scores
-from meap_scale.train.loss import linear_cross_entropy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

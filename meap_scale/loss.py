@@ -7,6 +7,9 @@ respect to the hidden states and the head weight as it goes (as Liger's fused li
 and the backward pass only scales them. Peak extra memory: one chunk of fp32 logits and its softmax,
 plus the gradients (hidden-state sized, and head-weight sized in fp32).
 
+``CausalLM`` wraps a decoder so that its forward pass returns this loss: training (``meap_scale.train.parallel``
+wraps it for DDP or FSDP) and held-out evaluation (``meap_scale.evals.heldout``) call the same module.
+
 Conventions: mean over positions whose label is not ``ignore_index``, natural log, the same value as
 ``F.cross_entropy(hidden @ weight.T, labels)`` up to float rounding.
 """
@@ -14,6 +17,7 @@ Conventions: mean over positions whose label is not ``ignore_index``, natural lo
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 CHUNK_ELEMENTS = 1 << 26
 """Logit elements per chunk: 2048 rows at vocab 32000, 256 MiB in fp32."""
@@ -81,3 +85,18 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: tor
                          rows: int | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``hidden @ weight.T`` against ``labels``; hidden (N, d), weight (V, d), labels (N,)."""
     return _LinearCrossEntropy.apply(hidden, weight, labels, ignore_index, rows or chunk_rows(weight.shape[0]))
+
+
+class CausalLM(nn.Module):
+    """A ``LlamaForCausalLM`` whose forward returns the mean next-token loss (or per-position losses)."""
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        hidden = self.lm.model(input_ids=input_ids).last_hidden_state.flatten(0, 1)
+        weight, flat = self.lm.lm_head.weight, labels.flatten()
+        if per_token:
+            return token_losses(hidden, weight, flat).view_as(labels)
+        return linear_cross_entropy(hidden, weight, flat)

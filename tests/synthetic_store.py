@@ -1,6 +1,7 @@
 """A synthetic results store, written through the store API, with every table the report reads.
 
-For the report's tests and its speed benchmark, and to preview a report before any study has run.
+A test fixture (the report's tests, the adversarial-store tests, ``bench/report_speed.py``), also a way to
+preview a report before any study has run (docs/report.md).
 Losses follow known laws (NTP: E=1.8, A=400, alpha=0.34, B=600, beta=0.28; MEAP a little lower
 A and B) with log-normal noise; retrieval rises with compute, MEAP's faster. Nothing here is a
 measurement: the store's study name says "synthetic".

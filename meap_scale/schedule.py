@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+
 def warmup_length(total_steps: int, warmup_fraction: float, fixed: int | None = None) -> int:
     """Steps of linear warmup: ``fixed`` where given, else ``warmup_fraction`` of the run's steps."""
     return int(total_steps * warmup_fraction) if fixed is None else fixed
