@@ -16,7 +16,8 @@ import math
 import statistics
 import tempfile
 
-from meap_scale.config import EVAL_TASKS, DataSpec, EvalSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.config import DataSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
 from meap_scale.store import ResultsStore
 from meap_scale.study.runner import run_study
 from meap_scale.study.space import grid

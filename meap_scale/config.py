@@ -1,4 +1,6 @@
-"""Frozen, validated run configuration.
+"""Frozen, validated run configuration: the model, objective, data and optimiser specs, and the RunSpec that holds
+them with its ``EvalSpec`` (``meap_scale.eval_spec``). What every spec shares is ``meap_scale.spec_base``; which
+settings make a run's identity, ``meap_scale.identity``.
 
 Every spec validates itself at construction, so a bad value fails on the driver before Ray or any
 data preparation starts, and serialises losslessly to a plain dict (Ray Tune configs and results-store
@@ -7,20 +9,17 @@ rows are dicts): ``RunSpec.from_dict(spec.to_dict()) == spec``.
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
 import hashlib
-import inspect
 import json
 import os
-import textwrap
-import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from meap_scale.eval_spec import EvalSpec
+from meap_scale.identity import IDENTITY_VERSION, objective_identity, optim_identity
 from meap_scale.models import LADDER, ModelShape
 from meap_scale.schedule import cooldown_start, warmup_length
+from meap_scale.spec_base import Serialisable, one_of, positive, require
 from meap_scale.urls import is_url
 
 OBJECTIVES = ("ntp", "meap", "meap_sft")
@@ -35,71 +34,8 @@ PARALLELISMS = ("ddp", "fsdp")
 DEFAULT_MASK_RATIO = {"ntp": 0.0, "meap": 0.15, "meap_sft": 0.10}
 
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the option, the value and what is allowed."""
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
-
-
-def _positive(owner: str, **values: float | int) -> None:
-    for name, value in values.items():
-        _require(value > 0, f"{owner}.{name} must be positive, got {value!r}")
-
-
-def _one_of(owner: str, name: str, value: str, allowed: tuple[str, ...]) -> None:
-    _require(value in allowed, f"{owner}.{name}={value!r} is not one of {', '.join(allowed)}")
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each dataclass field, read from the source: one text feeds code and ``--help``."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr) \
-                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
-            docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
-@functools.cache
-def _type_hints(cls: type) -> dict[str, Any]:
-    """A spec class's resolved field types: resolving them compiles every annotation, once per class is enough
-    (a store of many runs parses every run's config)."""
-    return typing.get_type_hints(cls)
-
-
-class _Serialisable:
-    """Round-trip to plain dicts; nested specs become nested dicts, tuples become lists."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        hints = _type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        _require(not unknown, f"{cls.__name__} has no option(s) {unknown}; known: {sorted(names)}")
-        kwargs = {}
-        for name, value in data.items():
-            hint = hints[name]
-            if isinstance(hint, type) and issubclass(hint, _Serialisable) and isinstance(value, dict):
-                value = hint.from_dict(value)
-            elif typing.get_origin(hint) is tuple and isinstance(value, list):
-                value = tuple(value)
-            kwargs[name] = value
-        return cls(**kwargs)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-
 @dataclass(frozen=True)
-class ModelSpec(_Serialisable):
+class ModelSpec(Serialisable):
     size: str = "debug"
     """A ladder name (see ``meap_scale.models.LADDER``) or ``"custom"`` with every dimension given."""
     n_layers: int | None = None
@@ -121,17 +57,17 @@ class ModelSpec(_Serialisable):
         dims = dict(n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
                     n_kv_heads=self.n_kv_heads, ffn_dim=self.ffn_dim)
         if self.size != "custom":
-            _require(self.size in LADDER,
+            require(self.size in LADDER,
                      f"unknown model size {self.size!r}; known sizes: {', '.join(LADDER)}, or 'custom'")
             given = [k for k, v in dims.items() if v is not None]
-            _require(not given, f"model size {self.size!r} fixes its dimensions; drop {given} or use size='custom'")
+            require(not given, f"model size {self.size!r} fixes its dimensions; drop {given} or use size='custom'")
             return
         missing = [k for k, v in dims.items() if v is None]
-        _require(not missing, f"model size 'custom' needs every dimension; missing {missing}")
-        _positive("model", **dims)
-        _require(self.d_model % self.n_heads == 0,
+        require(not missing, f"model size 'custom' needs every dimension; missing {missing}")
+        positive("model", **dims)
+        require(self.d_model % self.n_heads == 0,
                  f"model.n_heads={self.n_heads} must divide model.d_model={self.d_model}")
-        _require(self.n_heads % self.n_kv_heads == 0,
+        require(self.n_heads % self.n_kv_heads == 0,
                  f"model.n_kv_heads={self.n_kv_heads} must divide model.n_heads={self.n_heads}")
 
     @property
@@ -142,7 +78,7 @@ class ModelSpec(_Serialisable):
 
 
 @dataclass(frozen=True)
-class ObjectiveSpec(_Serialisable):
+class ObjectiveSpec(Serialisable):
     name: Literal["ntp", "meap", "meap_sft"] = "meap"
     """``ntp``: next-token prediction; ``meap``: MEAP pretraining; ``meap_sft``: MEAP fine-tuning."""
     mask_ratio: float | None = None
@@ -170,26 +106,26 @@ class ObjectiveSpec(_Serialisable):
     falling linearly to 0 at the last (the reference's rule still masks one position per row at ratio 0)."""
 
     def __post_init__(self) -> None:
-        _one_of("objective", "name", self.name, OBJECTIVES)
-        _one_of("objective", "mask_sampling", self.mask_sampling, MASK_SAMPLINGS)
-        _one_of("objective", "sft_variant", self.sft_variant, SFT_VARIANTS)
-        _one_of("objective", "mask_with", self.mask_with, MASK_WITH)
-        _one_of("objective", "mask_schedule", self.mask_schedule, MASK_SCHEDULES)
-        _require(self.name != "meap_sft" or (self.mask_with, self.mask_schedule) == ("mask_token", "constant"),
+        one_of("objective", "name", self.name, OBJECTIVES)
+        one_of("objective", "mask_sampling", self.mask_sampling, MASK_SAMPLINGS)
+        one_of("objective", "sft_variant", self.sft_variant, SFT_VARIANTS)
+        one_of("objective", "mask_with", self.mask_with, MASK_WITH)
+        one_of("objective", "mask_schedule", self.mask_schedule, MASK_SCHEDULES)
+        require(self.name != "meap_sft" or (self.mask_with, self.mask_schedule) == ("mask_token", "constant"),
                  "objective.mask_with and objective.mask_schedule apply to 'meap' pretraining, not 'meap_sft'")
         if self.name == "meap" and self.mask_ratio == 0:
             object.__setattr__(self, "name", "ntp")
         if self.mask_ratio is None:
             object.__setattr__(self, "mask_ratio", DEFAULT_MASK_RATIO[self.name])
-        _require(isinstance(self.mask_ratio, (int, float)) and 0.0 <= self.mask_ratio < 1.0,
+        require(isinstance(self.mask_ratio, (int, float)) and 0.0 <= self.mask_ratio < 1.0,
                  f"objective.mask_ratio must be in [0, 1), got {self.mask_ratio!r}")
-        _require(self.name != "ntp" or self.mask_ratio == 0.0,
+        require(self.name != "ntp" or self.mask_ratio == 0.0,
                  f"objective 'ntp' masks nothing; mask_ratio must be 0, got {self.mask_ratio}")
-        _positive("objective", sft_min_answer_tokens=self.sft_min_answer_tokens)
+        positive("objective", sft_min_answer_tokens=self.sft_min_answer_tokens)
 
 
 @dataclass(frozen=True)
-class DataSpec(_Serialisable):
+class DataSpec(Serialisable):
     source: str = "bundled:kjv"
     """``bundled:kjv`` (shipped, offline), a local .txt/.jsonl/.json/.parquet file or a folder of
     them, the same at an fsspec URL (``s3://``, ``gs://``, ``file://``), or ``hf:NAME[:CONFIG]`` for a
@@ -212,11 +148,11 @@ class DataSpec(_Serialisable):
     ``file://``); default ``$MEAP_SCALE_CACHE`` or ``~/.cache/meap-scale``."""
 
     def __post_init__(self) -> None:
-        _require(bool(self.source.strip()), "data.source must not be empty")
-        _positive("data", vocab_size=self.vocab_size, seq_len=self.seq_len)
-        _require(self.vocab_size >= 300 or self.tokenizer != "bpe",
+        require(bool(self.source.strip()), "data.source must not be empty")
+        positive("data", vocab_size=self.vocab_size, seq_len=self.seq_len)
+        require(self.vocab_size >= 300 or self.tokenizer != "bpe",
                  f"data.vocab_size={self.vocab_size} is too small for a byte-level BPE (needs >= 300)")
-        _require(0.0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        require(0.0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
 
     @property
     def resolved_cache_dir(self) -> str:
@@ -226,7 +162,7 @@ class DataSpec(_Serialisable):
 
 
 @dataclass(frozen=True)
-class OptimSpec(_Serialisable):
+class OptimSpec(Serialisable):
     lr: float = 4e-4
     """Peak learning rate (paper: 4e-4)."""
     min_lr: float = 4e-5
@@ -257,102 +193,29 @@ class OptimSpec(_Serialisable):
     """Sequences per worker per forward/backward; gradient accumulation makes up the global batch."""
 
     def __post_init__(self) -> None:
-        _positive("optim", lr=self.lr, batch_tokens=self.batch_tokens, micro_batch_size=self.micro_batch_size,
+        positive("optim", lr=self.lr, batch_tokens=self.batch_tokens, micro_batch_size=self.micro_batch_size,
                   eps=self.eps)
-        _require(0.0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
-        _require(0.0 <= self.warmup_fraction < 1.0,
+        require(0.0 <= self.min_lr <= self.lr, f"optim.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        require(0.0 <= self.warmup_fraction < 1.0,
                  f"optim.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
-        _require(self.warmup_steps is None or self.warmup_steps >= 0,
+        require(self.warmup_steps is None or self.warmup_steps >= 0,
                  f"optim.warmup_steps must not be negative, got {self.warmup_steps}")
-        _one_of("optim", "schedule", self.schedule, SCHEDULES)
-        _one_of("optim", "cooldown_shape", self.cooldown_shape, COOLDOWN_SHAPES)
-        _require(0.0 < self.cooldown_fraction <= 1.0,
+        one_of("optim", "schedule", self.schedule, SCHEDULES)
+        one_of("optim", "cooldown_shape", self.cooldown_shape, COOLDOWN_SHAPES)
+        require(0.0 < self.cooldown_fraction <= 1.0,
                  f"optim.cooldown_fraction must be in (0, 1], got {self.cooldown_fraction}")
-        _require(self.schedule != "wsd" or self.warmup_fraction + self.cooldown_fraction <= 1.0,
+        require(self.schedule != "wsd" or self.warmup_fraction + self.cooldown_fraction <= 1.0,
                  f"optim.warmup_fraction + optim.cooldown_fraction must not exceed 1 for a WSD schedule, got "
                  f"{self.warmup_fraction} + {self.cooldown_fraction}")
-        _require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+        require(len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
                  f"optim.betas must be two numbers in [0, 1), got {self.betas}")
-        _require(self.weight_decay >= 0.0 and self.grad_clip >= 0.0,
+        require(self.weight_decay >= 0.0 and self.grad_clip >= 0.0,
                  "optim.weight_decay and optim.grad_clip must not be negative")
 
 
-EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc", "two_hop", "attention")
-
-
-@dataclass(frozen=True)
-class EvalSpec(_Serialisable):
-    tasks: tuple[str, ...] = ()
-    """Evaluations run on rank 0 after training: heldout, needle, needle_control (the needle removed,
-    the prior a model has over values), multidoc, two_hop (the answer needs two needles), attention
-    (entropy, needle and answer-value share, MEAP masking effects on the needle probes). Empty: none."""
-    context_lens: tuple[int, ...] = ()
-    """Needle context lengths in tokens; default half the model's context and all of it (all of it alone
-    below 128 tokens)."""
-    depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    """Needle depths (0 = start of the haystack, 1 = end)."""
-    per_cell: int = 4
-    """Needle items per (context length, depth); multidoc items per gold position."""
-    documents: int = 8
-    """Documents per multi-document QA item (at most 20)."""
-    doc_tokens: int = 12
-    """Held-out tokens per document, before its key-value sentence."""
-    candidates: int = 10
-    """Candidate values per needle item (chance accuracy = 1 / candidates)."""
-    seed: int = 0
-    """Seed of the eval items: identical for every run that shares it, MEAP or NTP."""
-    qa_file: str = ""
-    """Real multi-document QA: a local file in the lost-in-the-middle format (JSON lines, .gz allowed, e.g.
-    nq-open-20_total_documents_gold_at_9.jsonl.gz); multidoc then reads it (keeping ``documents`` per
-    question) instead of building synthetic documents."""
-
-    def __post_init__(self) -> None:
-        unknown = [t for t in self.tasks if t not in EVAL_TASKS]
-        _require(not unknown, f"evals.tasks {unknown} unknown; tasks: {', '.join(EVAL_TASKS)}")
-        _positive("evals", per_cell=self.per_cell, doc_tokens=self.doc_tokens)
-        _require(all(n > 0 for n in self.context_lens), f"evals.context_lens must be positive: {self.context_lens}")
-        _require(all(0.0 <= d <= 1.0 for d in self.depths) and self.depths, "evals.depths must lie in [0, 1]")
-        _require(2 <= self.documents <= 20, f"evals.documents must be in [2, 20], got {self.documents}")
-        _require(2 <= self.candidates <= 20, f"evals.candidates must be in [2, 20], got {self.candidates}")
-
-
 PLACEMENTS = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
-IDENTITY_VERSION = 2
-"""Bumped when the identity's fields or meaning change (2: weight-changing fields only, stream-keyed masks)."""
-OBJECTIVE_IDENTITY = {"ntp": ("name",),
-                      "meap": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens", "mask_with",
-                               "mask_schedule"),
-                      "meap_sft": ("name", "mask_ratio", "mask_sampling", "exclude_special_tokens", "sft_variant",
-                                   "sft_min_answer_tokens")}
-"""The objective fields that change what a run trains on (NTP masks nothing, so its mask settings do not)."""
-LATER_OBJECTIVE_DEFAULTS = {"mask_with": "mask_token", "mask_schedule": "constant"}
-"""Objective settings added after runs were stored: part of the identity only away from these defaults,
-so every run stored before them keeps its identity (and its pairing and resumption)."""
-
-
-WSD_FIELDS = ("schedule", "cooldown_fraction", "cooldown_shape")
-"""Optimiser settings added after runs were stored: part of the identity only for WSD runs, so every cosine
-run keeps its identity."""
-
-
-def _optim_identity(optim: dict) -> dict:
-    """The optimiser settings that change the weights: not the micro-batch; the WSD settings for WSD runs
-    only; the warmup in steps where set (then its fraction changes nothing), else its fraction, so every run
-    stored before ``warmup_steps`` existed keeps its identity."""
-    unused = {"micro_batch_size", "warmup_fraction" if optim.get("warmup_steps") is not None else "warmup_steps"}
-    if optim["schedule"] != "wsd":
-        unused.update(WSD_FIELDS)
-    return {k: v for k, v in optim.items() if k not in unused}
-
-
-def _objective_identity(objective: dict) -> dict:
-    later = LATER_OBJECTIVE_DEFAULTS
-    return {k: objective[k] for k in OBJECTIVE_IDENTITY[objective["name"]]
-            if not (k in later and objective[k] == later[k])}
-
-
 @dataclass(frozen=True)
-class RunSpec(_Serialisable):
+class RunSpec(Serialisable):
     model: ModelSpec = field(default_factory=ModelSpec)
     """Model size and shape."""
     objective: ObjectiveSpec = field(default_factory=ObjectiveSpec)
@@ -425,34 +288,34 @@ class RunSpec(_Serialisable):
     from there when started again. How a multi-budget run pauses at its branch points; not identity."""
 
     def __post_init__(self) -> None:
-        _positive("run", tokens=self.tokens, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
+        positive("run", tokens=self.tokens, workers=self.workers, cpus_per_worker=self.cpus_per_worker,
                   eval_blocks=self.eval_blocks, log_every=self.log_every, keep_checkpoints=self.keep_checkpoints)
-        _one_of("run", "precision", self.precision, PRECISIONS)
-        _one_of("run", "placement", self.placement, PLACEMENTS)
-        _one_of("run", "parallel", self.parallel, PARALLELISMS)
-        _require(self.peak_flops is None or self.peak_flops > 0, f"run.peak_flops must be positive, got {self.peak_flops}")
-        _require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.checkpoints >= 0
+        one_of("run", "precision", self.precision, PRECISIONS)
+        one_of("run", "placement", self.placement, PLACEMENTS)
+        one_of("run", "parallel", self.parallel, PARALLELISMS)
+        require(self.peak_flops is None or self.peak_flops > 0, f"run.peak_flops must be positive, got {self.peak_flops}")
+        require(self.eval_every >= 0 and self.checkpoint_every >= 0 and self.checkpoints >= 0
                  and self.max_failures >= 0,
                  "run.eval_every, run.checkpoint_every, run.checkpoints and run.max_failures must not be negative")
-        _require(self.objective.name != "meap_sft",
+        require(self.objective.name != "meap_sft",
                  "objective 'meap_sft' needs prompt/answer data; the pretraining loop supports 'ntp' and 'meap'")
         seq_len, batch_tokens = self.data.seq_len, self.optim.batch_tokens
-        _require(batch_tokens % seq_len == 0,
+        require(batch_tokens % seq_len == 0,
                  f"optim.batch_tokens={batch_tokens} must be a multiple of data.seq_len={seq_len}")
         per_micro = self.optim.micro_batch_size * self.workers
-        _require((batch_tokens // seq_len) % per_micro == 0,
+        require((batch_tokens // seq_len) % per_micro == 0,
                  f"a global batch of {batch_tokens // seq_len} sequences cannot be split into micro-batches of "
                  f"{self.optim.micro_batch_size} on {self.workers} worker(s): choose --batch-tokens as a multiple "
                  f"of {per_micro * seq_len}, or change --workers or --micro-batch-size")
-        _require(all(n <= seq_len for n in self.evals.context_lens),
+        require(all(n <= seq_len for n in self.evals.context_lens),
                  f"evals.context_lens {self.evals.context_lens} exceed the model's context data.seq_len={seq_len}")
-        _require(self.tokens >= batch_tokens,
+        require(self.tokens >= batch_tokens,
                  f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
-        _require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
+        require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,
                  f"run.stop_at_step must be in [1, {self.steps}] (the run's steps), got {self.stop_at_step}")
         warmup_room = cooldown_start(self.steps, self.optim.cooldown_fraction) if self.optim.schedule == "wsd" \
             else self.steps
-        _require(self.optim.warmup_steps is None or self.optim.warmup_steps <= warmup_room,
+        require(self.optim.warmup_steps is None or self.optim.warmup_steps <= warmup_room,
                  f"optim.warmup_steps={self.optim.warmup_steps} leaves no room in a {self.steps}-step run: at most "
                  f"{warmup_room}" + (" before its cooldown" if self.optim.schedule == "wsd" else ""))
         self._check_decay_at()
@@ -462,27 +325,27 @@ class RunSpec(_Serialisable):
         is not the one a run of the branch's budget would have had."""
         if not self.decay_at:
             return
-        _require(self.optim.schedule == "wsd", "run.decay_at needs optim.schedule 'wsd' (a cosine run's rate "
+        require(self.optim.schedule == "wsd", "run.decay_at needs optim.schedule 'wsd' (a cosine run's rate "
                                                "depends on its length from the first step, so it cannot branch)")
-        _require(self.objective.mask_schedule == "constant",
+        require(self.objective.mask_schedule == "constant",
                  "run.decay_at needs objective.mask_schedule 'constant': a decaying mask ratio depends on each "
                  "run's length from the first step, so a branch could not share the longer run's masks")
-        _require(self.branch_of is None, "a decay branch (run.branch_of) cannot itself have run.decay_at")
+        require(self.branch_of is None, "a decay branch (run.branch_of) cannot itself have run.decay_at")
         batch = self.optim.batch_tokens
-        _require(len(set(d // batch for d in self.decay_at)) == len(self.decay_at),
+        require(len(set(d // batch for d in self.decay_at)) == len(self.decay_at),
                  f"run.decay_at {list(self.decay_at)} names a budget twice (in whole batches of {batch} tokens)")
         for tokens in self.decay_at:
-            _require(1 <= tokens // batch < self.steps, f"run.decay_at {tokens} must be at least one batch "
+            require(1 <= tokens // batch < self.steps, f"run.decay_at {tokens} must be at least one batch "
                                                         f"({batch} tokens) and less than run.tokens={self.tokens}")
         starts = {tokens: cooldown_start(tokens // batch, self.optim.cooldown_fraction) for tokens in self.decay_at}
         earliest = min(starts, key=starts.__getitem__)
         suggested = warmup_length(min(self.decay_at) // batch, self.optim.warmup_fraction)
-        _require(self.optim.warmup_steps is not None,
+        require(self.optim.warmup_steps is not None,
                  f"run.decay_at needs optim.warmup_steps (--warmup-steps): each branch shares this run's warmup, "
                  f"so the warmup must be the same number of steps at every budget for a branch to train as a run "
                  f"of its budget would; e.g. --warmup-steps {suggested} (warmup_fraction "
                  f"{self.optim.warmup_fraction:g} of the smallest budget)")
-        _require(starts[earliest] >= self.warmup,
+        require(starts[earliest] >= self.warmup,
                  f"run.decay_at {earliest}: its cooldown would start at step {starts[earliest]}, inside the "
                  f"{self.tokens}-token run's {self.warmup}-step warmup; use optim.warmup_steps {starts[earliest]} "
                  f"or less (--warmup-steps), larger budgets or a smaller optim.cooldown_fraction")
@@ -544,8 +407,8 @@ class RunSpec(_Serialisable):
         data = self.to_dict()
         data["data"].pop("cache_dir")
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
-                "objective": _objective_identity(data["objective"]),
-                "optim": _optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,
+                "objective": objective_identity(data["objective"]),
+                "optim": optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,
                 "precision": self.precision_used, **({"branch_of": self.branch_of} if self.branch_of else {})}
 
     @property

@@ -16,8 +16,9 @@ import itertools
 from dataclasses import dataclass
 
 from meap_scale.branch_plan import branches, cost_tokens
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.models import flops_per_token, padded_vocab_size, param_counts
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.devices import Accelerator
 from meap_scale.train.memory import MemoryEstimate, estimate_memory, fixes, gib
 

@@ -5,8 +5,8 @@ import json
 
 from conftest import tiny_run
 from meap_scale.cli import main
-from meap_scale.config import EvalSpec
 from meap_scale.data import prepare_data
+from meap_scale.eval_spec import EvalSpec
 from meap_scale.report.data import latest_spec, load_report_data
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import run_row

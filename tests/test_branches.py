@@ -10,8 +10,9 @@ from conftest import tiny_run
 from meap_scale.branch_plan import branch_start, branches, cost_tokens, family_tokens
 from meap_scale.checkpoints import latest_checkpoint
 from meap_scale.cli import main as cli
-from meap_scale.config import ConfigError, ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.config import ObjectiveSpec, OptimSpec, RunSpec
 from meap_scale.scaling.groups import law_key
+from meap_scale.spec_base import ConfigError
 from meap_scale.study.presets import build_study, multi_budget
 from meap_scale.train.branches import BranchError, train_family
 from meap_scale.train.loop import train_loop_per_worker

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from meap_scale.config import (ConfigError, DataSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec,
-                               field_docs)
+from meap_scale.config import DataSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.spec_base import ConfigError, field_docs
 
 
 def test_run_spec_round_trips_through_dict_and_json():

@@ -5,10 +5,11 @@ import time
 import pytest
 
 from conftest import tiny_run
-from meap_scale.config import EVAL_TASKS, ConfigError, EvalSpec
 from meap_scale.data.retrieval import TaskError
+from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
 from meap_scale.evals.suite import check_suite, run_suite
 from meap_scale.models import LADDER, build_model
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.loop import train_loop_per_worker
 
 

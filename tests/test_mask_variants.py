@@ -8,10 +8,11 @@ import torch
 
 from conftest import tiny_run
 from meap_scale.checkpoints import load_model
-from meap_scale.config import ConfigError, ObjectiveSpec, RunSpec
+from meap_scale.config import ObjectiveSpec, RunSpec
 from meap_scale.models import LADDER, ZERO_EMBEDDING_KEY, build_model
 from meap_scale.objectives import StreamPlace, apply_objective, mask_count
 from meap_scale.scaling.groups import law_key
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.loop import train_loop_per_worker
 
 MASK, PAD, BOS, EOS, VOCAB = 3, 0, 1, 2, 500

@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from meap_scale.cli import main
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.models import LADDER, flops_per_token, padded_vocab_size
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.devices import ACCELERATORS, identify, peak_flops
 from meap_scale.train.memory import estimate_memory, fixes
 from meap_scale.train.trainer import check_cluster_memory, memory_refusal

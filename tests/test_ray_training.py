@@ -5,7 +5,8 @@ import os
 import pytest
 
 from conftest import tiny_run
-from meap_scale.config import ConfigError, OptimSpec, RunSpec
+from meap_scale.config import OptimSpec, RunSpec
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.trainer import run_training
 
 pytestmark = pytest.mark.slow

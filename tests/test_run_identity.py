@@ -7,7 +7,8 @@ import contextlib
 import pytest
 
 from conftest import tiny_run
-from meap_scale.config import EvalSpec, ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.config import ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.eval_spec import EvalSpec
 from meap_scale.train.loop import TrainingRun, train_loop_per_worker
 from meap_scale.train.session import Session
 from meap_scale.train.trainer import run_training

@@ -57,7 +57,8 @@ def test_a_wsd_rate_before_its_cooldown_does_not_depend_on_the_run_length():
     ({"cooldown_shape": "cubic"}, "optim.cooldown_shape"),
 ])
 def test_bad_schedules_are_refused(changes, message):
-    from meap_scale.config import ConfigError, OptimSpec
+    from meap_scale.config import OptimSpec
+    from meap_scale.spec_base import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         OptimSpec(**changes)

@@ -2,8 +2,9 @@
 
 import pytest
 
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.models import LADDER, padded_vocab_size, param_counts
+from meap_scale.spec_base import ConfigError
 from meap_scale.study.presets import PRESETS, STUDIES, build_study, isoflop_points
 from meap_scale.study.space import choice, grid, grid_size, loguniform, uniform
 from meap_scale.study.spec import StudySpec, apply_overrides

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from meap_scale.config import ConfigError
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 from meap_scale.study import contract
 from meap_scale.study.presets import PRESETS, STUDIES, build_study

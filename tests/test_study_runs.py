@@ -272,7 +272,7 @@ def test_a_relative_store_lands_where_the_study_was_started(ray_cluster, tmp_pat
 def test_a_study_with_an_eval_suite_stores_every_evals_rows(ray_cluster, tmp_path):
     from dataclasses import replace
 
-    from meap_scale.config import EVAL_TASKS, EvalSpec
+    from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
     from meap_scale.study.presets import build_study
     from meap_scale.study.runner import run_study
 

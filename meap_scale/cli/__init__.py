@@ -10,8 +10,8 @@ import argparse
 import sys
 
 from meap_scale.cli import data, evaluate, fit, plan, report, store, study, train
-from meap_scale.config import ConfigError
 from meap_scale.data import DataError
+from meap_scale.spec_base import ConfigError
 
 OVERVIEW = """MEAP and NTP language-model training, studies and scaling laws on Ray.
 

@@ -7,10 +7,11 @@ import dataclasses
 import json
 import sys
 
-from meap_scale.config import EVAL_TASKS, ConfigError, EvalSpec, RunSpec
+from meap_scale.config import RunSpec
+from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
 from meap_scale.evals.harness import COMMONSENSE
 from meap_scale.options import add_store_option, at_least
-
+from meap_scale.spec_base import ConfigError
 
 SUITES = {"retrieval": ("needle", "needle_control", "multidoc", "two_hop"),
           "all": ("heldout", "needle", "needle_control", "multidoc", "two_hop", "attention")}

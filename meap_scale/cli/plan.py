@@ -8,9 +8,8 @@ import json
 import math
 
 from meap_scale.cli.spec_options import SECTIONS, add_section, spec_from_args
-from meap_scale.config import ConfigError
 from meap_scale.options import at_least
-
+from meap_scale.spec_base import ConfigError
 
 PLAN_DESCRIPTION = """Before running anything: per run, the memory each GPU needs (weights, gradients,
 optimiser, gathered FSDP parameters, activations, loss) and whether it fits the GPU type, the options

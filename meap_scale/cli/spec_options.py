@@ -8,9 +8,10 @@ import dataclasses
 import types
 import typing
 
-from meap_scale.config import DataSpec, EvalSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec, field_docs
+from meap_scale.config import DataSpec, ModelSpec, ObjectiveSpec, OptimSpec, RunSpec
+from meap_scale.eval_spec import EvalSpec
 from meap_scale.options import count
-
+from meap_scale.spec_base import field_docs
 
 # (section, spec class, fields left out of the command line, flag renames)
 SECTIONS = (

@@ -6,9 +6,10 @@ import argparse
 import json
 
 from meap_scale.cli.spec_options import SECTIONS, add_section, spec_from_args
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option
+from meap_scale.spec_base import ConfigError
 
 
 def add_command(commands) -> None:

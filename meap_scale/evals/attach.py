@@ -22,7 +22,9 @@ from typing import Any, Iterator
 import torch
 
 from meap_scale.checkpoints import EVAL_PARTS, STATE_FILE, STUDY_FOLDERS, load_model
-from meap_scale.config import ConfigError, EvalSpec, RunSpec
+from meap_scale.config import RunSpec
+from meap_scale.eval_spec import EvalSpec
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 
 

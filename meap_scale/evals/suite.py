@@ -11,17 +11,17 @@ import numpy as np
 import torch
 
 from meap_scale import strict_json
-from meap_scale.config import ConfigError, EvalSpec
 from meap_scale.data.packing import BLOCK_COLUMN
 from meap_scale.data.prepare import PreparedData
+from meap_scale.data.retrieval import TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.data.stream import TokenStream
-from meap_scale.data.retrieval import (TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file,
-                                      two_hop_grid)
+from meap_scale.eval_spec import EvalSpec
 from meap_scale.evals.attention import probe
 from meap_scale.evals.heldout import heldout_loss
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
 from meap_scale.evals.summary import RETRIEVAL_TASKS, summary_of
 from meap_scale.objectives import mask_scores
+from meap_scale.spec_base import ConfigError
 
 
 def heldout_tokens(data: PreparedData) -> TokenStream:

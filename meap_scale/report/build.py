@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
 from meap_scale.report import forecasts as F
+from meap_scale.report import objective_sections as O
 from meap_scale.report import sections as S
 from meap_scale.report.data import load_report_data
 from meap_scale.report.page import render_page
@@ -104,8 +105,8 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
     checks = _extrapolations(store, study, bootstrap, holdout) if bootstrap >= MIN_DRAWS else []
     built = [S.summary(data), S.scaling(data, fits, isoflops), S.fit_table(fits, isoflops, replay_note(stored, fits,
                                                                                                        bootstrap)),
-             F.extrapolation(checks, bootstrap), S.meap_vs_ntp(data, fits, _paired(store, study)),
-             S.mask_ratio(data, S.importances(data)), S.retrieval(data), F.retrieval_laws(laws, retrieval),
+             F.extrapolation(checks, bootstrap), O.meap_vs_ntp(data, fits, _paired(store, study)),
+             O.mask_ratio(data, O.importances(data)), O.retrieval(data), F.retrieval_laws(laws, retrieval),
              S.curves(data)]
     if data.runs:
         built.append(S.Section("runs", "All runs", "Every run in the store: click a column to sort, type to filter.",
@@ -120,7 +121,7 @@ def build_report(store_url: str, out: str, *, study: str | None = None, figures_
                        + ": run a study (python studies/mask_ratio_sweep.py) and build the report again.")
     elif not any(r["use_gpu"] for r in data.runs):
         banners.append(CPU_BANNER)
-    if S.at_chance(data):
+    if O.at_chance(data):
         banners.append(CHANCE_BANNER)
     title = f"meap-scale report: {study}" if study else "meap-scale report"
     page = render_page(title, f"{len(data.runs)} runs from {store.url}, generated {generated}", banners, sections,

@@ -18,8 +18,9 @@ import pyarrow.compute as pc
 
 from meap_scale.branch_plan import cost_tokens
 from meap_scale.evals.summary import summary_of
-from meap_scale.scaling.groups import exclusion, stored_spec
+from meap_scale.scaling.groups import exclusion
 from meap_scale.store import ResultsStore
+from meap_scale.store.rows import stored_spec
 
 CURVE_POINTS = 60
 """Most points kept per run and metric for the training-curve figure."""

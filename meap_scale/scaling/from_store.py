@@ -16,8 +16,9 @@ import json
 from dataclasses import dataclass, field
 
 from meap_scale import strict_json
+from meap_scale.identity import frozen
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.groups import RunGroup, frozen, group_runs
+from meap_scale.scaling.groups import RunGroup, group_runs
 from meap_scale.scaling.isoflop import IsoflopFit, fit_isoflop
 from meap_scale.scaling.parametric import ParametricFit, fit_parametric
 from meap_scale.store import ResultsStore

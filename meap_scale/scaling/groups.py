@@ -31,8 +31,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.identity import frozen
 from meap_scale.scaling.errors import ScalingFitError
+from meap_scale.store.rows import run_identity
 
 SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
 LR_FIELDS = ("optim.lr", "optim.min_lr")
@@ -52,40 +53,6 @@ MAX_EPOCHS = 1.0 + 1e-9
 """A run that read more of its corpus than this (passes over the training blocks) repeated tokens."""
 
 
-def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as one level of dotted keys (``optim.lr``); lists become tuples."""
-    out = {}
-    for name, value in data.items():
-        path = f"{prefix}{name}"
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{path}."))
-        else:
-            out[path] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-SECTIONS = {"model", "objective", "data", "optim"}
-
-
-def stored_spec(row: dict) -> RunSpec | None:
-    """The RunSpec a row's config_json holds, where it is a whole one; None otherwise (old or synthetic rows)."""
-    try:
-        config = json.loads(row.get("config_json") or "")
-        return RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
-    except (ValueError, TypeError, ConfigError):
-        return None
-
-
-def run_identity(row: dict) -> dict[str, Any] | None:
-    """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
-    spec = stored_spec(row)
-    if spec is None:
-        return None
-    flat = flatten(spec.identity())
-    betas = flat.pop("optim.betas")
-    return {**flat, "optim.beta1": betas[0], "optim.beta2": betas[1]}
-
-
 def law_key(row: dict) -> dict[str, Any]:
     """The fields a run shares with every other point of its law (see the module docstring)."""
     identity = run_identity(row)
@@ -99,10 +66,6 @@ def law_key(row: dict) -> dict[str, Any]:
                name in ("objective.name", "objective.mask_ratio")}
     key["data_fingerprint"] = row.get("data_fingerprint")
     return key
-
-
-def frozen(key: dict) -> tuple:
-    return tuple(sorted((name, json.dumps(value, default=str)) for name, value in key.items()))
 
 
 def _finite(value) -> bool:

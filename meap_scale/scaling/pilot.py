@@ -8,9 +8,10 @@ import math
 
 import numpy as np
 
+from meap_scale.identity import frozen
 from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.scaling.groups import frozen, group_runs
+from meap_scale.scaling.groups import group_runs
 from meap_scale.scaling.power import PriorLaw, SeedSpread
 from meap_scale.store import ResultsStore
 

@@ -32,10 +32,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData
 from meap_scale.models import padded_vocab_size, param_counts
 from meap_scale.scaling.power import PriorLaw
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import run_row
 

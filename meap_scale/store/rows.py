@@ -1,4 +1,5 @@
-"""Rows for the ``runs`` table, built from a run's spec, its prepared data and its outcome."""
+"""Rows for the ``runs`` table, built from a run's spec, its prepared data and its outcome, and read back: the
+RunSpec and flattened identity a stored row's config holds."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import platform
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from meap_scale import strict_json
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData
+from meap_scale.identity import flatten
 from meap_scale.models import flops_per_token, param_counts
+from meap_scale.spec_base import ConfigError
 
 
 def environment() -> dict:
@@ -87,3 +91,25 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
         **(env or environment()),
     })
     return row
+
+
+SECTIONS = {"model", "objective", "data", "optim"}
+
+
+def stored_spec(row: dict) -> RunSpec | None:
+    """The RunSpec a row's config_json holds, where it is a whole one; None otherwise (old or synthetic rows)."""
+    try:
+        config = json.loads(row.get("config_json") or "")
+        return RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
+    except (ValueError, TypeError, ConfigError):
+        return None
+
+
+def run_identity(row: dict) -> dict[str, Any] | None:
+    """The flattened identity of a row whose config_json is a whole RunSpec; None otherwise."""
+    spec = stored_spec(row)
+    if spec is None:
+        return None
+    flat = flatten(spec.identity())
+    betas = flat.pop("optim.betas")
+    return {**flat, "optim.beta1": betas[0], "optim.beta2": betas[1]}

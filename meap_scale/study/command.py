@@ -8,11 +8,11 @@ import shlex
 import signal
 import sys
 
-from meap_scale.config import (COOLDOWN_SHAPES, MASK_SCHEDULES, MASK_WITH, PARALLELISMS, PLACEMENTS, SCHEDULES,
-                               ConfigError)
+from meap_scale.config import COOLDOWN_SHAPES, MASK_SCHEDULES, MASK_WITH, PARALLELISMS, PLACEMENTS, SCHEDULES
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option, at_least
 from meap_scale.report.fit_tables import paired_line
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import StoreError
 from meap_scale.study.interrupts import exit_status
 from meap_scale.study.presets import PRESETS, build_study

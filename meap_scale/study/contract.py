@@ -15,8 +15,9 @@ import posixpath
 from dataclasses import asdict
 from typing import Any
 
-from meap_scale.config import ConfigError, RunSpec
-from meap_scale.scaling.groups import flatten
+from meap_scale.config import RunSpec
+from meap_scale.identity import flatten
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 from meap_scale.study.space import Dimension
 from meap_scale.study.spec import StudySpec

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-from meap_scale.config import EVAL_TASKS, ConfigError, DataSpec, EvalSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.config import DataSpec, ModelSpec, OptimSpec, RunSpec
+from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
 from meap_scale.models import LADDER, padded_vocab_size, param_counts
+from meap_scale.spec_base import ConfigError
 from meap_scale.study.space import grid
 from meap_scale.study.spec import StudySpec
 

@@ -23,11 +23,12 @@ from dataclasses import dataclass, replace
 
 from meap_scale.branch_plan import family_tokens
 from meap_scale.checkpoints import IN_PROCESS_FOLDER, RAY_TRAIN_FOLDER, latest_checkpoint
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.paired import PairedComparison
+from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now

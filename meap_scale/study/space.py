@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meap_scale.config import ConfigError
+from meap_scale.spec_base import ConfigError
 
 KINDS = ("grid", "choice", "uniform", "loguniform")
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meap_scale.branch_plan import branches
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
+from meap_scale.spec_base import ConfigError
 from meap_scale.study.space import Dimension
 
 SEARCHES = ("grid", "optuna")

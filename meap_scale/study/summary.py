@@ -12,7 +12,8 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from meap_scale.scaling.groups import frozen, run_identity
+from meap_scale.identity import frozen
+from meap_scale.store.rows import run_identity
 
 COLUMNS = ("objective", "mask_ratio", "model_size", "tokens_budget", "lr")
 """A configuration's key for rows without a parsable config (old stores)."""

@@ -12,9 +12,10 @@ import sys
 import time
 from dataclasses import dataclass
 
-from meap_scale.config import ConfigError, RunSpec
+from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
+from meap_scale.spec_base import ConfigError
 from meap_scale.train.loop import train_loop_per_worker
 
 
