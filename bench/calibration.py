@@ -16,7 +16,8 @@ geometric-mean and largest compute, and the median log bias of the estimate; the
 geometric-mean compute lies above 1 (MEAP shown worth more compute) next to the detection probability
 ``meap-scale plan`` predicts for the same design from a simulated pilot's noise and seed-level spread (one study of
 the design, measured as ``plan --prior-store`` measures a store). ``--noise seed_objective=0.03``
-(any ``Noise`` field) changes the noise of every part.
+(any ``Noise`` field) changes the noise of every part; ``--noise multiplicative_at=2.9`` makes the seed luck a
+factor of the loss instead of nats added (docs/scaling.md reports both).
 
 Then the extrapolation check's 95% prediction intervals (``calibrate_extrapolation``: ``meap-scale fit --holdout
 1`` on ``--extrapolation-studies`` studies of the multiplier's design, the largest-compute cell's runs of every seed
@@ -179,7 +180,9 @@ def main() -> None:
     design = design_of(args.study, args.preset, args.seeds)
     noise = noise_of(args.noise)
     print(f"design: {args.study} {args.preset}, {len(design.specs)} runs over {args.seeds} seed(s); noise (nats): seed "
-          f"{noise.seed}, seed x objective {noise.seed_objective}, family {noise.family}, run {noise.run}")
+          f"{noise.seed}, seed x objective {noise.seed_objective}, family {noise.family}, run {noise.run}; seed luck "
+          + (f"a factor of the loss (those nats at a loss of {noise.multiplicative_at:g})" if noise.multiplicative_at
+             else "added in nats"))
     print(f"{'truth':>22}  {'true diff':>9}  {'MEAP better at p<0.01':>16}  {'predicted':>9}  {'coverage':>8}  "
           f"{'naive':>8}  {'no test':>5}")
     started = time.perf_counter()
