@@ -362,7 +362,8 @@ class ParametricFit:
                 "n_points": self.n_points, "delta": self.delta, "interval": self.interval,
                 "bootstrap": 0 if self.samples is None else len(self.samples),
                 "intervals": {k: list(v) for k, v in self.intervals().items()}, "warnings": list(self.warnings),
-                "conventions": self.conventions, "seed_offsets": self.seed_offsets}
+                "conventions": self.conventions, "seed_offsets": self.seed_offsets,
+                "seed_trends": self.seed_trends, "seed_centre": self.seed_centre}
 
 
 SEED_ROUNDS = 3
