@@ -93,14 +93,15 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
     return row
 
 
-SECTIONS = {"model", "objective", "data", "optim"}
+CONFIG_SECTIONS = {"model", "objective", "data", "optim"}
+"""The sections of a whole RunSpec config: a row whose config_json lacks one is an old or synthetic row."""
 
 
 def stored_spec(row: dict) -> RunSpec | None:
     """The RunSpec a row's config_json holds, where it is a whole one; None otherwise (old or synthetic rows)."""
     try:
         config = json.loads(row.get("config_json") or "")
-        return RunSpec.from_dict(config) if isinstance(config, dict) and SECTIONS <= set(config) else None
+        return RunSpec.from_dict(config) if isinstance(config, dict) and CONFIG_SECTIONS <= set(config) else None
     except (ValueError, TypeError, ConfigError):
         return None
 
