@@ -5,7 +5,7 @@ import time
 import pytest
 
 from conftest import tiny_run
-from meap_scale.data.retrieval import TaskError
+from meap_scale.evals.items import TaskError
 from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
 from meap_scale.evals.suite import check_suite, run_suite
 from meap_scale.models import LADDER, build_model

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from meap_scale.data.retrieval import TaskError, multidoc_grid, needle_grid, needle_item
+from meap_scale.evals.items import TaskError, multidoc_grid, needle_grid, needle_item
 from meap_scale.evals.retrieval import score_by_position, score_items
 from meap_scale.models import LADDER, build_model
 
@@ -132,7 +132,7 @@ def test_the_copying_model_finds_the_gold_document_at_every_position(tokenizer, 
 
 
 def test_two_hop_items_need_both_needles_and_hide_them_among_distractors(tokenizer, haystack):
-    from meap_scale.data.retrieval import two_hop_item
+    from meap_scale.evals.items import two_hop_item
 
     item = two_hop_item(tokenizer, haystack, context_len=160, rng=np.random.default_rng(5), distractors=2)
     text = tokenizer.decode(item.input_ids)
@@ -151,7 +151,7 @@ def test_two_hop_items_need_both_needles_and_hide_them_among_distractors(tokeniz
 
 
 def test_two_hop_grids_are_deterministic_and_refuse_contexts_beyond_the_model(tokenizer, haystack):
-    from meap_scale.data.retrieval import two_hop_grid
+    from meap_scale.evals.items import two_hop_grid
 
     grid = dict(context_lens=(96, 128), per_cell=3, max_context=136)
     items = two_hop_grid(tokenizer, haystack, seed=2, **grid)
@@ -167,7 +167,7 @@ def test_two_hop_grids_are_deterministic_and_refuse_contexts_beyond_the_model(to
 
 
 def test_a_lost_in_the_middle_file_gives_items_with_the_gold_document_where_the_file_puts_it(tokenizer, qa_file):
-    from meap_scale.data.retrieval import qa_file_items, read_qa_file
+    from meap_scale.evals.items import qa_file_items, read_qa_file
 
     items = qa_file_items(tokenizer, read_qa_file(str(qa_file)), documents=6, max_context=512, n_candidates=4)
     assert [item.position for item in items] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -184,7 +184,7 @@ def test_a_lost_in_the_middle_file_gives_items_with_the_gold_document_where_the_
 
 
 def test_a_file_not_in_the_lost_in_the_middle_format_is_refused(tokenizer, tmp_path):
-    from meap_scale.data.retrieval import read_qa_file
+    from meap_scale.evals.items import read_qa_file
 
     with pytest.raises(TaskError, match="does not exist"):
         read_qa_file(str(tmp_path / "missing.jsonl"))

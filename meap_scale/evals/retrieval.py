@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from meap_scale.data.retrieval import RetrievalItem
+from meap_scale.evals.items import RetrievalItem
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import torch
 from meap_scale import strict_json
 from meap_scale.data.packing import BLOCK_COLUMN
 from meap_scale.data.prepare import PreparedData
-from meap_scale.data.retrieval import TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
+from meap_scale.evals.items import TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.data.stream import TokenStream
 from meap_scale.eval_spec import EvalSpec
 from meap_scale.evals.attention import probe
