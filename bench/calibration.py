@@ -30,6 +30,11 @@ multiplier's design per truth, the null and 1.2x, each run scored on 200 binomia
 of its observed loss): the coverage of each objective's chained accuracy and halfway loss L0, and of the retrieval
 multiplier, at the geometric-mean compute.
 
+Ends with issue 23's targets (false "better" rate, the coverage band of every 95% interval, the misspecified
+law's extrapolation, `plan`'s agreement), each "met", "NOT MET" or "not judged" on what this run measured (a cell
+of fewer than 100 studies is not judged: its standard error would exceed the band's half-width); ``--json`` writes
+them as ``targets``.
+
 Usage: ``python bench/calibration.py [--studies 1000] [--seeds 3] [--effects 1.1 1.2] [--multiplier-studies 200]
 [--json FILE]``.
 """
@@ -40,7 +45,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 
 from meap_scale.plan import study_runs
 from meap_scale.scaling.calibration import (RETRIEVAL_INTERVALS, WHERE, ExtrapolationCalibration, MultiplierCalibration,
@@ -53,6 +58,27 @@ from meap_scale.scaling.simulate import Design, Noise, Retrieval, Truth, bent, s
 from meap_scale.study.presets import MEAP_RATIO, build_study
 
 MULTIPLIER_EFFECTS = (1.0, 1.2, 1.4)
+COVERAGE_BAND = (0.93, 0.97)
+"""Issue 23's band for every 95% interval's coverage."""
+FALSE_POSITIVE_CEILING = 0.015
+"""The most the verdict's false "better" rate at its nominal 1% may be, over at least ``TARGET_STUDIES`` null studies."""
+TARGET_STUDIES = 1000
+PLAN_AGREEMENT = 0.10
+"""How far `plan`'s predicted detection may be from the simulated detection rate."""
+MISSPECIFIED_COVERAGE = 0.90
+JUDGED_FROM = 100
+"""Fewer studies than this per cell leave a coverage unjudged: its binomial standard error (over 2 points) would
+exceed the band's half-width."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of the calibration's targets and what this run measured of it; ``met`` is None where this run did not
+    measure it (skipped by an option, or another design than the target's)."""
+
+    name: str
+    measured: str
+    met: bool | None
 
 
 def design_of(study: str, preset: str, seeds: int) -> Design:
@@ -100,7 +126,7 @@ def calibrate_multipliers(args, noise: Noise) -> tuple[dict[float, MultiplierCal
     for effect, c in results.items():
         predicted = predictions[effect] = multiplier_power(
             design, prior=EPOCH_PRIOR, multiplier=effect, log_noise=log_noise[0], noise_source=log_noise[1],
-            spread=spread, simulations=args.multiplier_studies, seed=args.seed + 300).detection
+            spread=spread, simulations=args.plan_simulations, seed=args.seed + 300).detection
         print(f"{_truth_name(effect):>22}  simulated "
               f"{c.detected / max(1, c.scored['geometric mean']):6.1%} ({c.detected}/{c.scored['geometric mean']})  "
               f"plan predicts {predicted:6.1%}", flush=True)
@@ -150,6 +176,73 @@ def calibrate_retrievals(args, noise: Noise) -> dict[float, RetrievalCalibration
     return results
 
 
+def _in_band(rate: float) -> bool:
+    return COVERAGE_BAND[0] <= rate <= COVERAGE_BAND[1]
+
+
+def _coverage_target(name: str, cells: dict[str, tuple[int, int]]) -> Target:
+    """Every cell (label -> covered, scored) in the band; the cells outside it are named."""
+    if not cells:
+        return Target(name, "not measured in this run", None)
+    rates = {label: covered / scored for label, (covered, scored) in cells.items() if scored}
+    outside = [f"{label} {rate:.1%}" for label, rate in rates.items() if not _in_band(rate)]
+    scored = min(scored for _, scored in cells.values())
+    measured = (f"{min(rates.values()):.1%} to {max(rates.values()):.1%} over {len(rates)} cell(s) of at least "
+                f"{scored} studies (binomial se {(0.95 * 0.05 / max(scored, 1)) ** 0.5:.1%})"
+                + (f"; outside: {', '.join(outside)}" if outside else ""))
+    return Target(name, measured, (not outside and len(rates) == len(cells)) if scored >= JUDGED_FROM else None)
+
+
+def targets(args, paired: dict[float, PairedCalibration], multiplier: dict[float, MultiplierCalibration],
+            predicted: dict[float, float], extrapolation: dict[str, ExtrapolationCalibration]) -> list[Target]:
+    """Issue 23's targets, each judged on what this run measured."""
+    null = paired[1.0]
+    target_design = (args.study, args.preset) == ("scaling_grid", "laptop")
+    false_positive = Target(
+        f"false 'MEAP better' rate at the nominal 1% <= {FALSE_POSITIVE_CEILING:.1%} over >= {TARGET_STUDIES:,} null "
+        "studies of the scaling_grid laptop design",
+        f"{null.better_rate:.2%} over {null.studies:,} null studies of {args.study} {args.preset}",
+        (null.better_rate <= FALSE_POSITIVE_CEILING) if target_design and null.studies >= TARGET_STUDIES else None)
+    holds, *bent_laws = list(extrapolation.values()) or [None]
+    misspecified = bent_laws[0] if bent_laws else None
+    agreement = {f"multiplier {e:g}": (predicted[e], c.detected / max(1, c.scored["geometric mean"]))
+                 for e, c in multiplier.items() if e != 1.0}
+    agreement.update({f"paired verdict at {e:g}": (c.predicted_better, c.better_rate)
+                      for e, c in paired.items() if e != 1.0})
+    worst = max((abs(p - s) for p, s in agreement.values()), default=None)
+    return [
+        false_positive,
+        _coverage_target("paired difference's 95% interval covers 93-97%",
+                         {_truth_name(e): (c.covered, c.studies - c.untested) for e, c in paired.items()}),
+        _coverage_target("compute multiplier's 95% interval covers 93-97%",
+                         {f"{_truth_name(e)} at the {w} compute": (c.covered[w], c.scored[w])
+                          for e, c in multiplier.items() for w in WHERE}),
+        _coverage_target("extrapolation prediction interval covers 93-97% where the law's form holds",
+                         {"Epoch AI's law": (holds.covered, holds.held_out)} if holds else {}),
+        Target(f"where the form fails, the extrapolation interval covers >= {MISSPECIFIED_COVERAGE:.0%} or the check "
+               "refuses", f"{misspecified.coverage:.1%} of {misspecified.held_out} held-out runs, {misspecified.refused} "
+               "refusals" if misspecified else "not measured in this run",
+               (misspecified.coverage >= MISSPECIFIED_COVERAGE or misspecified.refused == misspecified.checks)
+               if misspecified else None),
+        Target(f"plan's detection within {PLAN_AGREEMENT * 100:.0f} points of the simulated rate at two effect sizes",
+               "; ".join(f"{name}: predicted {p:.1%}, simulated {s:.1%}" for name, (p, s) in agreement.items())
+               or "not measured in this run",
+               (worst <= PLAN_AGREEMENT and len(agreement) >= 2) if worst is not None else None),
+        Target("a fit with its bootstrap no slower than twice single-start L-BFGS refits",
+               "measured by bench/fit_speed.py, not here", None),
+    ]
+
+
+def print_targets(found: list[Target]) -> None:
+    print("\ntargets (issue 23)")
+    for target in found:
+        verdict = {True: "met", False: "NOT MET", None: "not judged"}[target.met]
+        print(f"  [{verdict}] {target.name}: {target.measured}")
+    met = sum(t.met is True for t in found)
+    judged = sum(t.met is not None for t in found)
+    print(f"{met} of {judged} judged target(s) met; {len(found) - judged} not judged in this run")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="scaling_grid")
@@ -161,6 +254,8 @@ def main() -> None:
     parser.add_argument("--multiplier-studies", type=int, default=200,
                         help="simulated studies per truth for the compute multiplier's interval "
                              "(default: 200; 0 skips)")
+    parser.add_argument("--plan-simulations", type=int, default=200,
+                        help="simulations of `plan`'s predicted detection per truth (default: 200, plan's default)")
     parser.add_argument("--multiplier-preset", default="paper", help="the design's preset for the multiplier")
     parser.add_argument("--extrapolation-studies", type=int, default=100,
                         help="simulated studies per law for the extrapolation check's intervals (default: 100)")
@@ -201,6 +296,8 @@ def main() -> None:
     multiplier, predicted = calibrate_multipliers(args, noise) if args.multiplier_studies else ({}, {})
     extrapolation = calibrate_extrapolations(args, noise) if args.extrapolation_studies else {}
     retrieval = calibrate_retrievals(args, noise) if args.retrieval_studies else {}
+    found = targets(args, results, multiplier, predicted, extrapolation)
+    print_targets(found)
     if args.json:
         figures = {"design": f"{args.study}:{args.preset}", "seeds": args.seeds, "studies": args.studies,
                    "noise": asdict(noise), "false_positive_rate": null.better_rate,
@@ -236,7 +333,7 @@ def main() -> None:
                                 "simulated": c.detected / max(1, c.scored["geometric mean"]),
                                 "predicted_by": "meap-scale plan's multiplier power from a simulated pilot's noise and "
                                                 "seed-level spread"} for e, c in multiplier.items() if e != 1.0],
-}
+                   "targets": [asdict(t) for t in found]}
         with open(args.json, "w") as out:
             json.dump(figures, out, indent=2)
 

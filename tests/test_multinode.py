@@ -1,10 +1,17 @@
-"""Multi-node for real: a head and a second node on this machine (cluster/local.sh --worker-cpus), the
-corpus prepared once by a Ray Data pool with an actor on each node, then a 2-worker DDP study whose workers
-must sit on different nodes (STRICT_SPREAD), reading that cache, one shared store."""
+"""Multi-node for real: a head and a second node on this machine (cluster/local.sh --worker-cpus) with token
+auth, the corpus prepared once by a Ray Data pool with an actor on each node, then a 2-worker DDP study submitted
+with `ray job submit`, whose workers must sit on different nodes (STRICT_SPREAD), reading that cache, one shared
+store. One cluster serves every check of the path a user's cluster takes (it used to be three tests, each
+training the smoke study: `ray job submit` on one node, multi-worker trials, two nodes)."""
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +19,33 @@ import pytest
 from meap_scale.config import DataSpec
 from meap_scale.data import prepare_data
 from meap_scale.store import ResultsStore
-from test_ray_job import REPO, cluster_env
 
 pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: every probe stays bound until all are chosen (probes closed one by one
+    could be handed the same port twice: a GCS and a dashboard once collided on one)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+
+
+def cluster_env(tmp_path: Path) -> tuple[dict, str]:
+    """The environment cluster/local.sh and the `ray` CLI run in (its own HOME, so its own token; free
+    ports, so it runs beside the test session's Ray; this environment's `ray` first on the PATH), and the
+    dashboard address."""
+    gcs, dashboard, agent, client = free_ports(4)
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "RAY_PORT": str(gcs),
+           "DASHBOARD_PORT": str(dashboard), "AGENT_PORT": str(agent), "CLIENT_PORT": str(client),
+           "RAY_AUTH_MODE": "token",
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("RAY_ADDRESS", None)
+    (tmp_path / "home").mkdir()
+    return env, f"http://127.0.0.1:{dashboard}"
 
 
 def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_cluster, tmp_path):
@@ -27,6 +58,7 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
     started = sh("bash", "cluster/local.sh", "start", "1", "--worker-cpus", "1")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
+        assert (tmp_path / "home" / ".ray" / "auth_token").exists()
         status = sh("bash", "cluster/local.sh", "status", timeout=120)
         assert status.returncode == 0 and status.stdout.count("node_") == 2, status.stdout + status.stderr
         # one CPU per node and one per actor: the pool's two actors must sit on the two nodes
@@ -39,6 +71,13 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
                        "--workers", "2", "--placement", "STRICT_SPREAD", "--store", str(store), "--cache-dir",
                        str(cache))
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        assert "2 trained now" in submitted.stdout, submitted.stdout[-3000:]
+        job = sh("ray", "job", "status", "--address", address, "two-nodes", timeout=120)
+        assert "job 'two-nodes' succeeded" in (job.stdout + job.stderr).lower()
+        env["HOME"] = str(tmp_path)  # no token here: the cluster must refuse
+        refused = sh("ray", "job", "list", "--address", address, timeout=120)
+        assert refused.returncode != 0
+        env["HOME"] = str(tmp_path / "home")  # the token again, for the listing and local.sh stop
         listed = sh("ray", "list", "actors", "--address", address, "--detail", "--format", "json", "--limit", "1000",
                     timeout=120)
         assert listed.returncode == 0, listed.stderr
@@ -61,3 +100,4 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
     runs = ResultsStore(str(store)).runs().to_pylist()
     assert len(runs) == 2 and all(r["status"] == "finished" and r["workers"] == 2 for r in runs)
     assert all(r["val_loss"] < r["unigram_entropy"] for r in runs)
+    assert all(ResultsStore(str(store)).curves(r["run_id"]).num_rows > 0 for r in runs)

@@ -235,15 +235,6 @@ def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):
     assert all(r["status"] == "failed" and "Traceback" in r["error"] for r in runs)
 
 
-def test_multi_worker_runs_train_through_ray_train_inside_trials(ray_cluster, tmp_path, capsys):
-    store_path = tmp_path / "results"
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), "--workers", "2") == 0
-    runs = ResultsStore(str(store_path)).runs().to_pylist()
-    assert len(runs) == 2 and all(r["workers"] == 2 and r["status"] == "finished" for r in runs)
-    assert all(ResultsStore(str(store_path)).curves(r["run_id"]).num_rows > 0 for r in runs)
-    assert "2 trained now" in capsys.readouterr().out
-
-
 def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster, tmp_path):
     from meap_scale.study.presets import build_study
     from meap_scale.study.runner import run_study
