@@ -8,6 +8,11 @@ import os
 # real offline error, not a mock) instead of after a minute of retries. Set before any HF import.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Ray Train V2's controller polls its workers every 2 s and a run passes several polls between start and
+# finish: 18-20 s per tiny run here against 10-12 s at 0.2 s (a test run trains for well under a second).
+# Every Ray this session starts inherits it: the session's, cluster/local.sh's, a study's own. Tests only: on a
+# real cluster each poll is a call to every worker, and runs take hours.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 import pytest  # noqa: E402
 
