@@ -15,7 +15,7 @@ from meap_scale.models import LADDER, flops_per_token, padded_vocab_size
 from meap_scale.spec_base import ConfigError
 from meap_scale.train.devices import ACCELERATORS, identify, peak_flops
 from meap_scale.train.memory import estimate_memory, fixes
-from meap_scale.train.trainer import check_cluster_memory, memory_refusal
+from meap_scale.train.preflight import check_cluster_memory, memory_refusal
 
 
 @pytest.mark.parametrize("name, key", [

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     spec = DataSpec.from_dict({k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("data.")})
     cached = is_prepared(spec)
     if args.workers and not cached:
-        from meap_scale.train.trainer import ensure_ray
+        from meap_scale.train.cluster import ensure_ray
 
         ensure_ray(new_cluster=args.new_cluster)
     started = time.perf_counter()

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from meap_scale.store.rows import run_row
     from meap_scale.store.store import utc_now
     from meap_scale.train.branches import train_family
-    from meap_scale.train.trainer import check_before_ray, check_memory, ensure_ray, run_training
+    from meap_scale.train.cluster import ensure_ray
+    from meap_scale.train.preflight import check_before_ray, check_memory
+    from meap_scale.train.trainer import run_training
 
     if spec.decay_at and not args.store:
         raise ConfigError("--decay-at needs --store: each decay branch is a row of its own, and the store is how a "

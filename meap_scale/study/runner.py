@@ -40,8 +40,9 @@ from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.branches import train_family
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import local_session
-from meap_scale.train.trainer import (check_before_ray, check_cluster_memory, check_local_cluster, check_memory,
-                                      ensure_ray, run_training)
+from meap_scale.train.cluster import ensure_ray
+from meap_scale.train.preflight import check_before_ray, check_cluster_memory, check_local_cluster, check_memory
+from meap_scale.train.trainer import run_training
 from meap_scale.urls import is_url
 
 TIME_ATTR = "tokens"
