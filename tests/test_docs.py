@@ -82,9 +82,11 @@ PLANS = doc_commands(("meap-scale plan",))
 
 @pytest.mark.parametrize("source, command", PLANS, ids=[f"{s}:{c[:60]}" for s, c in PLANS])
 def test_every_plan_command_in_the_docs_prints_a_plan(source, command, capsys):
+    """As written, but with 20 power simulations (the last --simulations wins): the command's parsing and every
+    part of its plan are what is checked here; the power analysis's figures are tests/test_power.py's."""
     from meap_scale.cli import main
 
-    assert main(shlex.split(command)[1:]) in (0, 1)  # 1: some run does not fit, which a plan may show
+    assert main(shlex.split(command)[1:] + ["--simulations", "20"]) in (0, 1)  # 1: some run does not fit
     assert capsys.readouterr().out.startswith("GPU: ")
 
 
