@@ -61,6 +61,12 @@ def ray_cluster(_ray_session):
     return start_ray()
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that shut the session's Ray down (``no_ray_in_process``) run last, so it starts once, not again after
+    each of them."""
+    items.sort(key=lambda item: "no_ray_in_process" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture
 def no_ray_in_process():
     """For tests whose subprocesses start a local Ray of their own with every core of the machine."""
