@@ -180,7 +180,7 @@ def _in_band(rate: float) -> bool:
     return COVERAGE_BAND[0] <= rate <= COVERAGE_BAND[1]
 
 
-def _coverage_target(name: str, cells: dict[str, tuple[int, int]]) -> Target:
+def _coverage_target(name: str, cells: dict[str, tuple[int, int]], unit: str = "studies") -> Target:
     """Every cell (label -> covered, scored) in the band; the cells outside it are named."""
     if not cells:
         return Target(name, "not measured in this run", None)
@@ -188,7 +188,7 @@ def _coverage_target(name: str, cells: dict[str, tuple[int, int]]) -> Target:
     outside = [f"{label} {rate:.1%}" for label, rate in rates.items() if not _in_band(rate)]
     scored = min(scored for _, scored in cells.values())
     measured = (f"{min(rates.values()):.1%} to {max(rates.values()):.1%} over {len(rates)} cell(s) of at least "
-                f"{scored} studies (binomial se {(0.95 * 0.05 / max(scored, 1)) ** 0.5:.1%})"
+                f"{scored} {unit} (binomial se {(0.95 * 0.05 / max(scored, 1)) ** 0.5:.1%})"
                 + (f"; outside: {', '.join(outside)}" if outside else ""))
     return Target(name, measured, (not outside and len(rates) == len(cells)) if scored >= JUDGED_FROM else None)
 
@@ -218,7 +218,7 @@ def targets(args, paired: dict[float, PairedCalibration], multiplier: dict[float
                          {f"{_truth_name(e)} at the {w} compute": (c.covered[w], c.scored[w])
                           for e, c in multiplier.items() for w in WHERE}),
         _coverage_target("extrapolation prediction interval covers 93-97% where the law's form holds",
-                         {"Epoch AI's law": (holds.covered, holds.held_out)} if holds else {}),
+                         {"Epoch AI's law": (holds.covered, holds.held_out)} if holds else {}, "held-out runs"),
         Target(f"where the form fails, the extrapolation interval covers >= {MISSPECIFIED_COVERAGE:.0%} or the check "
                "refuses", f"{misspecified.coverage:.1%} of {misspecified.held_out} held-out runs, {misspecified.refused} "
                "refusals" if misspecified else "not measured in this run",
