@@ -84,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     if spec.decay_at and not args.store:
         raise ConfigError("--decay-at needs --store: each decay branch is a row of its own, and the store is how a "
                           "rerun knows which branches are done (their parent's checkpoints at their starts are gone)")
-    prepared = prepare_data(spec.data)
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
-    check_before_ray(spec, new_cluster=args.new_cluster)
+    check_before_ray(spec, new_cluster=args.new_cluster)  # before the corpus is prepared: hours for a real one
+    prepared = prepare_data(spec.data)
     check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)
 

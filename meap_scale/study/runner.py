@@ -338,13 +338,13 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) 
     spec = anchored(spec)
     store = ResultsStore(spec.storage)
     spec = contract.agreed(spec, store, resume)
+    check_before_ray(spec.base, DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster)  # before the corpus
     prepared = prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
     check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store)}
     check_branch_checkpoints(spec, ctx["locations"])
-    check_before_ray(spec.base, DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster)
     check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)
     check_fits(spec.base)
