@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from meap_scale.eval_spec import EvalSpec
+from meap_scale.eval_spec import ANSWER_ROOM, EvalSpec
 from meap_scale.identity import IDENTITY_VERSION, objective_identity, optim_identity
 from meap_scale.models import LADDER, ModelShape
 from meap_scale.schedule import cooldown_start, warmup_length
@@ -307,8 +307,10 @@ class RunSpec(Serialisable):
                  f"a global batch of {batch_tokens // seq_len} sequences cannot be split into micro-batches of "
                  f"{self.optim.micro_batch_size} on {self.workers} worker(s): choose --batch-tokens as a multiple "
                  f"of {per_micro * seq_len}, or change --workers or --micro-batch-size")
-        require(all(n <= seq_len for n in self.evals.context_lens),
-                 f"evals.context_lens {self.evals.context_lens} exceed the model's context data.seq_len={seq_len}")
+        require(all(n <= seq_len - ANSWER_ROOM for n in self.evals.context_lens),
+                 f"evals.context_lens {self.evals.context_lens} leave no room for the answer in the model's context "
+                 f"data.seq_len={seq_len}: each must be at most {seq_len - ANSWER_ROOM} (seq_len less "
+                 f"{ANSWER_ROOM} tokens for the answer; --eval-context-lens)")
         require(self.tokens >= batch_tokens,
                  f"run.tokens={self.tokens} is less than one global batch (optim.batch_tokens={batch_tokens})")
         require(self.stop_at_step is None or 1 <= self.stop_at_step <= self.steps,

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 from meap_scale.spec_base import Serialisable, positive, require
 
 EVAL_TASKS = ("heldout", "needle", "needle_control", "multidoc", "two_hop", "attention")
+ANSWER_ROOM = 8
+"""Tokens a needle context leaves free for the answer within the model's context (the values take at most four):
+a run's config refuses longer contexts before any data is prepared, and the default lengths leave this room."""
 
 
 @dataclass(frozen=True)

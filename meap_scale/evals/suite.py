@@ -13,11 +13,11 @@ import torch
 from meap_scale import strict_json
 from meap_scale.data.packing import BLOCK_COLUMN
 from meap_scale.data.prepare import PreparedData
-from meap_scale.evals.items import TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.data.stream import TokenStream
-from meap_scale.eval_spec import EvalSpec
+from meap_scale.eval_spec import ANSWER_ROOM, EvalSpec
 from meap_scale.evals.attention import probe
 from meap_scale.evals.heldout import heldout_loss
+from meap_scale.evals.items import TaskError, multidoc_grid, needle_grid, qa_file_items, read_qa_file, two_hop_grid
 from meap_scale.evals.retrieval import by_position, chance_of, item_results, summarize
 from meap_scale.evals.summary import RETRIEVAL_TASKS, summary_of
 from meap_scale.objectives import mask_scores
@@ -61,8 +61,6 @@ def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
     return rows
 
 
-ANSWER_ROOM = 8
-"""Tokens a default needle context leaves free for the answer (the values take at most four)."""
 
 
 def default_context_lens(seq_len: int) -> tuple[int, ...]:

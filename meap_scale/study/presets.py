@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Callable
 
 from meap_scale.config import DataSpec, ModelSpec, OptimSpec, RunSpec
-from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
+from meap_scale.eval_spec import ANSWER_ROOM, EVAL_TASKS, EvalSpec
 from meap_scale.models import LADDER, padded_vocab_size, param_counts
 from meap_scale.spec_base import ConfigError
 from meap_scale.study.space import grid
@@ -39,8 +39,8 @@ def _paper_base(size: str, tokens: int) -> RunSpec:
                    data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=4), tokens=tokens, workers=8,
                    use_gpu=True, log_every=200, eval_every=200, checkpoints=CHECKPOINTS, eval_blocks=256,
-                   evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096), per_cell=10, documents=20,
-                                  doc_tokens=150))
+                   evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096 - ANSWER_ROOM), per_cell=10,
+                                  documents=20, doc_tokens=150))
 
 
 BASES: dict[str, Callable[[], RunSpec]] = {
