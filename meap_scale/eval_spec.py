@@ -20,8 +20,8 @@ class EvalSpec(Serialisable):
     the prior a model has over values), multidoc, two_hop (the answer needs two needles), attention
     (entropy, needle and answer-value share, MEAP masking effects on the needle probes). Empty: none."""
     context_lens: tuple[int, ...] = ()
-    """Needle context lengths in tokens; default half the model's context and all of it (all of it alone
-    below 128 tokens)."""
+    """Needle context lengths in tokens, each at most the model's context less ``ANSWER_ROOM``; default half the
+    model's context and all of it but ``ANSWER_ROOM`` (that alone below 128 tokens)."""
     depths: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     """Needle depths (0 = start of the haystack, 1 = end)."""
     per_cell: int = 4

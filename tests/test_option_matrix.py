@@ -117,21 +117,19 @@ GPU_PROBE = """
 import sys
 from meap_scale.cli import main
 from meap_scale.study.command import main as study_main
-corpus, store = sys.argv[1], sys.argv[2]
-print(main(["train", "--gpu", "--workers", "16", "--micro-batch-size", "2", "--data", corpus]))
-print(study_main("mask_ratio_sweep", ["--preset", "smoke", "--gpus-per-worker", "1", "--workers", "16", "--data", corpus,
-                                      "--store", store]))
+print(main(["train", "--gpu", "--workers", "16", "--micro-batch-size", "2"]))
+print(study_main("mask_ratio_sweep", ["--preset", "smoke", "--gpus-per-worker", "1", "--workers", "16", "--store",
+                                      sys.argv[1]]))
 """
 
 
 def test_more_gpus_than_this_machine_has_are_refused_before_the_corpus_is_prepared(tmp_path):
     """Preparing a real corpus takes hours, so a GPU run this machine cannot hold is refused before it: the cache
-    stays empty. 16 GPU workers: more than the machines this suite runs on have (none, or one when a GPU is lent)."""
-    corpus = tmp_path / "corpus.jsonl"
-    corpus.write_text("".join(json.dumps({"text": f"Document {k} says something new."}) + "\n" for k in range(50)))
+    stays empty (the bundled corpus, unprepared there). 16 GPU workers: more than the machines this suite runs on
+    have (none, or one when a GPU is lent)."""
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "MEAP_SCALE_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", GPU_PROBE, str(corpus), str(tmp_path / "store")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", GPU_PROBE, str(tmp_path / "store")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["2", "2"], done.stdout + done.stderr[-3000:]
     assert done.stderr.count("16 GPU worker(s)") == 2 and "--gpus-per-worker 1" in done.stderr

@@ -61,8 +61,6 @@ def _retrieval_rows(task: str, model, items, tokenizer, device) -> list[dict]:
     return rows
 
 
-
-
 def default_context_lens(seq_len: int) -> tuple[int, ...]:
     """Half the model's context and all of it but the answer's room; the full one alone where half leaves
     too little haystack."""
