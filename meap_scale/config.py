@@ -143,6 +143,10 @@ class DataSpec(Serialisable):
     """Fraction of documents held out for validation; split by document, so never overlapping training."""
     split_seed: int = 0
     """Seed of the document-level train/validation split."""
+    bpe_sample_bytes: int | None = None
+    """``bpe`` only: train the BPE on a seeded random sample of this many bytes of the training split's text
+    (None: on all of it). A corpus of billions of tokens needs a sample: the trainer runs in one process and
+    holds every distinct word; a gigabyte of text settles a 32K vocabulary."""
     cache_dir: str | None = None
     """Where tokenizers and packed blocks are cached: a folder or an fsspec URL (``s3://``, ``gs://``,
     ``file://``); default ``$MEAP_SCALE_CACHE`` or ``~/.cache/meap-scale``."""
@@ -153,6 +157,8 @@ class DataSpec(Serialisable):
         require(self.vocab_size >= 300 or self.tokenizer != "bpe",
                  f"data.vocab_size={self.vocab_size} is too small for a byte-level BPE (needs >= 300)")
         require(0.0 < self.val_fraction < 0.5, f"data.val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        require(self.bpe_sample_bytes is None or self.bpe_sample_bytes > 0,
+                f"data.bpe_sample_bytes must be positive (or None: all of the training split), got {self.bpe_sample_bytes}")
 
     @property
     def resolved_cache_dir(self) -> str:
@@ -408,6 +414,8 @@ class RunSpec(Serialisable):
         """
         data = self.to_dict()
         data["data"].pop("cache_dir")
+        if data["data"]["bpe_sample_bytes"] is None:  # added later: runs stored before it keep their identity
+            data["data"].pop("bpe_sample_bytes")
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
                 "objective": objective_identity(data["objective"]),
                 "optim": optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,

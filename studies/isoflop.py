@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the job's working dir holds meap_scale
 
-from meap_scale.study.command import main  # noqa: E402
+from meap_scale.cli.study import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main("isoflop"))

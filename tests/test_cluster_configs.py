@@ -27,7 +27,7 @@ def check_study_command(command: str) -> None:
     """A ``python studies/NAME.py ARGS`` command: the script exists and its arguments build a study."""
     import argparse
 
-    from meap_scale.study.command import add_study_options, study_from_args
+    from meap_scale.cli.study import add_study_options, study_from_args
 
     argv = shlex.split(command)
     assert argv[0] == "python" and argv[1].startswith("studies/"), command

@@ -67,7 +67,7 @@ def test_every_train_command_in_the_docs_builds_a_run(source, command):
 def test_every_study_command_in_the_docs_builds_a_study(source, command):
     import argparse
 
-    from meap_scale.study.command import add_study_options, study_from_args
+    from meap_scale.cli.study import add_study_options, study_from_args
 
     argv = shlex.split(command.replace("$PWD", "/tmp"))
     study, rest = (Path(argv[1]).stem, argv[2:]) if argv[0] == "python" else (argv[2], argv[3:])

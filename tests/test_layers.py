@@ -14,7 +14,7 @@ FLOORS = (
     {"config", "spec_base", "identity", "eval_spec", "models", "objectives", "data", "store", "schedule",
      "branch_plan", "checkpoints", "loss", "urls", "strict_json", "transfer", "options"},
     {"train", "evals", "scaling"},
-    {"study", "report", "plan"},
+    {"study", "report", "plan", "preflight"},
     {"cli"},
 )
 """Bottom first: what configures and stores runs, then what trains, evaluates and fits them, then what runs

@@ -18,7 +18,7 @@ PROBE = """
 import contextlib, io, json, sys
 import ray
 from meap_scale.cli import main
-from meap_scale.study.command import main as study_main
+from meap_scale.cli.study import main as study_main
 results = []
 for program, argv in json.loads(sys.argv[1]):
     err = io.StringIO()
@@ -116,7 +116,7 @@ def test_every_bad_option_fails_fast_with_its_name_and_value_and_starts_no_ray(p
 GPU_PROBE = """
 import sys
 from meap_scale.cli import main
-from meap_scale.study.command import main as study_main
+from meap_scale.cli.study import main as study_main
 print(main(["train", "--gpu", "--workers", "16", "--micro-batch-size", "2"]))
 print(study_main("mask_ratio_sweep", ["--preset", "smoke", "--gpus-per-worker", "1", "--workers", "16", "--store",
                                       sys.argv[1]]))

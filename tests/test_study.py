@@ -70,7 +70,7 @@ def test_a_study_name_names_the_study_not_its_runs():
 def test_seeds_from_the_command_line_add_runs_whose_other_seeds_keep_their_ids():
     import argparse
 
-    from meap_scale.study.command import add_study_options, study_from_args
+    from meap_scale.cli.study import add_study_options, study_from_args
 
     parser = argparse.ArgumentParser()
     add_study_options(parser)

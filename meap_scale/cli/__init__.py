@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     # plan re-parses its arguments as a run's or a study's (argparse's remainder cannot start with an option)
     args = argparse.Namespace(command="plan", rest=argv[1:]) if argv[:1] == ["plan"] else build_parser().parse_args(argv)
     if args.command == "study":
-        from meap_scale.study.command import run_from_args
+        from meap_scale.cli.study import run_from_args
 
         return run_from_args(args.study, args)
     from meap_scale.scaling import ScalingFitError

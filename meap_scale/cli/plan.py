@@ -8,13 +8,15 @@ import json
 import math
 
 from meap_scale.cli.spec_options import SECTIONS, add_section, spec_from_args
+from meap_scale.cli.study import add_repeat_data_option
 from meap_scale.options import at_least
 from meap_scale.spec_base import ConfigError
 
 PLAN_DESCRIPTION = """Before running anything: per run, the memory each GPU needs (weights, gradients,
 optimiser, gathered FSDP parameters, activations, loss) and whether it fits the GPU type, the options
-that would make it fit, the FLOPs and the GPU-hours; then totals. Exit 0 when every run fits, 1 when
-some do not, 2 on bad input.
+that would make it fit, the FLOPs and the GPU-hours; then totals, and the preflight's checks of the
+corpus, tokenizer, budgets, eval items, name and folders (meap_scale.preflight). Exit 0 when every run
+fits, 1 when some do not, 2 on bad input or a refused check.
 
   meap-scale plan STUDY --preset PRESET [study options] [--gpu TYPE] [--mfu X] [--json]
   meap-scale plan [train options] [--gpu TYPE] [--mfu X] [--json]
@@ -43,11 +45,12 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
                        help="run-to-run standard deviation of log loss (default: measured in --prior-store, else 0.01)")
     power.add_argument("--simulations", type=at_least(0), default=200,
                        help="simulated studies (default: 200; 0 skips the power analysis)")
+    add_repeat_data_option(parser)
 
 
 def _plan_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     """(one run, given as train's options; a study preset, given as a study's options)."""
-    from meap_scale.study.command import add_study_options
+    from meap_scale.cli.study import add_study_options
     from meap_scale.study.presets import STUDIES
 
     run = argparse.ArgumentParser(prog="meap-scale plan", description="Plan one run, given as train's options.")
@@ -59,6 +62,10 @@ def _plan_parsers() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     add_study_options(study)
     _add_plan_options(study)
     return run, study
+
+
+PLANNED_HERE = ("resources", "memory")
+"""Preflight checks of this machine that a plan replaces by its own, for the GPU type it plans for."""
 
 
 def add_command(commands) -> None:
@@ -75,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render_plan, render_power, render_savings,
                                  render_schedule, render_verdict_power, study_runs, wall_hours, with_branches)
+    from meap_scale.preflight import REFUSED, Preflight, preflight_study, preflight_train
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 
@@ -86,16 +94,19 @@ def run(args: argparse.Namespace) -> int:
         print(run_parser.format_help(), study_parser.format_help(), sep="\n")
         return 0
     if args.rest[0] in STUDIES:
-        from meap_scale.study.command import study_from_args
+        from meap_scale.cli.study import study_from_args
 
         options = study_parser.parse_args(args.rest)
         study = study_from_args(options.study, options)
         runs = study_runs(replace(study, base=replace(study.base, use_gpu=True)))
+        preflight = preflight_study(study, resume=options.resume, repeat_data=options.repeat_data)
     else:
         options = run_parser.parse_args(args.rest)
         spec = replace(spec_from_args(options), use_gpu=True)
         runs = with_branches({"model": spec.model.size, "tokens": spec.tokens_trained,
                               "objective": spec.objective.name, "mask_ratio": spec.objective.mask_ratio}, spec)
+        preflight = preflight_train(spec, None, repeat_data=options.repeat_data)
+    checks = [check for check in preflight.checks if check.name not in PLANNED_HERE]
     if options.mfu is not None and not 0 < options.mfu <= 1:
         raise ConfigError(f"--mfu must be in (0, 1], got {options.mfu}")
     mfu, basis = (options.mfu, "given with --mfu") if options.mfu else (ASSUMED_MFU, MFU_BASIS)
@@ -113,13 +124,18 @@ def run(args: argparse.Namespace) -> int:
                           "wall_hours": wall,
                           "cost": None if options.price is None else hours * options.price,
                           "power": power.to_dict() if power else None,
-                          "verdict_power": verdict.to_dict() if verdict else None, "power_not_run": why_not}, indent=1))
+                          "verdict_power": verdict.to_dict() if verdict else None, "power_not_run": why_not,
+                          "checks": [dataclasses.asdict(check) for check in checks]}, indent=1))
     else:
         lines = [render_plan(plans, gpu, mfu, basis), "", *render_savings(plans),
                  *render_schedule(plans, options.gpus, wall, options.price)]
         lines += render_power(power) if power else [f"Power analysis of the compute multiplier not run: {why_not}"] if why_not else []
         lines += render_verdict_power(verdict) if verdict else []
+        lines += ["", "preflight (resources and memory are planned above for the GPU type):",
+                  *Preflight((), tuple(checks)).lines()]
         print("\n".join(lines))
+    if any(check.status == REFUSED for check in checks):
+        return 2
     return 0 if all(p.fits for p in plans) else 1
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from meap_scale.cli.spec_options import SECTIONS, add_section, spec_from_args
+from meap_scale.cli.study import add_preflight_options
 from meap_scale.config import RunSpec
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option
@@ -23,6 +24,7 @@ def add_command(commands) -> None:
     train.add_argument("--new-cluster", action="store_true",
                        help="start a private local Ray instance, even where RAY_ADDRESS is set or a `ray start` "
                             "cluster runs on this machine")
+    add_preflight_options(train, "run")
 
 
 CPU_SCALE_NOTE = ("Note: a CPU-scale run is a plumbing check. At this size MEAP and NTP both retrieve at chance "
@@ -78,14 +80,19 @@ def run(args: argparse.Namespace) -> int:
     from meap_scale.store.store import utc_now
     from meap_scale.train.branches import train_family
     from meap_scale.train.cluster import ensure_ray
-    from meap_scale.train.preflight import check_before_ray, check_memory
+    from meap_scale.preflight import preflight_train, render
+    from meap_scale.train.preflight import check_memory
     from meap_scale.train.trainer import run_training
 
     if spec.decay_at and not args.store:
         raise ConfigError("--decay-at needs --store: each decay branch is a row of its own, and the store is how a "
                           "rerun knows which branches are done (their parent's checkpoints at their starts are gone)")
     store = ResultsStore(args.store) if args.store else None  # a bad store URL fails before training
-    check_before_ray(spec, new_cluster=args.new_cluster)  # before the corpus is prepared: hours for a real one
+    preflight = preflight_train(spec, args.store, new_cluster=args.new_cluster, repeat_data=args.repeat_data)
+    if args.dry_run:
+        print(render(preflight, f"run {spec.run_id}"))
+        return 0 if preflight.ok else 2
+    preflight.require()  # before the corpus is prepared: hours for a real one
     prepared = prepare_data(spec.data)
     check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)

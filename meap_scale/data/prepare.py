@@ -115,14 +115,35 @@ def _publish(tmp: Path, final: Path) -> None:
 
 def _bpe_tokenizer(spec: DataSpec, train_docs: datasets.Dataset, corpus_key: str, cache: Path) -> Path:
     """Train (or reuse) the BPE for this corpus, split and vocabulary size."""
-    final = cache / "tokenizers" / _digest(corpus_key, spec.vocab_size, "bpe")
+    final = cache / "tokenizers" / _digest(corpus_key, spec.vocab_size, "bpe", *_sampled(spec))
     if not (final / META_FILE).exists():
         tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")
-        tokenizers.train_bpe(tokenizers.batched_texts(train_docs), spec.vocab_size).save_pretrained(tmp)
-        (tmp / META_FILE).write_text(json.dumps({"corpus": corpus_key, "vocab_size": spec.vocab_size}))
+        texts = tokenizers.batched_texts(train_docs) if spec.bpe_sample_bytes is None else \
+            bpe_sample(train_docs, spec.bpe_sample_bytes, spec.split_seed)
+        tokenizers.train_bpe(texts, spec.vocab_size).save_pretrained(tmp)
+        (tmp / META_FILE).write_text(json.dumps({"corpus": corpus_key, "vocab_size": spec.vocab_size,
+                                                 "sample_bytes": spec.bpe_sample_bytes}))
         final.parent.mkdir(parents=True, exist_ok=True)
         _publish(tmp, final)
     return final
+
+
+def _sampled(spec: DataSpec) -> tuple:
+    """The BPE sample's part of a cache key: nothing for a BPE of the whole split, so its keys stay as they were."""
+    return () if spec.bpe_sample_bytes is None else (spec.bpe_sample_bytes,)
+
+
+def bpe_sample(train_docs: datasets.Dataset, limit: int, seed: int, batch: int = 1000):
+    """Batches of the training split's documents in a seeded random order, until ``limit`` bytes of text: the
+    BPE's sample, from the whole split rather than its first files (a crawl's are one dump)."""
+    order = np.random.default_rng(seed).permutation(len(train_docs))
+    used = 0
+    for start in range(0, len(order), batch):
+        texts = train_docs.select(np.sort(order[start:start + batch]))["text"]
+        yield texts
+        used += sum(len(text.encode()) for text in texts)
+        if used >= limit:
+            return
 
 
 def _totals(stats: list[ShardStats], split: str) -> tuple[int, int, int, int]:
@@ -210,7 +231,15 @@ def _keys(spec: DataSpec, source: sources.Source, shard_bytes: int) -> tuple[str
     """The corpus key (content, text field, split) and the cache-relative folder of the prepared blocks."""
     corpus_key = _digest(sources.fingerprint(source), spec.text_field, spec.val_fraction, spec.split_seed)
     return corpus_key, "blocks/" + _digest(corpus_key, spec.tokenizer, spec.vocab_size, spec.seq_len, PACKING_VERSION,
-                                           shard_bytes)
+                                           shard_bytes, *(_sampled(spec) if spec.tokenizer == "bpe" else ()))
+
+
+def prepared_meta(spec: DataSpec, shard_bytes: int = SHARD_BYTES) -> dict | None:
+    """What ``prepare_data`` recorded of ``spec``'s blocks (``PreparedData`` as a dict), None where the cache
+    does not hold them yet; hashes the corpus, as preparing it would."""
+    key = _keys(spec, sources.resolve_source(spec.source), shard_bytes)[1]
+    meta = f"{spec.resolved_cache_dir}/{key}/{META_FILE}"
+    return json.loads(remote.read_text(meta)) if remote.exists(meta) else None
 
 
 def is_prepared(spec: DataSpec, shard_bytes: int = SHARD_BYTES) -> bool:

@@ -89,7 +89,13 @@ def _sized(task: str) -> Iterator[None]:
 
 def _items(data: PreparedData, spec: EvalSpec, seq_len: int, tokenizer) -> dict[str, list]:
     """The retrieval items of the suite, built once: deterministic per seed, identical for MEAP and NTP."""
-    haystack = heldout_tokens(data)
+    return build_items(tokenizer, heldout_tokens(data), spec, seq_len)
+
+
+def build_items(tokenizer, haystack, spec: EvalSpec, seq_len: int) -> dict[str, list]:
+    """The suite's retrieval items from ``haystack`` (token ids: the validation split, or a corpus sample
+    where the preflight checks them before the corpus is prepared); a task that cannot fit raises TaskError
+    naming its options."""
     lengths = spec.context_lens or default_context_lens(seq_len)
     items = {}
     for task, with_needle in (("needle", True), ("needle_control", False)):

@@ -19,7 +19,8 @@ rows), the validation loss decides and the note says that it does.
 interrupted), runs without a finite validation loss, diverged runs, whose loss lies above the
 corpus's unigram entropy (a model that ignores context scores that entropy), and runs that trained past one
 epoch of their corpus: repeated tokens are worth less than fresh ones, and a law L(N, D) counts every token
-as fresh (the paper IsoFLOP preset's 0.1b point reads fineweb-edu 10BT about 3.8 times).
+as fresh (the paper IsoFLOP preset's 0.1b point would read fineweb-edu's 10BT sample 3.8 times: its presets use
+the 100BT sample).
 """
 
 from __future__ import annotations

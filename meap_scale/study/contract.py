@@ -65,6 +65,11 @@ def _path(store: ResultsStore, name: str) -> str:
     return posixpath.join(store.root, FOLDER, f"{name}.json")
 
 
+def is_stored(spec: StudySpec, store: ResultsStore) -> bool:
+    """Whether a study of ``spec``'s name was started in ``store`` before."""
+    return store.fs.exists(_path(store, spec.name))
+
+
 def agreed(spec: StudySpec, store: ResultsStore, resume: bool = False) -> StudySpec:
     """The spec to run: ``spec`` when its name is new or its terms match the stored ones; the stored
     study when ``resume``; otherwise a ConfigError naming what changed. Reads only."""

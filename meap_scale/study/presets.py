@@ -26,6 +26,11 @@ MEAP_RATIO = 0.15
 """The paper's best pretraining ratio, used wherever a study compares MEAP with NTP."""
 
 
+PAPER_CORPUS = "hf:HuggingFaceFW/fineweb-edu:sample-100BT"
+"""About 100B GPT-2 tokens: the paper presets' largest run (the isoflop study's 0.1b at 3e19 FLOPs, 37B tokens)
+trains on it less than once. Its BPE is trained on a 1 GiB sample (``DataSpec.bpe_sample_bytes``)."""
+
+
 def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_every: int,
               evals: EvalSpec) -> RunSpec:
     return RunSpec(model=ModelSpec(size="debug"), data=DataSpec(seq_len=seq_len),
@@ -36,7 +41,7 @@ def _cpu_base(seq_len: int, batch_tokens: int, micro: int, tokens: int, report_e
 
 def _paper_base(size: str, tokens: int) -> RunSpec:
     return RunSpec(model=ModelSpec(size=size),
-                   data=DataSpec(source="hf:HuggingFaceFW/fineweb-edu:sample-10BT", vocab_size=32000, seq_len=4096),
+                   data=DataSpec(source=PAPER_CORPUS, vocab_size=32000, seq_len=4096, bpe_sample_bytes=2 ** 30),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=4), tokens=tokens, workers=8,
                    use_gpu=True, log_every=200, eval_every=200, checkpoints=CHECKPOINTS, eval_blocks=256,
                    evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096 - ANSWER_ROOM), per_cell=10,
