@@ -67,13 +67,14 @@ def test_every_train_command_in_the_docs_builds_a_run(source, command):
 def test_every_study_command_in_the_docs_builds_a_study(source, command):
     import argparse
 
-    from meap_scale.cli.study import add_study_options, study_from_args
+    from meap_scale.cli.study import add_preflight_options, add_study_options, study_from_args
 
     argv = shlex.split(command.replace("$PWD", "/tmp"))
     study, rest = (Path(argv[1]).stem, argv[2:]) if argv[0] == "python" else (argv[2], argv[3:])
     assert (REPO / "studies" / f"{study}.py").is_file()
     parser = argparse.ArgumentParser()
     add_study_options(parser)
+    add_preflight_options(parser, "study")
     study_from_args(study, parser.parse_args(rest))
 
 
@@ -113,6 +114,9 @@ def test_the_quickstart_runs_as_written(no_ray_in_process, tmp_path):
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
         assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        if command.startswith("python studies/"):  # the driver hashed the corpus; its trials were handed it
+            hashed = [line for line in (done.stdout + done.stderr).splitlines() if "hashing corpus" in line]
+            assert len(hashed) == 1 and "repeated" not in hashed[0], hashed
     assert len(ResultsStore(str(tmp_path / "results")).runs().to_pylist()) == 2
     assert (tmp_path / "report.html").stat().st_size > 100_000
     assert (tmp_path / "figures" / "needle_heatmap.svg").exists()

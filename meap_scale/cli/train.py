@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import sys
 
 from meap_scale.cli.spec_options import SECTIONS, add_section, spec_from_args
-from meap_scale.cli.study import add_preflight_options
+from meap_scale.cli.study import add_preflight_options, resume_command
 from meap_scale.config import RunSpec
 from meap_scale.data import DataError
 from meap_scale.options import add_store_option
 from meap_scale.spec_base import ConfigError
+from meap_scale.study.interrupts import exit_status
 
 
 def add_command(commands) -> None:
@@ -70,8 +73,35 @@ def _print_summary(info: dict, as_json: bool, cpu: bool) -> None:
         print(CPU_SCALE_NOTE)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is, so that both end ``train`` with the command that resumes it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    """Exit 0 when trained; 2 on bad input; 130/143 on SIGINT/SIGTERM, with the command that resumes the run."""
     spec = spec_from_args(args)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _run(spec, args)
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"\n{signal.Signals(signum).name}: run {spec.run_id} interrupted. It continues from its last checkpoint "
+              f"(under --storage-path {spec.storage_path}; from the start if it wrote none) when the same command runs "
+              f"again:\n  {resume_command(sys.argv)}", file=sys.stderr)
+        return exit_status(signum)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(spec: RunSpec, args: argparse.Namespace) -> int:
     import traceback
 
     from meap_scale.data import prepare_data
@@ -96,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = prepare_data(spec.data)
     check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)
+    signal.signal(signal.SIGTERM, _terminated)  # again: starting or joining Ray installs its own handler
 
     def train(run: RunSpec, start_from=None):
         """Train ``run`` (a pause of a multi-budget run is not recorded) and write its rows to the store."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -108,19 +110,30 @@ def _version(url: str) -> str:
     return json.dumps([url, info.get("size"), *(str(info[k]) for k in _VERSION_FIELDS if k in info)])
 
 
+_HASHED: dict[tuple, str] = {}
+"""Fingerprints of local corpora this process has hashed, by their files' names, sizes and modification times."""
+
+
 def fingerprint(source: Source) -> str:
     """Content hash of local files; the reported versions of files at URLs; name and config of hub datasets
-    (their revision is pinned by the hub cache)."""
+    (their revision is pinned by the hub cache). A local corpus is read once per process while its files are
+    unchanged; each read says so on stderr, so a log tells how often a study hashed its corpus."""
     digest = hashlib.sha256(f"{source.kind}:{source.builder}:{source.config}".encode())
     if source.kind == "remote":
         for url in source.files:
             digest.update(_version(url).encode())
         return digest.hexdigest()[:16]
-    for name in source.files:
-        with open(name, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    stamp = (source.kind, source.builder, source.config,
+             *((name, os.stat(name).st_size, os.stat(name).st_mtime_ns) for name in source.files))
+    if stamp not in _HASHED:
+        print(f"meap-scale: hashing corpus {', '.join(source.files[:3])}{' ...' if len(source.files) > 3 else ''} "
+              f"({sum(entry[1] for entry in stamp[3:]):,} bytes)", file=sys.stderr, flush=True)
+        for name in source.files:
+            with open(name, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        _HASHED[stamp] = digest.hexdigest()[:16]
+    return _HASHED[stamp]
 
 
 def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:

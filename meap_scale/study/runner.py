@@ -167,6 +167,13 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyPr
     return out["final"]
 
 
+def _prepared(run: RunSpec, ctx: dict) -> PreparedData:
+    """The corpus the driver prepared for the study (``ctx["prepared"]``), not hashed again in each trial; a run
+    whose data settings differ from the study's (a space over ``data.*``) prepares its own."""
+    found = ctx.get("prepared", {}).get(run.data.to_json())
+    return PreparedData.from_dict(found) if found else prepare_data(run.data)
+
+
 def trial(config: dict, ctx: dict) -> None:
     """The Tune function trainable: the runs of one configuration, then the mean over seeds."""
     from ray import tune
@@ -176,7 +183,7 @@ def trial(config: dict, ctx: dict) -> None:
     progress = _StudyProgress(runs)
     finals = []
     for run in runs:
-        prepared = prepare_data(run.data)  # prepared once, then cached
+        prepared = _prepared(run, ctx)
         finals.append(_run_family(run, prepared, ctx, progress) if run.decay_at else
                       _run_one(run, prepared, ctx, progress))
         progress.done += family_tokens(run)[0]
@@ -343,7 +350,7 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) 
     check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
-           "locations": Locations.for_store(store)}
+           "locations": Locations.for_store(store), "prepared": {spec.base.data.to_json(): prepared.to_dict()}}
     check_branch_checkpoints(spec, ctx["locations"])
     check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)

@@ -8,6 +8,7 @@ resumes from its latest checkpoint (Ray Train V2 semantics).
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,31 @@ def _trainer(spec: RunSpec, prepared: PreparedData, callbacks: list, study: str 
     )
 
 
+def interruptible_fit(trainer):
+    """``trainer.fit()``, with SIGINT (and any handler the caller set for SIGTERM) reaching the caller. In the main
+    thread Ray Train takes SIGINT for itself: it aborts the run and ``fit`` returns as if it had ended, so the
+    caller could neither tell nor say how to resume. ``fit`` runs in a thread of its own instead (Ray then leaves
+    the signals alone, as it does inside Tune) while the main thread waits: a signal interrupts the wait, and the
+    run ends with this process (its controller and workers are the driver's)."""
+    if threading.current_thread() is not threading.main_thread():
+        return trainer.fit()
+    done: dict = {}
+
+    def fit() -> None:
+        try:
+            done["result"] = trainer.fit()
+        except BaseException as error:  # raised again in the caller's thread
+            done["error"] = error
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)
+    if "error" in done:
+        raise done["error"]
+    return done["result"]
+
+
 def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks: list | None = None,
                  study: str | None = None, start_from=None) -> RunResult:
     """Train ``spec`` on the Ray cluster; raises the worker's error if the run fails.
@@ -80,7 +106,7 @@ def run_training(spec: RunSpec, prepared: PreparedData | None = None, callbacks:
     check_local_cluster(spec)
     check_cluster_memory([spec], prepared.model_vocab_size)
     started = time.perf_counter()
-    result = _trainer(spec, prepared, callbacks or [], study, start_from).fit()
+    result = interruptible_fit(_trainer(spec, prepared, callbacks or [], study, start_from))
     if result.error:
         raise result.error
     returned = result.return_value or {}
