@@ -31,6 +31,8 @@ OK, REFUSED, NOT_CHECKED = "ok", "REFUSED", "not checked"
 EXACT_COUNT_BYTES = 256 << 20
 """Corpora up to this size are hashed to find an existing preparation (its exact token count); larger ones are
 estimated from the sample, as hashing them would take the minutes the preflight is there to save."""
+ENCODED_BYTES = 1 << 20
+"""Text of the sample that is tokenised: for the tokens per byte and the eval items' haystack."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Preflight:
             raise ConfigError(f"preflight refused:\n{self.refusal()}")
 
     def lines(self) -> list[str]:
-        width = max(len(check.name) for check in self.checks)
+        width = max((len(check.name) for check in self.checks), default=0)
         return [f"  {check.status:<11} {check.name:<{width}}  {check.detail}" for check in self.checks]
 
 
@@ -87,10 +89,6 @@ def folder_check(option: str, location: str, holds: str) -> tuple[str, str]:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{option} {location}: {existing} is not writable by this user; choose a folder that is")
     return OK, f"{path}{'' if existing == path else ' (to be created)'}"
-
-
-ENCODED_BYTES = 1 << 20
-"""Text of the sample that is tokenised: for the tokens per byte and the eval items' haystack."""
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ def test_plan_of_one_multi_budget_run_lists_its_branches(capsys):
     assert cli(["plan", "--schedule", "wsd", "--warmup-steps", "95", "--tokens", "4e9", "--decay-at", "1e9", "2e9",
                 "--model", "0.1b",
                 "--batch-tokens", "1048576", "--workers", "8", "--micro-batch-size", "4", "--seq-len", "2048",
-                "--json"]) == 0
+                "--json", "--repeat-data"]) == 0  # 4e9 tokens of the bundled corpus: refused without it
     plan = json.loads(capsys.readouterr().out)
     assert [(run["tokens"], run.get("decay branch")) for run in plan["runs"]] == [
         (953 * 2 ** 20, "yes"), (1907 * 2 ** 20, "yes"), (3814 * 2 ** 20, None)]

@@ -14,6 +14,10 @@ from meap_scale.study import contract
 from meap_scale.study.presets import PRESETS, STUDIES, build_study
 from meap_scale.store import ResultsStore
 
+# Each test checks that nothing starts Ray, and what this machine holds: the session's Ray, were it up, would be
+# joined instead. So it is shut down first, and these tests run last with the others that need it down.
+pytestmark = pytest.mark.usefixtures("no_ray_in_process")
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
