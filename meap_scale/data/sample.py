@@ -81,9 +81,9 @@ def _documents(text: io.TextIOBase, builder: str, field: str) -> Iterator[str]:
                 yield value
 
 
-def _read_lines_file(fs, path: str, builder: str, field: str, budget: int) -> tuple[list[str], float, bool]:
-    """(documents, the share of the file they took, whether the file was read to its end)."""
-    size = fs.size(path) or 1
+def _read_lines_file(fs, path: str, size: int, builder: str, field: str,
+                     budget: int) -> tuple[list[str], float, bool]:
+    """(documents, the share of the file's ``size`` bytes they took, whether the file was read to its end)."""
     opener = next((open_ for suffix, open_ in _OPENERS.items() if path.endswith(suffix)), None)
     with fs.open(path, "rb") as handle:
         counting = _Counting(handle)
@@ -95,7 +95,7 @@ def _read_lines_file(fs, path: str, builder: str, field: str, budget: int) -> tu
             found.append(document)
             used += len(document.encode())
             if used >= budget:
-                return found, min(1.0, counting.read_bytes / size), False
+                return found, min(1.0, counting.read_bytes / max(size, 1)), False
     return found, 1.0, True
 
 
@@ -133,7 +133,7 @@ def sample_corpus(spec: DataSpec, budget: int = SAMPLE_BYTES) -> CorpusSample | 
     for index, path in enumerate(paths):
         left = budget - read_whole
         found, share, ended = _read_parquet(fs, path, spec.text_field, left) if source.builder == "parquet" else \
-            _read_lines_file(fs, path, source.builder, spec.text_field, left)
+            _read_lines_file(fs, path, sizes[index], source.builder, spec.text_field, left)
         texts += found
         found_bytes = sum(len(t.encode()) for t in found)
         if not ended:  # text per file byte of this file's start, for it and every file after it
