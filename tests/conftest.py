@@ -13,6 +13,9 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Every Ray this session starts inherits it: the session's, cluster/local.sh's, a study's own. Tests only: on a
 # real cluster each poll is a call to every worker, and runs take hours.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Workers export live metrics every 2 s instead of 10 (Ray floors it at 1 s): a test run's gauges reach the
+# metrics port while it trains, not only after tens of seconds. Tests only; a real cluster keeps Ray's default.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
 
 import pytest  # noqa: E402
 

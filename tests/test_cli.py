@@ -82,44 +82,34 @@ def test_bad_input_fails_with_a_clear_message_before_ray_starts(tmp_path, argv, 
 def test_train_with_decay_at_pauses_on_ray_train_branches_from_the_checkpoint_and_stores_both(ray_cluster, tmp_path,
                                                                                               capsys):
     """Two workers: the pause, the branch's start from its parent's Ray Train checkpoint and the parent's
-    resumption by name all go through TorchTrainer."""
+    resumption by name all go through TorchTrainer; the summary the command prints and the run's row, curve and
+    evals that --store writes, as a study writes them."""
     argv = ["train", "--workers", "2", "--cpus-per-worker", "0.5", "--tokens", "10240", "--decay-at", "5120",
             "--schedule", "wsd", "--warmup-steps", "1", "--seq-len", "64", "--batch-tokens", "512",
             "--micro-batch-size", "4", "--log-every", "2", "--storage-path", str(tmp_path / "runs"), "--json",
-            "--store", str(tmp_path / "results")]
+            "--store", str(tmp_path / "results"), "--eval-tasks", "heldout", "needle", "--eval-depths", "0", "1",
+            "--eval-per-cell", "1"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 20 and [b["tokens"] for b in summary["branches"]] == [5120]
+    assert summary["steps"] == 20 and summary["tokens"] == 10240 and [b["tokens"] for b in summary["branches"]] == [5120]
+    assert summary["val_loss"] > 0 and summary["heldout_loss"] > 0
     store = ResultsStore(str(tmp_path / "results"))
+    assert ResultsStore(summary["store"]).root == store.root
     rows = {r["run_id"]: r for r in store.runs().to_pylist()}
+    assert {r["status"] for r in rows.values()} == {"finished"}
+    assert rows[summary["run_id"]]["val_loss"] == summary["val_loss"]
     (branch,) = [r for r in rows.values() if r["parent_run_id"]]
     assert branch["parent_run_id"] == summary["run_id"] and branch["tokens_seen"] == 5120
     lr = {p["step"]: p["value"] for p in store.curves(branch["run_id"]).to_pylist() if p["metric"] == "lr"}
     assert lr[8] == pytest.approx(4e-4) and lr[10] == pytest.approx(4e-5)  # started at step 8 (10 - 2 cooldown)
     parent = {p["step"] for p in store.curves(summary["run_id"]).to_pylist()}
     assert parent == set(range(2, 21, 2))  # paused at 8, then on to its end as one curve
+    evals = [e for e in store.read("evals").to_pylist() if e["run_id"] == summary["run_id"]]
+    needle, = [e for e in evals if (e["task"], e["condition"], e["metric"]) == ("needle", "all", "accuracy")]
+    assert summary["needle_accuracy"] == needle["value"] and needle["n"] == 2  # 2 depths x 1 item per cell
+    assert {e["task"] for e in evals} == {"heldout", "needle"}
     assert main(argv) == 0  # again: the branch is found in the store, the parent resumes at its end
     assert "branches" not in json.loads(capsys.readouterr().out)
-
-
-@pytest.mark.slow
-def test_train_command_runs_a_job_and_prints_a_summary(ray_cluster, tmp_path, capsys):
-    rc = main(["train", "--workers", "2", "--tokens", "4096", "--seq-len", "64", "--batch-tokens", "512",
-               "--micro-batch-size", "4", "--storage-path", str(tmp_path), "--eval-tasks", "heldout", "needle",
-               "--eval-depths", "0", "1", "--eval-per-cell", "1", "--json", "--store", str(tmp_path / "results")])
-    assert rc == 0
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["steps"] == 8 and summary["tokens"] == 4096 and summary["val_loss"] > 0
-    assert summary["heldout_loss"] > 0
-    # --store writes the run as a study does: its row, curve and evals.
-    store = ResultsStore(summary["store"])
-    (row,) = store.runs().to_pylist()
-    assert (row["run_id"], row["status"], row["val_loss"]) == (summary["run_id"], "finished", summary["val_loss"])
-    needle, = [e for e in store.read("evals").to_pylist()
-               if (e["task"], e["condition"], e["metric"]) == ("needle", "all", "accuracy")]
-    assert summary["needle_accuracy"] == needle["value"] and needle["n"] == 2  # 2 depths x 1 item per cell
-    assert store.curves(row["run_id"]).num_rows > 0 and {e["task"] for e in store.read("evals").to_pylist()} == \
-        {"heldout", "needle"}
 
 
 def stored_run(tmp_path):

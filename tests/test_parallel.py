@@ -1,5 +1,7 @@
-"""FSDP2 through Ray Train on the session's local Ray instance (2 CPU workers, gloo): the same training as
-DDP, and sharded checkpoints that resume on a different number of workers."""
+"""DDP and FSDP2 through Ray Train on the session's local Ray instance (2 CPU workers, gloo): the same training
+either way, and runs that crash resuming from their checkpoints (DDP's under Ray Train's restarts, FSDP's sharded
+ones on a different number of workers) to the uninterrupted runs' losses. One uninterrupted run of each serves
+every check."""
 
 import os
 
@@ -55,3 +57,16 @@ def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_on_one_worker(ddp
     reference = ddp_and_fsdp["fsdp"]
     assert resumed.final["train_loss"] == pytest.approx(reference.final["train_loss"], abs=1e-4)
     assert resumed.final["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-4)
+
+
+def test_a_ddp_worker_crash_after_a_checkpoint_resumes_to_the_same_final_loss(ddp_and_fsdp, ray_cluster, tmp_path):
+    """Rank 1 exits hard after step 6; Ray Train restarts the group from the step-4 checkpoint."""
+    reference = ddp_and_fsdp["ddp"]
+    crashed = run_training(tiny_run(workers=2, parallel="ddp", storage_path=str(tmp_path), fail_at_step=6,
+                                    max_failures=1, **EIGHT_STEPS))
+    assert reference.resumed_from_step is None and crashed.resumed_from_step == 4
+    # Same data, masks, weights and optimiser state after the restart; gloo all-reduce is deterministic.
+    assert crashed.final["train_loss"] == pytest.approx(reference.final["train_loss"], abs=1e-5)
+    assert crashed.final["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-5)
+    assert crashed.data_digest == reference.data_digest
+    assert [m["step"] for m in crashed.curve] == list(range(1, 9))
