@@ -16,6 +16,9 @@ os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 # Workers export live metrics every 2 s instead of 10 (Ray floors it at 1 s): a test run's gauges reach the
 # metrics port while it trains, not only after tens of seconds. Tests only; a real cluster keeps Ray's default.
 os.environ.setdefault("RAY_metrics_report_interval_ms", "2000")
+# Ray Train starts an actor per run that watches for nodes being drained (spot preemption); a local test cluster is
+# never drained, and each such actor costs a process start (about 3 CPU-seconds here) in every Ray Train run.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 import pytest  # noqa: E402
 

@@ -16,17 +16,21 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from meap_scale.config import DataSpec
 from meap_scale.data import remote, sources, tokenizer as tokenizers
+from meap_scale.data.blocks import Blocks
 from meap_scale.data.builders import build_here, build_with_ray_data
-from meap_scale.data.packing import BLOCK_COLUMN, unigram_entropy
+from meap_scale.data.packing import unigram_entropy
 from meap_scale.data.shards import SHARD_BYTES, ShardStats, plan_shards, shard_name
 from meap_scale.models import padded_vocab_size
 from meap_scale.urls import is_url
+
+if TYPE_CHECKING:  # imported where a corpus is prepared: the processes that only read blocks never need it
+    import datasets
 
 PACKING_VERSION = 2
 """2: packed per shard of about ``SHARD_BYTES`` of text (1: one stream per split)."""
@@ -70,11 +74,9 @@ class PreparedData:
 
         return PreTrainedTokenizerFast.from_pretrained(_local(self.tokenizer_path))
 
-    def open_split(self, split: str) -> datasets.Dataset:
-        """The split's shards, memory-mapped, as one table; rows are (L + 1,) int32 arrays numbered globally."""
-        shards = [datasets.Dataset.from_file(path) for path in self.shard_paths(split)]
-        blocks = shards[0] if len(shards) == 1 else datasets.concatenate_datasets(shards)
-        return blocks.with_format("numpy", columns=[BLOCK_COLUMN])
+    def open_split(self, split: str) -> Blocks:
+        """The split's shards, memory-mapped, as one table; rows are (L + 1,) blocks numbered globally."""
+        return Blocks(self.shard_paths(split))
 
     @property
     def special_ids(self) -> tuple[int, ...]:

@@ -15,8 +15,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import datasets
+from typing import TYPE_CHECKING
 
 from meap_scale.data import remote
 from meap_scale.data.errors import DataError
@@ -24,6 +23,9 @@ from meap_scale.urls import is_url
 
 BUNDLED = {"kjv": "kjv.jsonl.xz"}
 """Shipped corpora; provenance and licence in docs/corpus.md."""
+
+if TYPE_CHECKING:  # imported where documents are loaded: most processes that import this module never do
+    import datasets
 
 _BUILDERS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
@@ -137,6 +139,8 @@ def fingerprint(source: Source) -> str:
 
 
 def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:
+    import datasets
+
     try:
         return datasets.load_dataset(source.builder, source.config, split="train", cache_dir=cache_dir)
     except Exception as error:  # the hub client raises many types for "offline" and "not found"
@@ -145,6 +149,8 @@ def _load_hub(source: Source, cache_dir: str) -> datasets.Dataset:
 
 
 def _load_files(source: Source, cache_dir: str) -> datasets.Dataset:
+    import datasets
+
     extra = {"sample_by": "paragraph"} if source.builder == "text" else {}
     try:
         return datasets.load_dataset(source.builder, data_files=list(source.files), split="train",

@@ -26,7 +26,7 @@ from meap_scale.spec_base import ConfigError
 
 def heldout_tokens(data: PreparedData) -> TokenStream:
     """The validation split as one token stream, read lazily: the haystack source, never seen in training."""
-    return TokenStream(data.open_split("val").data.table.column(BLOCK_COLUMN), data.val_tokens)
+    return TokenStream(data.open_split("val").table.column(BLOCK_COLUMN), data.val_tokens)
 
 
 def _score_rows(task: str, condition: str, scores) -> list[dict]:
