@@ -59,7 +59,8 @@ def test_a_two_worker_ddp_run_learns_while_its_workers_export_tagged_metrics(ray
     tags, _ = ours["train_loss"]
     assert {k: tags[k] for k in ("study", "objective", "mask_ratio", "model_size")} == \
            {"study": "monitored", "objective": "meap", "mask_ratio": "0.15", "model_size": "debug"}
-    assert ours["tokens"][1] >= spec.optim.batch_tokens * 40 and 0 < ours["train_loss"][1] < 20 and ours["tokens_per_s"][1] > 0
+    assert ours["tokens"][1] >= spec.optim.batch_tokens * spec.log_every
+    assert 0 < ours["train_loss"][1] < 20 and ours["tokens_per_s"][1] > 0
     result = done["result"]
     # A context-free model scores the unigram entropy (about 6.06 nats here); a nat below it means the
     # model uses context. Measured: about 4.6 after 1M tokens.

@@ -11,6 +11,7 @@ import pytest
 from meap_scale.cli import main
 from meap_scale.config import DataSpec
 from meap_scale.data import prepare_data
+from meap_scale.data.blocks import Blocks
 from meap_scale.data.prepare import MANIFEST_FILE, split_documents
 from meap_scale.data.shards import plan_shards
 from meap_scale.data.sources import load_documents, resolve_source
@@ -20,7 +21,7 @@ SMALL_SHARDS = 256 * 1024
 
 
 def _shard_tokens(prepared) -> dict[str, np.ndarray]:
-    return {path.rsplit("/", 1)[1]: np.stack(datasets.Dataset.from_file(path).with_format("numpy")[:]["tokens"])
+    return {path.rsplit("/", 1)[1]: Blocks([path])[:]["tokens"]
             for split in ("train", "val") for path in prepared.shard_paths(split)}
 
 
