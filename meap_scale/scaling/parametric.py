@@ -124,8 +124,18 @@ def prepare_points(n, d, loss, weights=None, drop_highest: int = 0, units=None) 
 
 
 def _lbfgs(theta0: np.ndarray, points: Points, delta: float):
-    args = (points.log_n, points.log_d, points.log_loss, points.weights, delta)
-    return minimize(objective_and_gradient, theta0, args=args, jac=True, method="L-BFGS-B", options=LBFGS_OPTIONS)
+    """L-BFGS-B from ``theta0``, run on the law written about the points' mean log N and log D (a - alpha log N =
+    (a - alpha mean) - alpha (log N - mean), likewise for b): the same objective and optimum, but a and alpha no
+    longer move together, and it takes a fifth fewer evaluations (``bench/fit_speed.py``). The result's ``x`` is
+    in the usual parameters."""
+    centre_n, centre_d = float(points.log_n.mean()), float(points.log_d.mean())
+    to_centred = np.array([[1, 0, 0, -centre_n, 0], [0, 1, 0, 0, -centre_d], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0],
+                           [0, 0, 0, 0, 1]], dtype=float)
+    args = (points.log_n - centre_n, points.log_d - centre_d, points.log_loss, points.weights, delta)
+    result = minimize(objective_and_gradient, to_centred @ np.asarray(theta0, dtype=float), args=args, jac=True,
+                      method="L-BFGS-B", options=LBFGS_OPTIONS)
+    result.x = np.linalg.solve(to_centred, result.x)
+    return result
 
 
 def _grid_starts(points: Points, delta: float, starts: int) -> np.ndarray:
