@@ -107,39 +107,29 @@ def test_a_multi_budget_study_stores_each_branch_with_its_parent_and_a_rerun_tra
     assert "0 trained now" in capsys.readouterr().out and run_files(store_path) == written
 
 
-def test_an_interrupted_study_resumes_without_retraining_finished_runs(ray_cluster, tmp_path):
-    store_path = tmp_path / "results"
-    argv = ["--preset", "smoke", "--store", str(store_path), "--max-concurrent", "1"]
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
-    driver = subprocess.Popen([sys.executable, str(STUDIES / "scaling_grid.py"), *argv], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while not run_files(store_path) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver dies without any chance to clean up
-    driver.wait()
-    first = ResultsStore(str(store_path)).runs().to_pylist()
-    assert 1 <= len(first) < 4, "the driver must die mid-study"
-
-    assert run_script("scaling_grid", *argv) == 0
-    runs = {r["run_id"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
-    assert len(runs) == 4 and all(r["status"] == "finished" for r in runs.values())
-    for earlier in first:
-        assert runs[earlier["run_id"]]["written_at"] == earlier["written_at"]  # not trained again
+def latest_checkpoint(store: Path, prefix: str) -> int:
+    """The highest step checkpointed by a run whose id starts with ``prefix`` (0 before its first)."""
+    return max((int(p.name[5:]) for p in (store / "_checkpoints").glob(f"{prefix}*/step-*")), default=0)
 
 
-def test_a_terminated_study_records_its_runs_in_flight_and_resumes_them(ray_cluster, tmp_path):
+def wait_for(condition, driver: subprocess.Popen, deadline: float) -> None:
+    while not condition():
+        assert time.monotonic() < deadline and driver.poll() is None, "the study must still be running"
+        time.sleep(0.1)
+
+
+def test_a_terminated_then_killed_study_resumes_its_run_in_flight_and_never_retrains_a_finished_one(ray_cluster,
+                                                                                                    tmp_path):
+    """One study, stopped twice mid-run: SIGTERM (the driver records the run in flight and says how to resume),
+    then SIGKILL of the resumed driver (no chance to clean up); the same command then finishes the study."""
     store_path = tmp_path / "results"
     argv = [str(STUDIES / "mask_ratio_sweep.py"), "--preset", "smoke", "--store", str(store_path),
             "--max-concurrent", "1", "--tokens", "131072"]  # 128 steps: seconds of margin after the first report
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
     driver = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
-    deadline = time.monotonic() + 300
     # The MEAP run (the second trial) has checkpointed at step 24 of 128, after its first report (step 16).
-    while max((int(p.name[5:]) for p in (store_path / "_checkpoints").glob("meap*/step-*")), default=0) < 24:
-        assert time.monotonic() < deadline and driver.poll() is None, "the study must still be running"
-        time.sleep(0.1)
+    wait_for(lambda: latest_checkpoint(store_path, "meap") >= 24, driver, time.monotonic() + 300)
     driver.send_signal(signal.SIGTERM)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 143, err[-3000:]
@@ -147,15 +137,22 @@ def test_a_terminated_study_records_its_runs_in_flight_and_resumes_them(ray_clus
     assert "1 interrupted" in out and "no report" not in out  # one run finished: its report is written
     runs = {r["status"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
     assert set(runs) == {"finished", "interrupted"}
-    stopped = runs["interrupted"]
+    finished, stopped = runs["finished"], runs["interrupted"]
     assert 0 < stopped["tokens_seen"] < stopped["tokens_budget"] and "interrupted with the study" in stopped["error"]
-    checkpoints = sorted((store_path / "_checkpoints" / stopped["run_id"]).glob("step-*"))
-    reached = stopped["tokens_seen"] // stopped["batch_tokens"]
-    assert checkpoints and int(checkpoints[-1].name[5:]) > reached - 128 // 10  # it resumes less than a tenth back
+    reached, saved = stopped["tokens_seen"] // stopped["batch_tokens"], latest_checkpoint(store_path, "meap")
+    assert saved > reached - 128 // 10  # it resumes less than a tenth back
 
-    assert run_script("mask_ratio_sweep", *argv[1:]) == 0  # the same command resumes it
-    runs = ResultsStore(str(store_path)).runs().to_pylist()
-    assert [r["status"] for r in runs] == ["finished", "finished"]
+    # The same command resumes the MEAP run; once it has checkpointed further, its driver dies without cleaning up.
+    driver = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: latest_checkpoint(store_path, "meap") > saved, driver, time.monotonic() + 300)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    assert run_script("mask_ratio_sweep", *argv[1:]) == 0  # and again the same command finishes the study
+    runs = {r["run_id"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
+    assert [r["status"] for r in runs.values()] == ["finished", "finished"]
+    assert runs[finished["run_id"]]["written_at"] == finished["written_at"]  # not trained again
 
 
 def test_bad_study_input_fails_before_any_trial_starts(tmp_path):
