@@ -1,5 +1,6 @@
 """Studies end to end on a real local Ray: the smoke study script, re-runs, and an interrupted driver."""
 
+import json
 import os
 import runpy
 import signal
@@ -33,20 +34,31 @@ def run_files(store: Path) -> set[str]:
     return {p.name for p in (store / "runs").glob("part-*.parquet")}
 
 
-def test_smoke_study_fills_the_store_and_a_rerun_trains_nothing(ray_cluster, tmp_path, capsys):
+def test_smoke_study_fills_the_store_with_its_evals_and_a_rerun_trains_nothing(ray_cluster, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The smoke study, started with a relative store (Tune runs each trial in a directory of its own: relative
+    paths are anchored on the driver); then reruns, other names and options, attached evals and a fit on its store."""
+    from meap_scale.eval_spec import EVAL_TASKS
+
+    monkeypatch.chdir(tmp_path)
     store_path = tmp_path / "results"
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path)) == 0
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", "results") == 0
     store = ResultsStore(str(store_path))
     runs = store.runs({"study": "mask-ratio-smoke"}).to_pylist()
     assert sorted((r["objective"], r["mask_ratio"]) for r in runs) == [("meap", 0.15), ("ntp", 0.0)]
+    evals = store.read("evals").to_pylist()
     for run in runs:
         assert run["status"] == "finished" and run["tokens_seen"] == 65_536 and run["val_loss"] > 0
         curve = store.curves(run["run_id"]).to_pylist()
         assert {p["step"] for p in curve if p["metric"] == "val_loss"} == {16, 32, 48, 64}
         assert {p["step"] for p in curve} >= {6, 12, 18, 60}  # checkpoint reports: an interrupt loses < 10%
         assert {p["metric"] for p in curve} >= {"train_loss", "val_loss", "lr", "tokens_per_s"}
+        assert {r["task"] for r in evals if r["run_id"] == run["run_id"]} == set(EVAL_TASKS)
+        assert {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy",
+                "attention_needle_share"} <= set(json.loads(run["eval_summary_json"]))
     printed = capsys.readouterr().out
-    assert "2 trained now" in printed and f"report: {store_path / 'report-mask-ratio-smoke.html'}" in printed
+    assert "2 finished runs in the store, 2 trained now" in printed and f"results store: {store_path}" in printed
+    assert f"report: {store_path / 'report-mask-ratio-smoke.html'}" in printed
     page = (store_path / "report-mask-ratio-smoke.html").read_text()
     assert "CPU-scale runs only: a plumbing demo" in page and 'id="fig-needle_heatmap"' in page
     written = run_files(store_path)
@@ -246,35 +258,6 @@ def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster,
     assert len(outcome.trial_configs) == 2 and outcome.failed == 0 and outcome.total >= 1
     runs = ResultsStore(spec.storage).runs({"study": "pareto"}).to_pylist()
     assert all(r["tokens_per_s"] > 0 and r["val_loss"] > 0 for r in runs)
-
-
-def test_a_relative_store_lands_where_the_study_was_started(ray_cluster, tmp_path, monkeypatch, capsys):
-    """Tune runs each trial in a directory of its own: relative paths are anchored on the driver."""
-    monkeypatch.chdir(tmp_path)
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", "results") == 0
-    assert ResultsStore(str(tmp_path / "results")).runs().num_rows == 2
-    out = capsys.readouterr().out
-    assert "2 finished runs in the store, 2 trained now" in out and f"results store: {tmp_path / 'results'}" in out
-
-
-def test_a_study_with_an_eval_suite_stores_every_evals_rows(ray_cluster, tmp_path):
-    from dataclasses import replace
-
-    from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
-    from meap_scale.study.presets import build_study
-    from meap_scale.study.runner import run_study
-
-    spec = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"), name="with-evals")
-    evals = EvalSpec(tasks=EVAL_TASKS, context_lens=(56,), depths=(0.0, 1.0), per_cell=2, documents=2, doc_tokens=1)
-    spec = replace(spec, base=replace(spec.base, evals=evals))
-    assert run_study(spec).total == 2
-    store = ResultsStore(spec.storage)
-    rows = store.read("evals").to_pylist()
-    for run in store.runs().to_pylist():
-        mine = [r for r in rows if r["run_id"] == run["run_id"]]
-        assert {r["task"] for r in mine} == set(EVAL_TASKS)
-        assert {"heldout_loss", "needle_accuracy", "needle_control_accuracy", "multidoc_accuracy",
-                "attention_needle_share"} <= set(__import__("json").loads(run["eval_summary_json"]))
 
 
 def test_a_file_url_store_is_anchored_as_its_folder_and_remote_urls_stay_as_they_are(tmp_path, monkeypatch):
