@@ -63,7 +63,7 @@ def test_benchmarks_without_local_data_are_skipped_with_their_reason(prepared, t
     assert list(result.skipped) == ["arc_easy"] and "not available here" in result.skipped["arc_easy"]
     assert {r["task"] for r in result.rows} == {"harness:scripture_mc"} and result.rows[0]["n"] == 4
     with pytest.raises(HarnessError, match=r"no task\(s\) \['arc_easz'\]"):
-        run_harness(model, tokenizer, ("arc_easz",), max_length=64)
+        run_harness(model, tokenizer, ("arc_easz",), max_length=64, include=include)
 
 
 def test_eval_command_runs_the_harness_on_a_checkpoint_and_says_what_it_skipped(tmp_path, capsys, include):
@@ -83,5 +83,6 @@ def test_eval_command_runs_the_harness_on_a_checkpoint_and_says_what_it_skipped(
     assert "skipped piqa: its data is not available here" in out.err and "harness:scripture_mc" in out.out
     assert {(r["run_id"], r["task"]) for r in ResultsStore(store).read("evals").to_pylist()} == \
            {(spec.run_id, "harness:scripture_mc")}
-    assert main(["eval", "--checkpoint", checkpoint, "--suite", "harness", "--harness-tasks", "piqa"]) == 1
+    assert main(["eval", "--checkpoint", checkpoint, "--suite", "harness", "--harness-tasks", "piqa",
+                 "--harness-include", include]) == 1
     assert "no harness task could run" in capsys.readouterr().err

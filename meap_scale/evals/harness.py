@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from meap_scale.data.errors import DataError
 
@@ -42,6 +43,14 @@ def _harness():
     return lm_eval, HFLM, TaskManager
 
 
+@lru_cache(maxsize=8)
+def task_manager(include: str | None):
+    """The harness's task index with ``include``'s task files: built once per process and folder, since building
+    it parses every one of the harness's 28,000 task files (15-30 s here), and ``meap-scale eval --study`` runs the
+    harness once per checkpoint. Task files added to ``include`` later in the same process are not seen."""
+    return _harness()[2](include_path=include)
+
+
 def available_tasks(manager, tasks: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     """Which ``tasks`` can run here: unknown names fail now; tasks whose data cannot be loaded (offline,
     not cached) are returned as skipped with the reason."""
@@ -63,8 +72,8 @@ def available_tasks(manager, tasks: tuple[str, ...]) -> tuple[list[str], dict[st
 def run_harness(model, tokenizer, tasks: tuple[str, ...], *, max_length: int, include: str | None = None,
                 limit: int | None = None, batch_size: int = 16, device: str = "cpu") -> HarnessResult:
     """Zero-shot ``tasks`` on ``model``; ``limit`` caps the documents per task (for a quick look)."""
-    lm_eval, HFLM, TaskManager = _harness()
-    manager = TaskManager(include_path=include)
+    lm_eval, HFLM, _ = _harness()
+    manager = task_manager(include)
     ready, skipped = available_tasks(manager, tasks)
     if not ready:
         return HarnessResult(rows=[], skipped=skipped)
