@@ -61,6 +61,24 @@ def test_an_upload_without_its_prepared_json_is_not_taken_as_prepared_and_is_red
     assert os.path.exists(f"{blocks}/{META_FILE}") and again.train_blocks == from_urls.train_blocks
 
 
+def test_a_node_reading_the_validation_split_of_a_cache_url_fetches_its_shards_and_no_others(at_urls, tmp_path,
+                                                                                               monkeypatch):
+    """What an eval of a run prepared elsewhere reads: the validation shards and the tokenizer, not the training
+    split (about 40 GB of a 10BT cache)."""
+    spec, from_urls, local = at_urls
+    monkeypatch.setenv("MEAP_SCALE_NODE_CACHE", str(tmp_path / "fresh-node"))
+    fs, root = remote.filesystem(from_urls.directory)
+    size = {path.rsplit("/", 1)[1]: fs.size(path) for path in fs.find(root)}
+    before = remote.fetched_bytes()
+    assert np.array_equal(np.stack(from_urls.open_split("val")[:]["tokens"]), np.stack(local.open_split("val")[:]["tokens"]))
+    val = [name for name in size if name.startswith("val-")]
+    assert len(val) == from_urls.val_shards and remote.fetched_bytes() - before == sum(size[name] for name in val)
+    fetched = os.listdir(os.path.dirname(from_urls.shard_paths("val")[0]))
+    assert not [name for name in fetched if name.startswith("train-")]
+    assert from_urls.load_tokenizer().get_vocab() == local.load_tokenizer().get_vocab()
+    assert remote.fetched_bytes() - before < sum(size.values()) / 2
+
+
 def test_a_missing_cache_folder_asks_for_the_data_to_be_prepared_again(tmp_path):
     with pytest.raises(DataError, match="does not exist.*prepare the data again"):
         remote.fetch_folder(f"file://{tmp_path}/gone")
@@ -98,7 +116,7 @@ def test_two_ray_workers_train_from_a_cache_url_as_one_process_does_from_a_local
     assert [m["step"] for m in remote_run.curve] == [m["step"] for m in local_run["curve"]] == [1, 2, 3, 4]
     for a, b in zip(remote_run.curve, local_run["curve"]):
         assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-4)
-    assert os.path.exists(os.path.join(node_copy, remote.COMPLETE))
+    assert {f"train-{k:05d}.arrow" for k in range(from_urls.train_shards)} <= set(os.listdir(node_copy))
     assert remote_run.final["val_loss"] == pytest.approx(local_run["final"]["val_loss"], abs=1e-4)
 
 

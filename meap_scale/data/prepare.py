@@ -64,10 +64,12 @@ class PreparedData:
     val_shards: int = 1
 
     def shard_paths(self, split: str) -> list[str]:
-        """Local paths of the split's shards (fetched to this node first when the cache is a URL)."""
+        """Local paths of the split's shards (those of this split alone fetched to this node first when the cache
+        is a URL)."""
         count = self.train_shards if split == "train" else self.val_shards
-        directory = _local(self.directory)
-        return [os.path.join(directory, shard_name(split, k)) for k in range(count)]
+        names = [shard_name(split, k) for k in range(count)]
+        directory = str(remote.fetch_files(self.directory, names)) if is_url(self.directory) else self.directory
+        return [os.path.join(directory, name) for name in names]
 
     def load_tokenizer(self):
         from transformers import PreTrainedTokenizerFast

@@ -4,8 +4,10 @@ A cache at a URL (``s3://``, ``gs://``, ``file://``) is built in a node-local wo
 file by file with ``prepared.json`` last: object stores have no atomic folder rename, so the last file
 marks the upload complete, and two nodes preparing the same corpus upload the same bytes (shards are
 deterministic). A process that needs the files (a training worker memory-mapping shards, an eval loading
-the tokenizer) fetches the folder once per node into ``$MEAP_SCALE_NODE_CACHE`` (default
-``<local cache>/node``) under a file lock, so the ranks of one node download it once between them.
+the tokenizer) fetches them once per node into ``$MEAP_SCALE_NODE_CACHE`` (default ``<local cache>/node``)
+under a file lock, so the ranks of one node download them once between them: a tokenizer as a folder
+(``fetch_folder``), a split's shards file by file (``fetch_files``: an eval reads the validation split only, a
+small part of a 40 GB cache). ``fetched_bytes`` counts what this process downloaded.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ from meap_scale import urls
 from meap_scale.data.errors import DataError
 
 COMPLETE = ".complete"
+_FETCHED = {"bytes": 0}
+
+
+def fetched_bytes() -> int:
+    """Bytes this process has downloaded from cache URLs (``fetch_folder`` and ``fetch_files``)."""
+    return _FETCHED["bytes"]
 
 
 def filesystem(url: str):
@@ -103,10 +111,39 @@ def fetch_folder(url: str) -> Path:
                             f"(meap-scale data prepare with the run's data options)")
         partial = local.with_name(f"{local.name}.partial-{uuid.uuid4().hex}")
         for remote_path in fs.find(root):
-            target = partial / remote_path[len(root) + 1:]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(remote_path, str(target))
+            _download(fs, remote_path, partial / remote_path[len(root) + 1:])
         (partial / COMPLETE).write_text(url)
         shutil.rmtree(local, ignore_errors=True)
         os.rename(partial, local)
     return local
+
+
+def fetch_files(url: str, names: list[str]) -> Path:
+    """The node-local copy of the folder at ``url`` holding at least ``names`` (paths relative to it), each
+    downloaded on first use by one process of the node; a folder fetched whole or uploaded from here has them."""
+    from filelock import FileLock
+
+    local = _fetched(url)
+    if (local / COMPLETE).exists() or all((local / name).exists() for name in names):
+        return local
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{local}.lock"):
+        fs, root = filesystem(url)
+        root = root.rstrip("/")
+        for name in names:
+            if (local / name).exists():
+                continue
+            if not fs.exists(f"{root}/{name}"):
+                raise DataError(f"{url}/{name} does not exist; prepare the data again (meap-scale data prepare "
+                                f"with the run's data options)")
+            _download(fs, f"{root}/{name}", local / name)
+    return local
+
+
+def _download(fs, remote_path: str, target: Path) -> None:
+    """One file to ``target``, complete or not at all (written beside it, then renamed), counted."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{uuid.uuid4().hex}")
+    fs.get_file(remote_path, str(partial))
+    _FETCHED["bytes"] += partial.stat().st_size
+    os.replace(partial, target)
