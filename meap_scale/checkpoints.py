@@ -10,7 +10,9 @@ A checkpoint folder holds:
 - ``trainer.pt``: scheduler and RNG states (rank 0's);
 - ``state.json``: the data position (the optimiser step; block order and masks are pure functions of
   it), the curve so far and each rank's data digest;
-- ``run.json``: the RunSpec.
+- ``run.json``: the RunSpec;
+- ``data.json``: the prepared corpus the run read (``PreparedData``), so an eval opens its tokenizer and validation
+  split where they are instead of preparing the corpus again.
 
 Folders written before sharded checkpoints (``model/model.safetensors`` and ``optimizer.pt``) still
 evaluate, but do not resume.
@@ -36,6 +38,8 @@ STATE_FILE = "state.json"
 TRAINER_FILE = "trainer.pt"
 RUN_FILE = "run.json"
 """The run's RunSpec, so a checkpoint can be evaluated on its own."""
+DATA_FILE = "data.json"
+"""The ``PreparedData`` the run trained on (checkpoints written before it have none)."""
 LEGACY_WEIGHTS = os.path.join(MODEL_DIR, "model.safetensors")
 EVAL_PARTS = (MODEL_DIR, SHARDED_DIR)
 """What ``load_model`` reads: a copy of these is enough to evaluate a checkpoint elsewhere."""

@@ -81,6 +81,40 @@ def test_eval_command_evaluates_a_saved_checkpoint(tmp_path, capsys):
     assert "not a meap-scale checkpoint folder" in capsys.readouterr().err
 
 
+def test_a_checkpoint_is_evaluated_from_the_corpus_its_run_prepared_even_where_the_raw_corpus_is_gone(tmp_path,
+                                                                                                      capsys):
+    """The checkpoint's data.json names the prepared blocks and tokenizer: evaluation reads them and never the raw
+    corpus (for a real one, hours of preparation). Without data.json (checkpoints written before it) the corpus is
+    prepared again, and says so; here the corpus is gone, so that fails with its reason."""
+    import os
+    import shutil
+
+    from meap_scale.checkpoints import DATA_FILE
+    from meap_scale.cli import main
+    from meap_scale.config import DataSpec
+    from meap_scale.data import prepare_data
+    from meap_scale.data.sources import bundled_path
+
+    corpus = tmp_path / "corpus" / "kjv.jsonl.xz"
+    corpus.parent.mkdir()
+    shutil.copy(bundled_path("kjv"), corpus)
+    spec = tiny_run(checkpoint_every=4, data=DataSpec(source=str(corpus), seq_len=64, cache_dir=str(tmp_path / "c")))
+    train_loop_per_worker({"run": spec.to_dict(), "data": prepare_data(spec.data).to_dict(),
+                           "checkpoint_root": str(tmp_path / "ckpt")})
+    checkpoint = tmp_path / "ckpt" / "step-00000004"
+    os.remove(corpus)
+    capsys.readouterr()
+    argv = ["eval", "--checkpoint", str(checkpoint), "--tasks", "needle,heldout", "--per-cell", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and '"heldout_loss"' in out.out
+    os.remove(checkpoint / DATA_FILE)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"cannot point to its corpus (it has no {DATA_FILE}): preparing {corpus} again" in err
+    assert str(corpus) in err.split("error:")[-1]
+
+
 def test_a_lost_in_the_middle_file_replaces_the_synthetic_documents(prepared, qa_file):
     model = build_model(LADDER["debug"], prepared.model_vocab_size, 256, seed=0)
     spec = EvalSpec(tasks=("multidoc",), qa_file=str(qa_file), documents=6, candidates=4)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 
 from meap_scale.config import RunSpec
 from meap_scale.eval_spec import EVAL_TASKS, EvalSpec
@@ -54,17 +55,21 @@ def add_command(commands) -> None:
 
 
 def _load_checkpoint(path: str):
-    """The run's spec and model from a checkpoint folder a training run wrote."""
+    """The run's spec, model and prepared corpus from a checkpoint folder a training run wrote (the corpus opened
+    where the run's ``data.json`` says it is, prepared again only where it is not there)."""
     import os
 
-    from meap_scale.checkpoints import RUN_FILE, load_model
+    from meap_scale.checkpoints import DATA_FILE, RUN_FILE, load_model
+    from meap_scale.evals.attach import checkpoint_data
 
     run_file = os.path.join(path, RUN_FILE)
     if not os.path.exists(run_file):
         raise ConfigError(f"{path} is not a meap-scale checkpoint folder (no {RUN_FILE})")
     with open(run_file) as handle:
         spec = RunSpec.from_dict(json.load(handle))
-    return spec, load_model(path)
+    data_file = os.path.join(path, DATA_FILE)
+    recorded = Path(data_file).read_text() if os.path.exists(data_file) else None
+    return spec, load_model(path), checkpoint_data(recorded, spec)
 
 
 def _eval_changes(args: argparse.Namespace) -> dict:
@@ -84,14 +89,12 @@ def _eval_changes(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.study:
         return _eval_study(args)
-    from meap_scale.data import prepare_data
     from meap_scale.evals.suite import check_suite, device_autocast, evaluation_device, run_suite
     from meap_scale.store import ResultsStore
 
     changes = _eval_changes(args)
     device = evaluation_device(args.gpu)
-    spec, model = _load_checkpoint(args.checkpoint)
-    data = prepare_data(spec.data)
+    spec, model, data = _load_checkpoint(args.checkpoint)
     if args.suite == "harness":
         return _harness(args, spec, model, data)
     own = spec.evals if spec.evals.tasks else dataclasses.replace(spec.evals, tasks=SUITES["retrieval"])
@@ -125,7 +128,7 @@ def _eval_study(args: argparse.Namespace) -> int:
     if not (plan.todo or plan.done or plan.cannot):
         raise ConfigError(f"study {args.study!r} has no finished runs in {args.store}")
     device = evaluation_device(args.gpu)
-    attach.check(plan.todo)
+    attach.check(plan.todo, store)
     for planned in plan.todo:
         summary = summary_of(attach.evaluate(store, planned, device))
         print(f"evaluated {planned.run_id} ({', '.join(planned.evals.tasks)}): "

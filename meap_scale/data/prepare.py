@@ -22,6 +22,7 @@ import numpy as np
 
 from meap_scale.config import DataSpec
 from meap_scale.data import remote, sources, tokenizer as tokenizers
+from meap_scale.data.errors import DataError
 from meap_scale.data.blocks import Blocks
 from meap_scale.data.builders import build_here, build_with_ray_data
 from meap_scale.data.packing import unigram_entropy
@@ -216,6 +217,22 @@ def prepare_data(spec: DataSpec, *, workers: int | None = None, shard_bytes: int
         if is_url(cache):
             _upload(work, key, cache)
     return PreparedData.from_dict(json.loads(remote.read_text(meta)))
+
+
+def reopen_prepared(recorded: str) -> tuple[PreparedData | None, str]:
+    """The prepared corpus a run recorded (``PreparedData.to_dict`` as JSON), if its cache still holds it: its
+    ``prepared.json`` where it was, with the same fingerprint; no corpus is read or hashed. Else None and why."""
+    try:
+        prepared = PreparedData.from_dict(json.loads(recorded))
+        meta = f"{prepared.directory}/{META_FILE}"
+        if not remote.exists(meta):
+            return None, f"its prepared corpus is no longer at {prepared.directory}"
+        there = json.loads(remote.read_text(meta))
+    except (TypeError, ValueError, OSError, DataError) as error:
+        return None, f"its record of the prepared corpus cannot be read ({type(error).__name__}: {error})"
+    if there.get("fingerprint") != prepared.fingerprint:
+        return None, f"{prepared.directory} now holds another preparation (fingerprint {there.get('fingerprint')})"
+    return prepared, f"its prepared corpus at {prepared.directory}"
 
 
 def _upload(work: Path, key: str, cache: str) -> None:

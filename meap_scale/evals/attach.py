@@ -15,14 +15,16 @@ import contextlib
 import json
 import os
 import posixpath
+import sys
 import tempfile
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Iterator
 
 import torch
 
-from meap_scale.checkpoints import EVAL_PARTS, STATE_FILE, STUDY_FOLDERS, load_model
-from meap_scale.config import RunSpec
+from meap_scale.checkpoints import DATA_FILE, EVAL_PARTS, STATE_FILE, STUDY_FOLDERS, load_model
+from meap_scale.config import DataSpec, RunSpec
 from meap_scale.eval_spec import EvalSpec
 from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
@@ -114,25 +116,50 @@ def _local_copy(store: ResultsStore, path: str) -> Iterator[str]:
         yield folder
 
 
-def check(todo: list[Planned]) -> None:
-    """Build every planned suite's items now: a task that cannot fit a model fails before any evaluation."""
+def checkpoint_data(recorded: str | None, spec: RunSpec):
+    """The prepared corpus a checkpoint's run read (``recorded``: its ``data.json``, None where it has none),
+    opened where it is; else prepared again from the run's DataSpec, once per process and DataSpec, saying why on
+    stderr (a real corpus takes hours)."""
+    from meap_scale.data.prepare import reopen_prepared
+
+    prepared, why = reopen_prepared(recorded) if recorded is not None else (None, f"it has no {DATA_FILE}")
+    if prepared is not None:
+        return prepared
+    print(f"meap-scale: the checkpoint of run {spec.run_id} cannot point to its corpus ({why}): preparing "
+          f"{spec.data.source} again", file=sys.stderr)
+    return _prepared_again(spec.data)
+
+
+@lru_cache(maxsize=4)
+def _prepared_again(data: DataSpec):
     from meap_scale.data import prepare_data
+
+    return prepare_data(data)
+
+
+def _planned_data(store: ResultsStore, planned: Planned):
+    path = posixpath.join(planned.checkpoint, DATA_FILE)
+    recorded = store.fs.cat_file(path).decode() if store.fs.exists(path) else None
+    return checkpoint_data(recorded, planned.spec)
+
+
+def check(todo: list[Planned], store: ResultsStore) -> None:
+    """Build every planned suite's items now: a task that cannot fit a model fails before any evaluation."""
     from meap_scale.evals.suite import check_suite
 
     for planned in todo:
-        check_suite(prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len)
+        check_suite(_planned_data(store, planned), planned.evals, planned.spec.data.seq_len)
 
 
 def evaluate(store: ResultsStore, planned: Planned, device: torch.device | str = "cpu") -> list[dict]:
     """Evaluate one run's final checkpoint on ``device`` and append its rows; returns them."""
-    from meap_scale.data import prepare_data
     from meap_scale.evals.suite import device_autocast, run_suite
 
     device = torch.device(device)
     with _local_copy(store, planned.checkpoint) as folder:
         model = load_model(folder).to(device)
     with device_autocast(device):
-        rows, _ = run_suite(model, prepare_data(planned.spec.data), planned.evals, planned.spec.data.seq_len, device)
+        rows, _ = run_suite(model, _planned_data(store, planned), planned.evals, planned.spec.data.seq_len, device)
     rows = [{"run_id": planned.run_id, **row} for row in rows]
     store.append("evals", rows)
     return rows

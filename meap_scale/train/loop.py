@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import tempfile
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from meap_scale.checkpoints import RUN_FILE
+from meap_scale.checkpoints import DATA_FILE, RUN_FILE
 from meap_scale.config import RunSpec
 from meap_scale.data.order import BlockOrder
 from meap_scale.data.prepare import PreparedData
@@ -331,4 +332,6 @@ def _checkpoint_folder(run: TrainingRun, step: int | None) -> Iterator[str | Non
         if run.session.rank == 0:
             with open(os.path.join(folder, RUN_FILE), "w") as handle:
                 handle.write(run.spec.to_json())  # lets `meap-scale eval` rebuild the data and tokenizer
+            with open(os.path.join(folder, DATA_FILE), "w") as handle:
+                json.dump(run.data.to_dict(), handle)  # or open them where they are, without a preparation
         yield folder
