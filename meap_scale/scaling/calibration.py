@@ -43,7 +43,8 @@ from meap_scale.scaling.errors import ScalingFitError
 from meap_scale.scaling.extrapolation_checks import extrapolation_checks
 from meap_scale.scaling.from_store import fit_groups
 from meap_scale.scaling.paired import SIGNIFICANCE, pair_by_seed, t_test, verdict_power
-from meap_scale.scaling.parametric import in_seed_order, natural
+from meap_scale.scaling.parametric import natural
+from meap_scale.scaling.seeded_pool import in_seed_order
 from meap_scale.scaling.power import Power, PriorLaw, SeedSpread
 from meap_scale.scaling.retrieval_groups import fitted_retrieval_laws, retrieval_multipliers
 from meap_scale.scaling.simulate import (Design, Noise, Retrieval, Truth, seed_sd, simulate_evals, simulate_rows,
