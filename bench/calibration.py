@@ -47,7 +47,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 
-from meap_scale.plan import study_runs
+from meap_scale.study.spec import study_runs
 from meap_scale.scaling.calibration import (RETRIEVAL_INTERVALS, WHERE, ExtrapolationCalibration, MultiplierCalibration,
                                             PairedCalibration, RetrievalCalibration, calibrate_extrapolation,
                                             calibrate_multiplier, calibrate_paired, calibrate_retrieval,

@@ -49,3 +49,11 @@ def family_tokens(main: RunSpec) -> tuple[int, int]:
     """(tokens trained by ``main`` and its branches, tokens separate runs of the same budgets would train)."""
     family = [main, *branches(main)]
     return sum(cost_tokens(spec) for spec in family), sum(spec.tokens_trained for spec in family)
+
+
+def with_branches(label: dict, main: RunSpec) -> list[tuple[dict, RunSpec]]:
+    """A run to plan, preceded by its decay branches (if any), each labelled with its budget."""
+    if not main.decay_at:
+        return [(label, main)]
+    return [*(({**label, "tokens": spec.tokens_trained, "decay branch": "yes"}, spec) for spec in branches(main)),
+            ({**label, "tokens": main.tokens_trained}, main)]

@@ -12,10 +12,9 @@ GPUs longest first, each run (with its branches) holding its ``workers`` GPUs fo
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
-from meap_scale.branch_plan import branches, cost_tokens
+from meap_scale.branch_plan import cost_tokens
 from meap_scale.config import RunSpec
 from meap_scale.models import flops_per_token, padded_vocab_size, param_counts
 from meap_scale.spec_base import ConfigError
@@ -75,32 +74,6 @@ def plan_run(spec: RunSpec, gpu: Accelerator, mfu: float, label: dict, vocab: in
                    standalone_flops=per_token * spec.tokens_trained,
                    gpu_hours=flops / (gpu.peak_bf16_flops * mfu) / 3600,
                    params_total=param_counts(spec.model.shape, vocab, spec.model.tie_embeddings).total)
-
-
-def study_runs(study) -> list[tuple[dict, RunSpec]]:
-    """Every run of a grid study (each combination of its values, each seed, each decay branch); a sampled
-    dimension is planned at its listed values or range ends."""
-    from meap_scale.study.spec import apply_overrides
-
-    keys = list(study.space)
-    runs = []
-    for combo in itertools.product(*(study.space[k].corners() for k in keys)):
-        for seed in study.seeds:
-            overrides = {**dict(zip(keys, combo)), "seed": seed}
-            label = {}
-            for key, value in zip(keys, combo):
-                label.update(value if isinstance(value, dict) else {key: value})
-            label.pop("decay_at", None)
-            runs += with_branches({**label, "seed": seed}, apply_overrides(study.base, overrides))
-    return runs * (study.num_samples if study.search == "grid" else 1)
-
-
-def with_branches(label: dict, main: RunSpec) -> list[tuple[dict, RunSpec]]:
-    """A run to plan, preceded by its decay branches (if any), each labelled with its budget."""
-    if not main.decay_at:
-        return [(label, main)]
-    return [*(({**label, "tokens": spec.tokens_trained, "decay branch": "yes"}, spec) for spec in branches(main)),
-            ({**label, "tokens": main.tokens_trained}, main)]
 
 
 def plan_runs(runs: list[tuple[dict, RunSpec]], gpu: Accelerator, mfu: float) -> list[RunPlan]:

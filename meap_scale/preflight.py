@@ -21,9 +21,10 @@ from meap_scale.data import DataError
 from meap_scale.data.prepare import prepared_meta
 from meap_scale.data.sample import CorpusSample, sample_corpus
 from meap_scale.models import padded_vocab_size
-from meap_scale.plan import model_vocab, study_runs, with_branches
+from meap_scale.branch_plan import with_branches
+from meap_scale.plan import model_vocab
 from meap_scale.spec_base import ConfigError
-from meap_scale.store import ResultsStore, StoreError
+from meap_scale.store import StoreError
 from meap_scale.train.cluster import starts_local_instance, storage_uri
 from meap_scale.urls import is_url
 
@@ -211,20 +212,19 @@ def preflight_runs(runs: list[tuple[dict, RunSpec]], *, locations: list[tuple[st
               for option, location, holds in locations]
     if named is not None:
         checks.append(_check("study name", named))
+    sample, corpus_read = None, False  # sample: None for a hub dataset, which is not read here
     try:
-        sample = sample_corpus(first.data)
+        sample, corpus_read = sample_corpus(first.data), True
+        checks.append(Check("corpus", OK, _corpus_line(first, sample)))
     except DataError as error:
         checks.append(Check("corpus", REFUSED, str(error)))
-        sample = False
-    else:
-        checks.append(Check("corpus", OK, _corpus_line(first, sample)))
     read = None
     try:
-        read, line = _read(first, sample or None)
+        read, line = _read(first, sample)
         checks.append(Check("tokenizer", OK, line))
     except DataError as error:
         checks.append(Check("tokenizer", REFUSED, str(error)))
-    if sample is not False and read is not None:
+    if corpus_read and read is not None:
         checks.append(_check("corpus size", lambda: _corpus_size(specs, read, repeat_data)))
         checks.append(_check("eval items", lambda: _eval_items(first, read)))
     checks.append(_check("resources", lambda: _resources(first, extra_cpu, new_cluster)))
@@ -241,33 +241,6 @@ def _corpus_line(run: RunSpec, sample: CorpusSample | None) -> str:
         return f"{run.data.source}: a hub dataset, read when it is prepared"
     size = f"{sample.total_text_bytes / 2 ** 20:,.1f} MiB of text"
     return f"{run.data.source}: {'about ' if sample.estimated else ''}{size}"
-
-
-def preflight_study(spec, *, resume: bool = False, new_cluster: bool = False, repeat_data: bool = False) -> Preflight:
-    """The preflight of a study (a ``StudySpec``): its runs as ``meap-scale plan`` lists them (the stored study's
-    with ``resume``), its store and cache, and its name against the study already stored under it."""
-    from meap_scale.study import contract
-    from meap_scale.study.runner import DRIVER_CPU, anchored
-
-    spec = anchored(spec)
-    try:
-        store = ResultsStore(spec.storage)
-        spec = anchored(contract.agreed(spec, store, resume))
-        refused = None
-    except (ConfigError, StoreError) as error:
-        store, refused = None, error
-
-    def named():
-        if refused:
-            raise refused
-        stored = contract.is_stored(spec, store)
-        return OK, f"{spec.name}: {'resumes the stored study' if stored else 'a new study'} in {spec.storage}"
-
-    locations = [("--store", spec.storage, "results stores"),
-                 ("--cache-dir", spec.base.data.resolved_cache_dir, "prepared corpora")]
-    return preflight_runs(study_runs(spec), locations=locations, named=named,
-                          extra_cpu=DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster=new_cluster,
-                          repeat_data=repeat_data)
 
 
 def preflight_train(spec: RunSpec, store: str | None, *, new_cluster: bool = False,

@@ -92,7 +92,7 @@ def tiny_run(**overrides) -> RunSpec:
 
 def study_design(spec):
     """The simulated-study ``Design`` of every run ``spec`` (a StudySpec) trains, as ``meap-scale plan`` lists them."""
-    from meap_scale.plan import study_runs
+    from meap_scale.study.spec import study_runs
     from meap_scale.scaling.simulate import Design
 
     return Design.of([run for _, run in study_runs(spec)], spec.name)

@@ -121,7 +121,7 @@ def test_a_paused_run_continues_exactly_and_its_branch_trains_as_a_standalone_ru
 
 def _points(study) -> set[tuple]:
     """(size, tokens, mask ratio) of every run a study stores, branches included."""
-    from meap_scale.plan import study_runs
+    from meap_scale.study.spec import study_runs
 
     return {(spec.model.size, spec.tokens_trained, spec.objective.mask_ratio) for _, spec in study_runs(study)}
 
@@ -148,7 +148,7 @@ def test_a_multi_budget_study_warms_every_run_up_for_the_steps_its_smallest_budg
     """The paper grid's budgets are 2, 8 and 20 Gi tokens of 1 Mi-token batches: 10% of 2,048 steps is 204,
     for the parent, its branches and a standalone run asked for with --warmup-steps 204 alike; the preset's
     fractional warmup (2,048 steps at 20 Gi) is another law."""
-    from meap_scale.plan import study_runs
+    from meap_scale.study.spec import study_runs
 
     study = build_study("scaling_grid", "paper", multi_budget_runs=True)
     runs = [spec for _, spec in study_runs(study)]

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import study_design
 from meap_scale.cli import main
-from meap_scale.plan import plan_runs, render_power, study_runs, wall_hours
+from meap_scale.plan import plan_runs, render_power, wall_hours
 from meap_scale.scaling import ScalingFitError
 from meap_scale.scaling.calibration import multiplier_power, study_noise
 from meap_scale.scaling.compare import frontier_loss
@@ -22,6 +22,7 @@ from meap_scale.scaling.power import EPOCH_PRIOR, SeedSpread, check_design
 from meap_scale.scaling.simulate import (SIMULATED_LAW, Design, Noise, Truth, seed_sd, simulate_rows,
                                          write_simulated_store)
 from meap_scale.study.presets import MEAP_RATIO, build_study, scaling_grid
+from meap_scale.study.spec import study_runs
 from meap_scale.train.devices import accelerator_named
 from synthetic_store import write_synthetic_store
 

@@ -262,7 +262,7 @@ def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster,
 
 def test_a_file_url_store_is_anchored_as_its_folder_and_remote_urls_stay_as_they_are(tmp_path, monkeypatch):
     from meap_scale.study.presets import build_study
-    from meap_scale.study.runner import anchored
+    from meap_scale.study.spec import anchored
 
     monkeypatch.chdir(tmp_path)
     for store, expected in ((f"file://{tmp_path}/shared", f"{tmp_path}/shared"), ("results", f"{tmp_path}/results"),

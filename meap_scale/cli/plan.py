@@ -81,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from meap_scale.plan import (ASSUMED_MFU, MFU_BASIS, plan_runs, render_plan, render_power, render_savings,
-                                 render_schedule, render_verdict_power, study_runs, wall_hours, with_branches)
-    from meap_scale.preflight import REFUSED, Preflight, preflight_study, preflight_train
+                                 render_schedule, render_verdict_power, wall_hours)
+    from meap_scale.branch_plan import with_branches
+    from meap_scale.preflight import REFUSED, Preflight, preflight_train
+    from meap_scale.study.preflight import preflight_study
+    from meap_scale.study.spec import study_runs
     from meap_scale.study.presets import STUDIES
     from meap_scale.train.devices import accelerator_named
 

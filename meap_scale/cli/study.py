@@ -166,17 +166,17 @@ def run_from_args(study: str, args: argparse.Namespace) -> int:
     """Exit 0: every run finished; 1: some failed; 2: bad input; 130/143: interrupted (SIGINT/SIGTERM)."""
     try:
         spec = study_from_args(study, args)
-        from meap_scale.preflight import preflight_study, render
-
-        preflight = preflight_study(spec, resume=args.resume, new_cluster=args.new_cluster,
-                                    repeat_data=args.repeat_data)
         if args.dry_run:
+            from meap_scale.preflight import render
+            from meap_scale.study.preflight import preflight_study
+
+            preflight = preflight_study(spec, resume=args.resume, new_cluster=args.new_cluster,
+                                        repeat_data=args.repeat_data)
             print(render(preflight, f"study {spec.name}"))
             return 0 if preflight.ok else 2
-        preflight.require()
         from meap_scale.study.runner import run_study
 
-        outcome = run_study(spec, resume=args.resume, new_cluster=args.new_cluster)
+        outcome = run_study(spec, resume=args.resume, new_cluster=args.new_cluster, repeat_data=args.repeat_data)
     except (ConfigError, DataError, StoreError) as error:
         print(f"{study}: error: {error}", file=sys.stderr)
         return 2

@@ -111,7 +111,6 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> int:
     from meap_scale.train.branches import train_family
     from meap_scale.train.cluster import ensure_ray
     from meap_scale.preflight import preflight_train, render
-    from meap_scale.train.preflight import check_memory
     from meap_scale.train.trainer import run_training
 
     if spec.decay_at and not args.store:
@@ -124,7 +123,6 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> int:
         return 0 if preflight.ok else 2
     preflight.require()  # before the corpus is prepared: hours for a real one
     prepared = prepare_data(spec.data)
-    check_memory([spec], prepared.model_vocab_size, new_cluster=args.new_cluster)
     ensure_ray(new_cluster=args.new_cluster)
     signal.signal(signal.SIGTERM, _terminated)  # again: starting or joining Ray installs its own handler
 

@@ -5,7 +5,7 @@ real study's runs are not independent: every run of one seed shares its initial 
 objectives), whatever luck that seed gives one objective it gives in every cell, a decay branch is its
 parent's trajectory up to its cooldown, and each run then scatters on its own. ``simulate_rows`` writes the
 runs of a real ``Design`` (every ``RunSpec`` a StudySpec trains: sizes, budgets, seeds, learning rates, decay
-branches, as ``meap_scale.plan.study_runs`` lists them) with a validation loss drawn from
+branches, as ``meap_scale.study.spec.study_runs`` lists them) with a validation loss drawn from
 
     L = L_true(N, D; objective) + lr_penalty + u[seed] + v[seed, objective] + w[family] + e[run]
 

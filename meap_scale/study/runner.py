@@ -19,10 +19,10 @@ import statistics
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from meap_scale.branch_plan import family_tokens
-from meap_scale.checkpoints import IN_PROCESS_FOLDER, RAY_TRAIN_FOLDER, latest_checkpoint
+from meap_scale.checkpoints import IN_PROCESS_FOLDER, latest_checkpoint
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
@@ -34,16 +34,16 @@ from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
 from meap_scale.study import contract
 from meap_scale.study.interrupts import Interrupts
+from meap_scale.study.preflight import preflight_study
 from meap_scale.study.searchers import searcher
-from meap_scale.study.spec import FINAL_REPORT, METRIC, MODE, TRIAL_METRICS, StudySpec
+from meap_scale.study.spec import DRIVER_CPU, FINAL_REPORT, METRIC, MODE, TRIAL_METRICS, StudySpec, anchored
 from meap_scale.study.summary import BestConfigurations, best_per_objective
 from meap_scale.train.branches import train_family
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import local_session
 from meap_scale.train.cluster import ensure_ray
-from meap_scale.train.preflight import check_before_ray, check_cluster_memory, check_local_cluster, check_memory
+from meap_scale.train.preflight import check_cluster_memory, check_local_cluster
 from meap_scale.train.trainer import run_training
-from meap_scale.urls import is_url
 
 TIME_ATTR = "tokens"
 
@@ -194,10 +194,6 @@ def trial(config: dict, ctx: dict) -> None:
                  "val_loss_std": statistics.stdev(losses) if len(losses) > 1 else 0.0})
 
 
-DRIVER_CPU = 0.1
-"""What a multi-worker trial reserves: it only drives a TorchTrainer whose workers hold the resources."""
-
-
 def _resources(base: RunSpec) -> dict:
     if base.workers == 1:
         return {"CPU": base.cpus_per_worker, **({"GPU": 1} if base.use_gpu else {})}
@@ -321,38 +317,21 @@ class StudyOutcome:
         return self.ended["failed"]
 
 
-def _anchored_store(store: str) -> str:
-    """A remote URL as it is; a local path, or a ``file://`` URL (the same folder), absolute."""
-    if store.startswith("file://"):
-        store = store[len("file://"):]
-    return store if is_url(store) else os.path.abspath(os.path.expanduser(store))
-
-
-def anchored(spec: StudySpec) -> StudySpec:
-    """Local paths made absolute on the driver: Tune runs every trial in a working directory of its own,
-    where a relative store, run folder or cache would land somewhere else."""
-    storage = _anchored_store(spec.storage)
-    base = spec.base.to_dict()
-    base["storage_path"] = posixpath.join(storage, RAY_TRAIN_FOLDER)  # multi-worker runs' Ray Train checkpoints
-    if base["data"]["cache_dir"] and not is_url(base["data"]["cache_dir"]):
-        base["data"]["cache_dir"] = os.path.abspath(os.path.expanduser(base["data"]["cache_dir"]))
-    return replace(spec, storage=storage, base=RunSpec.from_dict(base))
-
-
-def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False) -> StudyOutcome:
-    """Run (or resume) the study; every run lands in ``spec.storage``. Bad input, or a known name with
-    other options (``study.contract``), fails before any trial; ``resume`` runs the stored study."""
+def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False,
+              repeat_data: bool = False) -> StudyOutcome:
+    """Run (or resume) the study; every run lands in ``spec.storage``. Its preflight (``study.preflight``:
+    bad input, a known name with other options, a corpus too small without ``repeat_data``, ...) refuses before
+    the corpus is prepared or Ray starts; ``resume`` runs the stored study."""
+    preflight_study(spec, resume=resume, new_cluster=new_cluster, repeat_data=repeat_data).require()
     spec = anchored(spec)
     store = ResultsStore(spec.storage)
     spec = contract.agreed(spec, store, resume)
-    check_before_ray(spec.base, DRIVER_CPU if spec.base.workers > 1 else 0.0, new_cluster)  # before the corpus
-    prepared = prepare_data(spec.base.data)  # a bad corpus or tokenizer fails here, before Ray
+    prepared = prepare_data(spec.base.data)
     check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store), "prepared": {spec.base.data.to_json(): prepared.to_dict()}}
     check_branch_checkpoints(spec, ctx["locations"])
-    check_memory(spec.example_runs(), prepared.model_vocab_size, new_cluster)
     ensure_ray(new_cluster)
     check_fits(spec.base)
     check_cluster_memory(spec.example_runs(), prepared.model_vocab_size)

@@ -8,13 +8,17 @@ by its RunSpec's deterministic ``run_id``, so re-running a study skips what is a
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+import os
+import posixpath
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from meap_scale.branch_plan import branches
+from meap_scale.branch_plan import branches, with_branches
+from meap_scale.checkpoints import RAY_TRAIN_FOLDER
 from meap_scale.config import RunSpec
 from meap_scale.spec_base import ConfigError
 from meap_scale.study.space import Dimension
+from meap_scale.urls import is_url
 
 SEARCHES = ("grid", "optuna")
 TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}
@@ -24,6 +28,8 @@ METRIC = "val_loss"
 MODE = TRIAL_METRICS[METRIC]
 FINAL_REPORT = "seeds"
 """The key only a trial's last report carries (how many seeds its means cover): all its runs are stored."""
+DRIVER_CPU = 0.1
+"""What a multi-worker trial reserves: it only drives a TorchTrainer whose workers hold the resources."""
 
 
 def _set_path(data: dict, path: str, value: Any) -> None:
@@ -126,3 +132,37 @@ class StudySpec:
     def family_for(self, config: dict[str, Any]) -> list[RunSpec]:
         """Every run a trial of ``config`` trains, in order: per seed, the run's decay branches, then the run."""
         return [spec for run in self.runs_for(config) for spec in (*branches(run), run)]
+
+
+def _anchored_store(store: str) -> str:
+    """A remote URL as it is; a local path, or a ``file://`` URL (the same folder), absolute."""
+    if store.startswith("file://"):
+        store = store[len("file://"):]
+    return store if is_url(store) else os.path.abspath(os.path.expanduser(store))
+
+
+def anchored(spec: StudySpec) -> StudySpec:
+    """Local paths made absolute on the driver: Tune runs every trial in a working directory of its own,
+    where a relative store, run folder or cache would land somewhere else."""
+    storage = _anchored_store(spec.storage)
+    base = spec.base.to_dict()
+    base["storage_path"] = posixpath.join(storage, RAY_TRAIN_FOLDER)  # multi-worker runs' Ray Train checkpoints
+    if base["data"]["cache_dir"] and not is_url(base["data"]["cache_dir"]):
+        base["data"]["cache_dir"] = os.path.abspath(os.path.expanduser(base["data"]["cache_dir"]))
+    return replace(spec, storage=storage, base=RunSpec.from_dict(base))
+
+
+def study_runs(study) -> list[tuple[dict, RunSpec]]:
+    """Every run of a grid study (each combination of its values, each seed, each decay branch); a sampled
+    dimension is planned at its listed values or range ends."""
+    keys = list(study.space)
+    runs = []
+    for combo in itertools.product(*(study.space[k].corners() for k in keys)):
+        for seed in study.seeds:
+            overrides = {**dict(zip(keys, combo)), "seed": seed}
+            label = {}
+            for key, value in zip(keys, combo):
+                label.update(value if isinstance(value, dict) else {key: value})
+            label.pop("decay_at", None)
+            runs += with_branches({**label, "seed": seed}, apply_overrides(study.base, overrides))
+    return runs * (study.num_samples if study.search == "grid" else 1)
