@@ -152,9 +152,19 @@ def test_a_study_name_taken_by_other_options_is_refused(corpus, tmp_path, capsys
 
 
 def test_a_refused_study_starts_nothing_and_says_why(corpus, tmp_path, capsys):
-    """Without --dry-run the preflight refuses on the same checks, before the corpus or Ray."""
+    """Without --dry-run the preflight refuses on the same checks, before the corpus or Ray, whether the study is
+    started by its script or from Python (``run_study``)."""
     rc = study_main("scaling_grid", ["--preset", "laptop", "--data", corpus, "--store", str(tmp_path / "store"),
                                      "--cache-dir", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert rc == 2 and "preflight refused" in err and "corpus size" in err
+    assert nothing_prepared(tmp_path / "cache") and not ray.is_initialized()
+    # A study started from Python is refused by the same preflight.
+    from meap_scale.spec_base import ConfigError
+    from meap_scale.study.runner import run_study
+
+    spec = build_study("scaling_grid", "laptop", data=corpus, cache_dir=str(tmp_path / "cache"),
+                       storage=str(tmp_path / "store"))
+    with pytest.raises(ConfigError, match=r"preflight refused:\ncorpus size: .*--repeat-data"):
+        run_study(spec)
     assert nothing_prepared(tmp_path / "cache") and not ray.is_initialized()

@@ -1,6 +1,7 @@
 """Approach 2 (IsoFLOP) on synthetic IsoFLOP profiles, and the MEAP-vs-NTP compute multiplier."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -124,10 +125,10 @@ def test_degenerate_bootstrap_draws_are_dropped_and_counted_never_a_crash():
 
 
 def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_that_once_crashed(tmp_path, capsys):
-    """Simulated null study 2 of the laptop scaling grid (1 seed, 2% run noise): with 20 bootstrap draws one refit
-    is degenerate; the fit command divided by zero on such stores before. (Study 35 at the default noise, which this
-    test used, fits every draw since L-BFGS runs on the centred law, and study 3 of the 3-seed grid before it since
-    a law is fitted as the average seed's with one grid start.)"""
+    """Simulated null study 17 of the laptop scaling grid (1 seed, 3% run noise): 9 of its 20 bootstrap refits are
+    degenerate (no frontier), so the interval is refused; the fit command divided by zero on such stores before.
+    Stores with a single degenerate draw (study 35 at the default noise, then study 2 at 2%) stopped having it with
+    rounding-level changes to the optimiser's path, so this one has many."""
     from dataclasses import replace
 
     from meap_scale.cli import main
@@ -136,9 +137,9 @@ def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_tha
 
     spec = replace(build_study("scaling_grid", "laptop"), seeds=(0,))
     design = study_design(spec)
-    write_simulated_store(str(tmp_path), simulate_rows(design, Truth(), Noise(run=0.02), seed=2), spec.name)
+    write_simulated_store(str(tmp_path), simulate_rows(design, Truth(), Noise(run=0.03), seed=17), spec.name)
     assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
-    assert "(no interval: only 19 of 20 bootstrap draws give a multiplier" in capsys.readouterr().out
+    assert re.search(r"\(no interval: only 1\d of 20 bootstrap draws give a multiplier", capsys.readouterr().out)
 
 
 def test_isoflop_profiles_are_grouped_by_study_membership_so_reused_runs_count(tmp_path):
