@@ -6,7 +6,8 @@ keep theirs under ``<store>/_checkpoints/<run_id>/step-N``, multi-worker runs un
 ``<store>/_runs/<run_id>/checkpoint_*``), evaluates the tasks the run has no rows for under the same
 spec (the ``evals`` table's ``eval_spec_json``); ``evaluate`` scores one run and appends its rows. Each run's spec defaults to the
 one it was trained with; ``changes`` (tasks, items per cell, ...) replace fields of it. ``check`` builds
-every planned suite before any run is evaluated: a task that cannot fit fails first.
+every planned suite before any run is evaluated: a task that cannot fit fails first. The held-out text and
+tokenizer come from the corpus the run prepared, named by its checkpoint's ``data.json`` (``checkpoint_data``).
 """
 
 from __future__ import annotations
