@@ -45,9 +45,10 @@ def _harness():
 
 @lru_cache(maxsize=8)
 def task_manager(include: str | None):
-    """The harness's task index with ``include``'s task files: built once per process and folder, since building
-    it parses every one of the harness's 28,000 task files (15-30 s here), and ``meap-scale eval --study`` runs the
-    harness once per checkpoint. Task files added to ``include`` later in the same process are not seen."""
+    """The harness's task index with ``include``'s task files, built once per process and folder: building it
+    parses every one of the harness's 28,000 task files (15-30 s here), which a process evaluating several
+    checkpoints (a notebook, the tests) paid on every call. Task files added to ``include`` later in the same
+    process are not seen."""
     return _harness()[2](include_path=include)
 
 
