@@ -120,11 +120,12 @@ def fetch_folder(url: str) -> Path:
 
 def fetch_files(url: str, names: list[str]) -> Path:
     """The node-local copy of the folder at ``url`` holding at least ``names`` (paths relative to it), each
-    downloaded on first use by one process of the node; a folder fetched whole or uploaded from here has them."""
+    downloaded on first use by one process of the node (a file is there whole or not at all); a folder fetched whole
+    or uploaded from here already has them."""
     from filelock import FileLock
 
     local = _fetched(url)
-    if (local / COMPLETE).exists() or all((local / name).exists() for name in names):
+    if all((local / name).exists() for name in names):
         return local
     local.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{local}.lock"):
