@@ -67,18 +67,10 @@ def ray_cluster(_ray_session):
     return start_ray()
 
 
-def _shuts_ray_down(item) -> bool:
-    return "no_ray_in_process" in getattr(item, "fixturenames", ())
-
-
 def pytest_collection_modifyitems(items):
-    """Files with slow end-to-end tests first: pytest-xdist hands out whole files in this order (``--dist loadfile
-    --no-loadscope-reorder``), so the long ones start early and the two workers end together. Among them, the
-    files with a test that shuts the session's Ray down (``no_ray_in_process``) come last, and such a test runs
-    last in its file, so a worker's Ray restarts seldom."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    stopping = {item.path for item in items if _shuts_ray_down(item)}
-    items.sort(key=lambda item: (item.path not in slow, item.path in stopping, _shuts_ray_down(item)))
+    """Tests that shut the session's Ray down (``no_ray_in_process``) run last, so it starts once, not again after
+    each of them."""
+    items.sort(key=lambda item: "no_ray_in_process" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture
