@@ -4,6 +4,7 @@ ones on a different number of workers) to the uninterrupted runs' losses. One un
 every check."""
 
 import os
+import shutil
 
 import pytest
 
@@ -13,8 +14,9 @@ from meap_scale.train.trainer import run_training
 
 pytestmark = pytest.mark.slow
 
-EIGHT_STEPS = dict(tokens=512 * 8, checkpoint_every=4, optim=OptimSpec(batch_tokens=512, micro_batch_size=2, lr=3e-3))
-"""Two workers x micro-batches of 2 x 2 accumulation steps per global batch of 8 sequences."""
+EIGHT_STEPS = dict(tokens=768 * 8, checkpoint_every=4, optim=OptimSpec(batch_tokens=768, micro_batch_size=2, lr=3e-3))
+"""Two workers x micro-batches of 2 x 3 accumulation steps per global batch of 12 sequences (one worker x 6, three
+workers x 2: a checkpoint resumes on each layout)."""
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +45,25 @@ def test_each_worker_writes_its_own_shard_into_one_checkpoint(ddp_and_fsdp):
     assert {"__0_0.distcp", "__1_0.distcp", ".metadata"} <= set(os.listdir(sharded))
 
 
-def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_on_one_worker(ddp_and_fsdp, ray_cluster, tmp_path):
-    """Rank 1 exits hard after step 6 with no restarts left; the same run started again on one worker
-    re-shards the step-4 checkpoint and finishes where the uninterrupted two-worker run did."""
-    spec = tiny_run(workers=2, parallel="fsdp", storage_path=str(tmp_path), fail_at_step=6, **EIGHT_STEPS)
+def test_a_killed_fsdp_run_resumes_from_its_sharded_checkpoint_on_one_and_on_three_workers(ddp_and_fsdp,
+                                                                                         ray_cluster, tmp_path):
+    """Rank 1 exits hard after step 6 with no restarts left; the same run started again on one worker, and (from a
+    copy of its folder) on three, re-shards the step-4 checkpoint and finishes where the uninterrupted two-worker
+    run did. A checkpoint holds nothing tied to the layout that wrote it (no per-device generator states)."""
+    spec = tiny_run(workers=2, parallel="fsdp", storage_path=str(tmp_path / "one"), fail_at_step=6, **EIGHT_STEPS)
     with pytest.raises(Exception):
         run_training(spec)
-    one_worker = RunSpec.from_dict({**spec.to_dict(), "workers": 1, "fail_at_step": None})
-    assert one_worker.run_id == spec.run_id  # workers are not part of a run's identity
-    resumed = run_training(one_worker)
-    assert resumed.resumed_from_step == 4
-    assert [m["step"] for m in resumed.curve] == list(range(1, 9))
+    shutil.copytree(tmp_path / "one", tmp_path / "three")
     reference = ddp_and_fsdp["fsdp"]
-    assert resumed.final["train_loss"] == pytest.approx(reference.final["train_loss"], abs=1e-4)
-    assert resumed.final["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-4)
+    for workers, folder in ((1, "one"), (3, "three")):  # three workers of half a CPU fit the session's two
+        resumed_spec = RunSpec.from_dict({**spec.to_dict(), "workers": workers, "cpus_per_worker": 0.5,
+                                          "storage_path": str(tmp_path / folder), "fail_at_step": None})
+        assert resumed_spec.run_id == spec.run_id  # workers are not part of a run's identity
+        resumed = run_training(resumed_spec)
+        assert resumed.resumed_from_step == 4, workers
+        assert [m["step"] for m in resumed.curve] == list(range(1, 9))
+        assert resumed.final["train_loss"] == pytest.approx(reference.final["train_loss"], abs=1e-4), workers
+        assert resumed.final["val_loss"] == pytest.approx(reference.final["val_loss"], abs=1e-4), workers
 
 
 def test_a_ddp_worker_crash_after_a_checkpoint_resumes_to_the_same_final_loss(ddp_and_fsdp, ray_cluster, tmp_path):

@@ -4,6 +4,12 @@ What a checkpoint folder holds, and reading its model for evaluation, is ``meap_
 and the study runner read the same layout). Here: saving everything a run needs to resume, every worker its own
 shards through ``torch.distributed.checkpoint`` (DCP), and restoring it re-sharded to however many workers the
 resumed run has. Folders written before sharded checkpoints still evaluate, but do not resume.
+
+No random-number state is saved: every draw of a run is keyed by its seed and stream position (the data order,
+MEAP's masks and random-token fills: ``meap_scale.objectives``), the model has no dropout, and weights are
+loaded, not drawn, on resume. A generator state would also tie the checkpoint to the saving node's devices:
+rank 0's CUDA states, restored on every worker, failed on a node with fewer GPUs. Older folders' saved states
+are ignored.
 """
 
 from __future__ import annotations
@@ -58,10 +64,7 @@ def save_checkpoint(directory: str, net: nn.Module, optimizer, scheduler, state:
     if rank != 0:
         return
     config.save_pretrained(os.path.join(directory, MODEL_DIR))
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"scheduler": scheduler.state_dict(), "rng": rng}, os.path.join(directory, TRAINER_FILE))
+    torch.save({"scheduler": scheduler.state_dict()}, os.path.join(directory, TRAINER_FILE))
     with open(os.path.join(directory, STATE_FILE), "w") as handle:
         json.dump(asdict(state), handle)
 
@@ -90,9 +93,6 @@ def load_checkpoint(directory: str, net: nn.Module, optimizer, scheduler) -> Tra
     saved = torch.load(os.path.join(directory, TRAINER_FILE), map_location="cpu", weights_only=True)
     scheduler.load_state_dict(saved["scheduler"])
     _rates_from_schedule(optimizer, scheduler)
-    torch.set_rng_state(saved["rng"]["cpu"])
-    if "cuda" in saved["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
     with open(os.path.join(directory, STATE_FILE)) as handle:
         train_state = TrainState(**json.load(handle))
     train_state.resumed_from_step = train_state.step
