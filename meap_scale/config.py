@@ -273,7 +273,7 @@ class RunSpec(Serialisable):
     keep_checkpoints: int = 2
     """Checkpoints kept per run, the newest (Ray Train runs and in-process study runs alike)."""
     name: str | None = None
-    """Run name (the Ray Train run folder); default derived from the config (see ``run_id``)."""
+    """A label that leads the run id in place of the objective, size and seed (see ``run_id``)."""
     storage_path: str = "runs"
     """Where Ray Train writes this run's checkpoints: a local folder (one node) or a URL such as
     s3://bucket/path. Not the results store (``--store``), which holds rows of runs, curves and evals."""
@@ -408,7 +408,9 @@ class RunSpec(Serialisable):
         FSDP, activation checkpointing, compilation (float rounding apart, the same training), micro-batch
         size, logging, validation and checkpoint cadence, evals, names and storage, where a run pauses
         (``stop_at_step``) and which branches it has (``decay_at``). A decay branch's parent (``branch_of``)
-        is identity, only where set: every other run keeps its id. MEAP
+        is identity, only where set, and so is FSDP in bf16 (its gathered parameters are bf16 where DDP
+        autocasts from fp32 weights: other numerics; in fp32 the two differ only in the order of float sums):
+        every other run keeps its id. MEAP
         masks are keyed by stream position (``meap_scale.objectives.StreamPlace``), so they are the same
         whatever the resources.
         """
@@ -419,13 +421,16 @@ class RunSpec(Serialisable):
         return {"identity_version": IDENTITY_VERSION, "model": data["model"], "data": data["data"],
                 "objective": objective_identity(data["objective"]),
                 "optim": optim_identity(data["optim"]), "tokens": self.tokens_trained, "seed": self.seed,
-                "precision": self.precision_used, **({"branch_of": self.branch_of} if self.branch_of else {})}
+                "precision": self.precision_used, **({"branch_of": self.branch_of} if self.branch_of else {}),
+                **({"parallel": "fsdp"} if self.parallel == "fsdp" and self.precision_used == "bf16" else {})}
 
     @property
     def run_id(self) -> str:
-        """The name, or a readable id plus a hash of the run's ``identity``."""
-        if self.name:
-            return self.name
+        """A readable label (the name, or objective, size and seed) and a hash of the run's ``identity``: the hash
+        always, so two configurations under one name never share a stored row or a Ray Train run folder (which
+        Ray Train would resume as if it were the same run)."""
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:10]
+        if self.name:
+            return f"{self.name}-{digest}"
         ratio = f"{self.objective.mask_ratio:g}" if self.objective.name != "ntp" else ""
         return f"{self.objective.name}{ratio}-{self.model.size}-s{self.seed}-{digest}"

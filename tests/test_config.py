@@ -28,6 +28,12 @@ def test_run_id_ignores_where_a_run_is_stored_but_not_what_it_trains():
     assert RunSpec(objective=ObjectiveSpec(name="ntp")).run_id.startswith("ntp-debug-s0-")
 
 
+def test_a_run_name_labels_its_id_and_two_configurations_under_one_name_keep_two_ids():
+    named, other = RunSpec(name="baseline"), RunSpec(name="baseline", seed=1)
+    assert named.run_id.startswith("baseline-") and named.run_id != other.run_id
+    assert named.run_id.rsplit("-", 1)[1] == RunSpec().run_id.rsplit("-", 1)[1]  # the same identity hash
+
+
 def test_derived_step_counts():
     spec = RunSpec(tokens=100_000, workers=2, optim=OptimSpec(batch_tokens=8192, micro_batch_size=4))
     assert spec.sequences_per_step == 32

@@ -84,6 +84,7 @@ def test_run_id_ignores_resources_cadence_and_evals():
             tiny_run(log_every=3, eval_every=2, checkpoint_every=1, keep_checkpoints=5, eval_blocks=4),
             tiny_run(evals=EvalSpec(tasks=("needle",))), tiny_run(cpus_per_worker=0.5, placement="SPREAD"),
             tiny_run(storage_path="elsewhere", max_failures=3), tiny_run(precision="fp32"),
+            tiny_run(workers=2, parallel="fsdp"),  # fp32: only the order of float sums differs
             tiny_run(tokens=2048 + 100)]  # the same whole steps
     for spec in same:
         assert spec.run_id == base.run_id, spec
@@ -92,6 +93,7 @@ def test_run_id_ignores_resources_cadence_and_evals():
 def test_run_id_changes_with_everything_that_changes_the_weights():
     base = tiny_run()
     different = [tiny_run(seed=1), tiny_run(tokens=4096), tiny_run(precision="bf16"),
+                 tiny_run(precision="bf16", workers=2, parallel="fsdp"),  # bf16 parameters: other numerics
                  tiny_run(optim=OptimSpec(batch_tokens=512, micro_batch_size=4, lr=1e-3)),
                  tiny_run(objective=ObjectiveSpec(name="meap", mask_ratio=0.2)),
                  tiny_run(objective=ObjectiveSpec(name="meap", mask_sampling="shared_columns")),
