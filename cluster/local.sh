@@ -2,11 +2,15 @@
 # A Ray cluster on this machine, with token authentication, for `ray job submit` and the dashboard.
 #
 #   cluster/local.sh start [NUM_CPUS] [--worker-cpus M]   # head node (+ a second node with M CPUs)
+#   cluster/local.sh add-node CPUS [--private DIR]         # one more node (root: DIR empty and its own there)
 #   cluster/local.sh status                                # nodes and resources (`ray status`)
 #   cluster/local.sh stop
 #
 # The second node is a separate raylet on the same machine with its own CPUs and temp dir, so multi-node
 # placement (e.g. --placement STRICT_SPREAD) can be tried without a second machine; both share local storage.
+# add-node starts a further node (temp dir ray-node3-PORT, ray-node4-PORT, ...). With --private DIR (root only) that
+# node's processes see an empty folder of their own at DIR (a mount namespace with a tmpfs there): a node of a
+# real cluster without the shared mount, which the shared-storage check of studies, train and data prepare refuses.
 # Ports: RAY_PORT (default 6379), DASHBOARD_PORT (8265; it listens on 127.0.0.1), AGENT_PORT (the head's
 # dashboard agent, 52365) and CLIENT_PORT (Ray Client, 10001): set all four to run next to another Ray.
 # Token: ~/.ray/auth_token, created on first start (`ray get-auth-token --generate`); clients need
@@ -24,7 +28,7 @@ temp_root=${TMPDIR:-/tmp}
 export RAY_AUTH_MODE=token
 
 usage() {
-  echo "usage: cluster/local.sh start [NUM_CPUS] [--worker-cpus M] | status | stop" >&2
+  echo "usage: cluster/local.sh start [NUM_CPUS] [--worker-cpus M] | add-node CPUS [--private DIR] | status | stop" >&2
   exit 2
 }
 
@@ -61,11 +65,37 @@ Submit a study from the repository root:
     python studies/mask_ratio_sweep.py --preset smoke --store $PWD/results
 MSG
     ;;
+  add-node)
+    node_cpus=${1:-}
+    [[ "$node_cpus" =~ ^[0-9]+$ ]] || usage
+    shift
+    private=""
+    if [ "${1:-}" = "--private" ]; then private=${2:?--private needs a folder}; shift 2; fi
+    [ $# -eq 0 ] || usage
+    number=3
+    while [ -e "$temp_root/ray-node$number-$port" ]; do number=$((number + 1)); done
+    before=$(ray status --address "127.0.0.1:$port" 2>/dev/null | grep -c ' node_' || true)
+    join=(ray start --address "127.0.0.1:$port" --num-cpus "$node_cpus" --disable-usage-stats
+          --temp-dir "$temp_root/ray-node$number-$port")
+    if [ -n "$private" ]; then
+      mkdir -p "$private"
+      # the node's raylet and every worker it starts stay in this mount namespace, with the tmpfs at $private
+      unshare --mount --propagation private sh -c 'mount -t tmpfs meap-scale-private "$0" && exec "$@"' \
+        "$private" "${join[@]}"
+    else
+      "${join[@]}"
+    fi
+    for _ in $(seq 60); do
+      [ "$(ray status --address "127.0.0.1:$port" 2>/dev/null | grep -c ' node_')" -gt "$before" ] && break
+      sleep 1
+    done
+    echo "node $number joined the Ray cluster on port $port${private:+ (its own empty $private)}"
+    ;;
   status)
     ray status --address "127.0.0.1:$port"
     ;;
   stop)
-    own="$temp_root/ray-(node2-)?$port/|[^ ]*:$port( |\$)"
+    own="$temp_root/ray-(node[0-9]+-)?$port/|[^ ]*:$port( |\$)"
     pids=""
     collect() { for pid in "$@"; do pids="$pids $pid"; collect $(pgrep -P "$pid" || true); done; }
     collect $(pgrep -f -- "$own" || true)

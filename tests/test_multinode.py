@@ -2,7 +2,9 @@
 auth, the corpus prepared once by a Ray Data pool with an actor on each node, then a 2-worker DDP study submitted
 with `ray job submit`, whose workers must sit on different nodes (STRICT_SPREAD), reading that cache, one shared
 store. One cluster serves every check of the path a user's cluster takes (it used to be three tests, each
-training the smoke study: `ray job submit` on one node, multi-worker trials, two nodes)."""
+training the smoke study: `ray job submit` on one node, multi-worker trials, two nodes); a third node added
+at the end sees a private folder where the others share one, and the shared-storage check refuses the study and
+`data prepare` there."""
 
 import contextlib
 import json
@@ -81,6 +83,14 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
         listed = sh("ray", "list", "actors", "--address", address, "--detail", "--format", "json", "--limit", "1000",
                     timeout=120)
         assert listed.returncode == 0, listed.stderr
+        # a third node without the shared mount: its processes see an empty folder of their own at shared/
+        added = sh("bash", "cluster/local.sh", "add-node", "1", "--private", str(tmp_path / "shared"))
+        assert added.returncode == 0 and "its own empty" in added.stdout, added.stdout + added.stderr
+        rerun = sh("ray", "job", "submit", "--address", address, "--submission-id", "unshared", "--working-dir", ".",
+                   "--", "python", "studies/mask_ratio_sweep.py", "--preset", "smoke", "--workers", "2",
+                   "--placement", "STRICT_SPREAD", "--store", str(store), "--cache-dir", str(cache))
+        prepare = sh("env", f"RAY_ADDRESS=127.0.0.1:{env['RAY_PORT']}", "meap-scale", "data", "prepare", "--seq-len", "32", "--workers", "2", "--cache-dir",
+                     str(tmp_path / "shared" / "other-cache"), timeout=300)
     finally:
         stopped = sh("bash", "cluster/local.sh", "stop", timeout=120)
     assert "stopped the Ray cluster on port" in stopped.stdout, stopped.stdout + stopped.stderr
@@ -101,3 +111,13 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
     assert len(runs) == 2 and all(r["status"] == "finished" and r["workers"] == 2 for r in runs)
     assert all(r["val_loss"] < r["unigram_entropy"] for r in runs)
     assert all(ResultsStore(str(store)).curves(r["run_id"]).num_rows > 0 for r in runs)
+    # the shared-storage check refuses both commands before anything is prepared or trained, naming the
+    # folders the third node does not share; the store keeps its two runs
+    said = rerun.stdout + rerun.stderr
+    assert rerun.returncode != 0 and "2 trained now" not in said
+    assert f"the store at {store}, seen from node" in said, said[-3000:]
+    assert f"the corpus cache at {cache}, seen from node" in said and "mount a shared filesystem" in said
+    assert prepare.returncode == 2 and "prepared in" not in prepare.stdout, prepare.stdout + prepare.stderr[-3000:]
+    assert f"the corpus cache at {tmp_path / 'shared' / 'other-cache'}, seen from node" in prepare.stderr
+    assert not list((tmp_path / "shared" / "other-cache").iterdir())  # nothing prepared, no probe file left
+    assert ResultsStore(str(store)).runs().num_rows == 2

@@ -35,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     cached = is_prepared(spec)
     if args.workers and not cached:
         from meap_scale.train.cluster import ensure_ray
+        from meap_scale.train.shared_storage import join_checked
 
+        join_checked(args.new_cluster, {"corpus cache": spec.resolved_cache_dir})  # its actors write there
         ensure_ray(new_cluster=args.new_cluster)
     started = time.perf_counter()
     prepared = prepare_data(spec, workers=args.workers)

@@ -110,6 +110,7 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> int:
     from meap_scale.store.store import utc_now
     from meap_scale.train.branches import train_family
     from meap_scale.train.cluster import ensure_ray
+    from meap_scale.train.shared_storage import join_checked
     from meap_scale.preflight import preflight_train, render
     from meap_scale.train.trainer import run_training
 
@@ -122,6 +123,8 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> int:
         print(render(preflight, f"run {spec.run_id}"))
         return 0 if preflight.ok else 2
     preflight.require()  # before the corpus is prepared: hours for a real one
+    join_checked(args.new_cluster, {"store": args.store, "corpus cache": spec.data.resolved_cache_dir,
+                                    "Ray Train storage": spec.storage_path})
     prepared = prepare_data(spec.data)
     ensure_ray(new_cluster=args.new_cluster)
     signal.signal(signal.SIGTERM, _terminated)  # again: starting or joining Ray installs its own handler

@@ -42,6 +42,7 @@ from meap_scale.train.branches import train_family
 from meap_scale.train.loop import train_loop_per_worker
 from meap_scale.train.session import local_session
 from meap_scale.train.cluster import ensure_ray
+from meap_scale.train.shared_storage import join_checked
 from meap_scale.train.preflight import check_cluster_memory, check_local_cluster
 from meap_scale.train.trainer import run_training
 
@@ -326,6 +327,7 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False,
     spec = anchored(spec)
     store = ResultsStore(spec.storage)
     spec = contract.agreed(spec, store, resume)
+    join_checked(new_cluster, {"store": spec.storage, "corpus cache": spec.base.data.resolved_cache_dir})
     prepared = prepare_data(spec.base.data)
     check_suite(prepared, spec.base.evals, spec.base.data.seq_len)
     started = utc_now()
