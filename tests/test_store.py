@@ -108,30 +108,106 @@ def _append_from_process(root: str, worker: int) -> None:
         store.append_run({"run_id": "shared", "status": "finished", "val_loss": float(worker)})
 
 
-def test_sixteen_concurrent_writers_lose_and_duplicate_no_row(tmp_path):
+def _compact_until_told(root: str, stop: str, merges: str) -> None:
+    store, merged = ResultsStore(root), 0
+    while not os.path.exists(stop):
+        merged += sum(store.compact(at_least=2).values())
+    with open(merges, "w") as handle:
+        handle.write(str(merged))
+
+
+def test_sixteen_concurrent_writers_and_a_compactor_lose_and_duplicate_no_row(tmp_path):
+    """Sixteen processes append while another merges the files as fast as it can: readers that listed a file the
+    compactor then deleted list again, so no read ever sees fewer runs than the one before it."""
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_append_from_process, args=(str(tmp_path), w)) for w in range(16)]
-    for process in workers:
+    compactor = context.Process(target=_compact_until_told,
+                                args=(str(tmp_path), str(tmp_path / "stop"), str(tmp_path / "merges")))
+    for process in (compactor, *workers):
         process.start()
-    for process in workers:
-        process.join(120)
-        assert process.exitcode == 0
-    ids = ResultsStore(str(tmp_path)).runs()["run_id"].to_pylist()
-    assert len(ids) == len(set(ids)) == 16 * 5 + 1
-    assert {f"w{w}-r{i}" for w in range(16) for i in range(5)} <= set(ids)
+    reader, seen = ResultsStore(str(tmp_path)), [0]
+    try:
+        while any(process.is_alive() for process in workers):
+            for store in (reader, ResultsStore(str(tmp_path))):  # one that reads new files only, one that reads all
+                seen.append(store.runs().num_rows)
+                assert seen[-1] >= seen[-2] and not store.problems, (seen, store.problems)
+        for process in workers:
+            process.join(120)
+            assert process.exitcode == 0
+    finally:
+        (tmp_path / "stop").touch()
+        compactor.join(120)
+    assert compactor.exitcode == 0 and int((tmp_path / "merges").read_text()) > 0
+    for store in (reader, ResultsStore(str(tmp_path))):
+        ids = store.runs()["run_id"].to_pylist()
+        assert len(ids) == len(set(ids)) == 16 * 5 + 1
+        assert {f"w{w}-r{i}" for w in range(16) for i in range(5)} <= set(ids)
+        assert not store.problems
+
+
+def _row(run_id: str, status: str, written_at: dt.datetime) -> pa.Table:
+    row = {"run_id": run_id, "status": status, "written_at": written_at, "schema_version": SCHEMA_VERSION}
+    return pa.Table.from_pylist([row], schema=TABLES["runs"])
+
+
+def test_the_row_stored_last_wins_though_its_writers_clock_ran_behind_and_compaction_keeps_it_so(tmp_path):
+    """A node whose clock runs an hour ahead wrote first; the row stored after it is the run's record, as the
+    storage's clock says, before and after the files are merged (every row kept)."""
+    store = ResultsStore(str(tmp_path))
+    now = dt.datetime.now(UTC)
+    store.append_table("runs", _row("r", "failed", now + dt.timedelta(hours=1)))
+    time.sleep(0.05)  # file times have a resolution of a few milliseconds here
+    store.append_table("runs", _row("r", "interrupted", now))
+    assert store.runs()["status"].to_pylist() == ["interrupted"]
+    assert store.compact(at_least=2) == {"runs": 2}
+    assert len(os.listdir(tmp_path / "runs")) == 1
+    merged = pq.read_table(tmp_path / "runs")
+    assert merged.num_rows == 2 and merged["stored_at"].null_count == 0
+    for reader in (store, ResultsStore(str(tmp_path))):
+        assert reader.runs()["status"].to_pylist() == ["interrupted"]
+    store.append_table("runs", _row("r", "finished", now - dt.timedelta(hours=1)))  # a settled row wins anyway
+    assert ResultsStore(str(tmp_path)).runs()["status"].to_pylist() == ["finished"]
+
+
+def test_a_store_object_reads_each_file_once_and_compaction_merges_only_past_its_threshold(tmp_path, monkeypatch):
+    store = ResultsStore(str(tmp_path))
+    for i in range(5):
+        store.append_run({"run_id": f"r{i}", "status": "finished"})
+    opened = []
+    conformed = ResultsStore._conformed
+    monkeypatch.setattr(ResultsStore, "_conformed", lambda self, table, path, stored_at: opened.append(path) or
+                        conformed(self, table, path, stored_at))
+    assert store.runs().num_rows == 5 and len(opened) == 5
+    store.append_run({"run_id": "r5", "status": "finished"})
+    assert store.runs().num_rows == 6 and len(opened) == 6  # only the new file
+    assert store.compact(at_least=7) == {} and len(os.listdir(tmp_path / "runs")) == 6
+    assert store.compact(at_least=6) == {"runs": 6} and len(os.listdir(tmp_path / "runs")) == 1
+
+
+def test_compaction_removes_the_temp_files_of_writers_killed_long_ago_and_no_others(tmp_path):
+    store = ResultsStore(str(tmp_path))
+    store.append_run({"run_id": "r", "status": "finished"})
+    old, fresh = tmp_path / "runs" / ".tmp-part-old.parquet", tmp_path / "runs" / ".tmp-part-new.parquet"
+    old.write_bytes(b"half a file"), fresh.write_bytes(b"a write in progress")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    store.compact()
+    assert not old.exists() and fresh.exists()
+    assert store.runs()["run_id"].to_pylist() == ["r"] and not store.problems
 
 
 WRITER = """
 import sys
 import pyarrow as pa
 from meap_scale.store import ResultsStore
-from meap_scale.store.schema import CURVES
+from meap_scale.store.schema import TABLES
 store = ResultsStore(sys.argv[1])
 n = 2_000_000
 data = pa.table({"run_id": pa.array(["r%d" % (i % 400) for i in range(n)]), "step": pa.array(range(n)),
                  "tokens": pa.array(range(n)), "metric": pa.array(["train_loss"] * n),
                  "value": pa.array([1.0] * n), "written_at": pa.array([0] * n, pa.timestamp("us", tz="UTC")),
-                 "schema_version": pa.array([1] * n, pa.int32())}, schema=CURVES)
+                 "schema_version": pa.array([1] * n, pa.int32()),
+                 "stored_at": pa.nulls(n, pa.timestamp("us", tz="UTC"))}, schema=TABLES["curves"])
 print("writing", flush=True)
 while True:
     store.append_table("curves", data)  # nearly all of the loop's time is spent inside the write

@@ -13,6 +13,9 @@ files written by older versions still read, with nulls):
   and in older files, written before branches existed).
 - 6: ``runs.warmup_steps``, the optimiser steps the run warmed up for (``optim.warmup_steps`` where set, else
   its ``warmup_fraction`` of the steps; null in older files).
+- 7: ``stored_at`` in every table: when the storage received the row's file, by the storage's clock (its
+  modification time). Writers leave it null; reading fills it from the file, and compaction keeps it with each
+  row it merges. The latest row of a key is the latest stored, not the one whose writer's clock ran ahead.
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES = ("finished", "failed", "stopped", "interrupted")
 """How a run ended: trained to its budget; raised or its process died; stopped early by the study's
@@ -85,10 +88,12 @@ MEMBERSHIPS = pa.schema([
 """A run belongs to every study that asked for it: the runs row keeps the study that trained it, and each
 study that found it already stored adds a row here."""
 
-TABLES: dict[str, pa.Schema] = {"runs": RUNS, "curves": CURVES, "evals": EVALS, "fits": FITS,
-                                "memberships": MEMBERSHIPS}
-"""Each table's schema; a row's identity is its KEYS, and the latest ``written_at`` wins, except over a
-SETTLED row. An evals row's identity includes the eval spec it was made with: evaluating a run again with other
+STORED_AT = pa.field("stored_at", TIMESTAMP)
+TABLES: dict[str, pa.Schema] = {name: schema.append(STORED_AT) for name, schema in
+                                (("runs", RUNS), ("curves", CURVES), ("evals", EVALS), ("fits", FITS),
+                                 ("memberships", MEMBERSHIPS))}
+"""Each table's schema; a row's identity is its KEYS, and the latest stored row wins (``stored_at``, then
+``written_at``), except over a SETTLED row. An evals row's identity includes the eval spec it was made with: evaluating a run again with other
 settings adds rows beside the old ones instead of overwriting the conditions both specs share and leaving the
 rest (the retrieval laws fit one spec at a time; the report shows each run's latest spec)."""
 

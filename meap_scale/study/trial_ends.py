@@ -16,6 +16,7 @@ runs again, from their last checkpoint.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from dataclasses import dataclass, field
 
 from ray.tune import Callback
@@ -86,9 +87,20 @@ class TrialEnds(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._record(trial, "stopped", self.running.pop(trial.trial_id, None))
+        self._compact()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(trial, "failed", self.running.pop(trial.trial_id, None))
+        self._compact()
+
+    def _compact(self) -> None:
+        """Merge the store's files once a table has ``COMPACT_AT`` of them, so the next trials' reads stay short
+        (``meap_scale.store.store``). A failure leaves the files as they were, and the study goes on."""
+        try:
+            ResultsStore(self.store).compact()
+        except Exception as error:  # storage errors of any fsspec backend: the files are still all readable
+            warnings.warn(f"results store {self.store}: could not compact ({type(error).__name__}: {error})",
+                          stacklevel=2)
 
     def on_experiment_end(self, trials, **info) -> None:
         """Trials still open were stopped with the study, reported on or not (then at their first run
