@@ -109,6 +109,8 @@ def test_a_corpus_prepared_across_two_nodes_feeds_a_strict_spread_ddp_study(ray_
     assert all(len(nodes) == 2 for nodes in nodes_per_group.values())  # each run's two ranks on two nodes
     runs = ResultsStore(str(store)).runs().to_pylist()
     assert len(runs) == 2 and all(r["status"] == "finished" and r["workers"] == 2 for r in runs)
+    assert all(json.loads(r["versions_json"])["working_dir_package"].startswith("_ray_pkg_") for r in runs)
+    assert all(r["hardware"].startswith("2x cpu (") for r in runs)
     assert all(r["val_loss"] < r["unigram_entropy"] for r in runs)
     assert all(ResultsStore(str(store)).curves(r["run_id"]).num_rows > 0 for r in runs)
     # the shared-storage check refuses both commands before anything is prepared or trained, naming the

@@ -3,6 +3,7 @@ that learns while its workers export live metrics (what the dashboard and Grafan
 cluster cannot hold. Crashes and FSDP are tests/test_parallel.py's."""
 
 import os
+import platform
 import re
 import threading
 import time
@@ -66,6 +67,7 @@ def test_a_two_worker_ddp_run_learns_while_its_workers_export_tagged_metrics(ray
     # model uses context. Measured: about 4.6 after 1M tokens.
     assert result.final["val_loss"] < prepared.unigram_entropy - 1.0
     assert result.curve[-1]["step"] == spec.steps == 122
+    assert result.final["hardware"] == f"2x cpu ({platform.processor() or platform.machine()})"  # rank 0's probe
     assert os.path.isdir(os.path.join(result.checkpoint_path, "model"))
 
 

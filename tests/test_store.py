@@ -278,3 +278,17 @@ def test_pandas_reads_the_store_folder_directly(tmp_path):
     store.append_run({"run_id": "a", "status": "finished", "val_loss": 2.0})
     assert pd.read_parquet(tmp_path / "runs")["val_loss"].tolist() == [2.0]
     assert store.to_pandas()["run_id"].tolist() == ["a"]
+
+
+def test_a_row_records_the_commit_the_submitter_names_else_this_checkouts(monkeypatch):
+    import json
+    import subprocess
+
+    from meap_scale.store.rows import environment
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    monkeypatch.delenv("MEAP_SCALE_GIT_COMMIT", raising=False)
+    here = environment()
+    assert here["git_commit"] == head and "working_dir_package" not in json.loads(here["versions_json"])
+    monkeypatch.setenv("MEAP_SCALE_GIT_COMMIT", "0123abc")
+    assert environment()["git_commit"] == "0123abc"

@@ -242,6 +242,7 @@ def test_failed_runs_are_stored_with_their_error(ray_cluster, tmp_path):
     runs = ResultsStore(spec.storage).runs().to_pylist()
     assert outcome.failed == 2 and outcome.total == 0
     assert all(r["status"] == "failed" and "Traceback" in r["error"] for r in runs)
+    assert all(r["hardware"] == "1x cpu (not reported: the run ended before its first report)" for r in runs)
 
 
 def test_multi_objective_search_uses_nsga2_over_loss_and_throughput(ray_cluster, tmp_path):

@@ -171,7 +171,8 @@ class Design:
         data = [simulated_data(spec) for spec in specs]
         params = tuple(param_counts(s.model.shape, d.model_vocab_size, s.model.tie_embeddings).total
                        for s, d in zip(specs, data))
-        rows = tuple(run_row(spec, prepared, final={"tokens": spec.tokens_trained, "epoch": 0.0, "tokens_per_s": 1.0},
+        final = {"epoch": 0.0, "tokens_per_s": 1.0, "hardware": "simulated"}
+        rows = tuple(run_row(spec, prepared, final={"tokens": spec.tokens_trained, **final},
                              status="finished", started_at=STARTED, wall_seconds=1.0, study=study, env=SIMULATED_ENV)
                      for spec, prepared in zip(specs, data))
         return cls(study, specs, params, tuple(row["parent_run_id"] or row["run_id"] for row in rows), rows)

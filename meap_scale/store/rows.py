@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -19,7 +20,10 @@ from meap_scale.spec_base import ConfigError
 
 
 def environment() -> dict:
-    """Package versions and the git commit of this checkout (None outside a git checkout)."""
+    """Package versions and the code's version: the git commit ``MEAP_SCALE_GIT_COMMIT`` names, else this
+    checkout's (None outside one: ``ray job submit`` with cluster/runtime_env.yaml ships no ``.git``), and, inside a
+    Ray job, the content hash Ray gave the working tree it shipped (``working_dir_package``), which names the code
+    exactly where there is no commit."""
     import datasets
     import ray
     import torch
@@ -30,21 +34,39 @@ def environment() -> dict:
     versions = {"meap_scale": meap_scale.__version__, "torch": torch.__version__, "ray": ray.__version__,
                 "transformers": transformers.__version__, "datasets": datasets.__version__,
                 "python": platform.python_version()}
+    shipped = _shipped_working_dir()
+    if shipped:
+        versions["working_dir_package"] = shipped
+    return {"versions_json": json.dumps(versions, sort_keys=True),
+            "git_commit": os.environ.get("MEAP_SCALE_GIT_COMMIT") or _checkout_commit()}
+
+
+def _checkout_commit() -> str | None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"versions_json": json.dumps(versions, sort_keys=True), "git_commit": commit}
+        return None
 
 
-def hardware(spec: RunSpec) -> str:
-    if spec.use_gpu:
-        import torch
+def _shipped_working_dir() -> str | None:
+    """``_ray_pkg_<content hash>`` of the working tree a Ray job shipped, where this process runs in one."""
+    import ray
 
-        name = torch.cuda.get_device_name() if torch.cuda.is_available() else "gpu"
-        return f"{spec.workers}x {name}"
-    return f"{spec.workers}x cpu ({platform.processor() or platform.machine()})"
+    if not ray.is_initialized():
+        return None
+    uri = (ray.get_runtime_context().runtime_env or {}).get("working_dir") or ""
+    name = uri.rsplit("/", 1)[-1].removesuffix(".zip")
+    return name if name.startswith("_ray_pkg_") else None
+
+
+def hardware(spec: RunSpec, final: dict) -> str:
+    """What the run's workers reported they trained on (``train.devices.hardware_label``, in every report); a run
+    that ended before its first report says only the kind of device it asked for."""
+    reported = final.get("hardware")
+    if isinstance(reported, str) and reported:
+        return reported
+    return f"{spec.workers}x {'gpu' if spec.use_gpu else 'cpu'} (not reported: the run ended before its first report)"
 
 
 def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
@@ -85,7 +107,7 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
         "flops_palm": row["flops_per_token_palm"] * tokens_seen if tokens_seen else None,
         "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
         "eval_summary_json": strict_json.dumps(eval_summary, sort_keys=True) if eval_summary else None,
-        "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec),
+        "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec, final),
         "wall_seconds": wall_seconds, "started_at": started_at,
         "finished_at": started_at + dt.timedelta(seconds=wall_seconds),
         **(env or environment()),

@@ -78,3 +78,13 @@ def peak_flops(device_name: str, override: float | None = None) -> float | None:
         return override
     found = identify(device_name)
     return found.peak_bf16_flops if found else None
+
+
+def hardware_label(world_size: int, device_name: str) -> str:
+    """What a run trained on, as its workers see it (``2x NVIDIA H100 80GB HBM3``, ``1x cpu (x86_64)``): probed
+    by the training process itself, never by the process that writes the store row (a 0.1-CPU trial or driver)."""
+    if device_name == "cpu":
+        import platform
+
+        device_name = f"cpu ({platform.processor() or platform.machine()})"
+    return f"{world_size}x {device_name}"

@@ -30,7 +30,7 @@ from meap_scale.models import build_model, flops_per_token
 from meap_scale.objectives import IGNORE_INDEX, Batch, StreamPlace, apply_objective
 from meap_scale.schedule import lr_multiplier
 from meap_scale.train.checkpoint import TrainState, load_checkpoint, save_checkpoint
-from meap_scale.train.devices import peak_flops
+from meap_scale.train.devices import hardware_label, peak_flops
 from meap_scale.train.metrics import mfu
 from meap_scale.train.parallel import Placed, gathered_state_dict, place_ddp, place_fsdp, total_norm
 from meap_scale.train.session import Session, current_session
@@ -108,6 +108,7 @@ class TrainingRun:
                                                spec.model.tie_embeddings).palm
         device_name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         self.peak_flops = peak_flops(device_name, spec.peak_flops)
+        self.hardware = hardware_label(session.world_size, device_name)
         if self.device.type == "cuda" and self.peak_flops is None and session.rank == 0:
             print(f"meap-scale: no peak FLOP/s known for {device_name!r}: MFU not reported (pass --peak-flops)",
                   flush=True)
@@ -248,6 +249,7 @@ class TrainingRun:
             "lr": self.rate,
             "grad_norm": float(grad_norm),
             "tokens_per_s": tokens / seconds,
+            "hardware": self.hardware,  # with every report: a run stopped or failed mid-way still says it
         }
         utilisation = mfu(metrics["tokens_per_s"], self.flops_per_token, self.peak_flops, self.session.world_size)
         if utilisation is not None:
