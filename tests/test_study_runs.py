@@ -270,3 +270,25 @@ def test_a_file_url_store_is_anchored_as_its_folder_and_remote_urls_stay_as_they
                             ("s3://bucket/study", "s3://bucket/study")):
         spec = anchored(build_study("mask_ratio_sweep", "smoke", storage=store))
         assert spec.storage == expected and spec.base.storage_path == f"{expected}/_runs"
+
+
+def test_a_one_worker_trial_whose_process_dies_is_started_again_and_resumes_its_run(ray_cluster, tmp_path):
+    """The trial's own process exits hard at step 40 (after the step-36 checkpoint); with max_failures 1 Tune starts
+    it again, and the run resumes from that checkpoint under the store instead of failing the study."""
+    from dataclasses import replace
+
+    from meap_scale.eval_spec import EvalSpec
+    from meap_scale.study.presets import build_study
+    from meap_scale.study.runner import run_study
+    from meap_scale.study.space import choice
+    from meap_scale.study.spec import StudySpec
+
+    smoke = build_study("mask_ratio_sweep", "smoke", storage=str(tmp_path / "results"))
+    base = replace(smoke.base, fail_at_step=40, max_failures=1, evals=EvalSpec(tasks=()))
+    spec = StudySpec(name="retried", base=base, space={"objective.mask_ratio": choice(0.15)}, storage=smoke.storage)
+    outcome = run_study(spec)
+    assert outcome.trained == 1 and outcome.failed == 0
+    run = ResultsStore(spec.storage).runs({"study": "retried"}).to_pylist()[0]
+    assert run["status"] == "finished" and run["tokens_seen"] == 65_536
+    steps = {p["step"] for p in ResultsStore(spec.storage).curves(run["run_id"]).to_pylist()}
+    assert steps >= {36, 42, 64}

@@ -22,6 +22,9 @@ from meap_scale.study.spec import StudySpec
 
 PRESETS = ("smoke", "laptop", "paper")
 CHECKPOINTS = 10
+GPU_RETRIES = 3
+"""Restarts of a paper-preset run from its last checkpoint: one NCCL error or a lost node must not end a
+multi-hour 8-GPU run (a run that fails this often has a cause worth reading)."""
 MEAP_RATIO = 0.15
 """The paper's best pretraining ratio, used wherever a study compares MEAP with NTP."""
 
@@ -44,6 +47,7 @@ def _paper_base(size: str, tokens: int) -> RunSpec:
                    data=DataSpec(source=PAPER_CORPUS, vocab_size=32000, seq_len=4096, bpe_sample_bytes=2 ** 30),
                    optim=OptimSpec(batch_tokens=256 * 4096, micro_batch_size=4), tokens=tokens, workers=8,
                    use_gpu=True, log_every=200, eval_every=200, checkpoints=CHECKPOINTS, eval_blocks=256,
+                   max_failures=GPU_RETRIES,
                    evals=EvalSpec(tasks=EVAL_TASKS, context_lens=(1024, 2048, 4096 - ANSWER_ROOM), per_cell=10,
                                   documents=20, doc_tokens=150))
 

@@ -269,8 +269,16 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
     return tune.Tuner(
         trainable, param_space=param_space(spec), tune_config=tune_config(spec, concurrency),
         run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune,
-                                  callbacks=[TrialEnds(spec, ctx["store"], ctx["env"])]),
+                                  callbacks=[TrialEnds(spec, ctx["store"], ctx["env"])],
+                                  failure_config=tune.FailureConfig(max_failures=trial_retries(spec.base))),
     )
+
+
+def trial_retries(base: RunSpec) -> int:
+    """How often Tune starts a failed trial again: ``max_failures`` for one-worker runs, which train in the trial's
+    own process (a retry resumes from the run's latest checkpoint under the store); none for multi-worker runs,
+    whose Ray Train run already restarts its workers ``max_failures`` times (a Tune retry on top would square it)."""
+    return base.max_failures if base.workers == 1 else 0
 
 
 def param_space(spec: StudySpec) -> dict:
