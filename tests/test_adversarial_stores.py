@@ -146,3 +146,26 @@ def test_runs_that_repeated_their_corpus_are_left_out_of_laws_with_the_reason(tm
     result, = fit_groups(store)
     assert len(result.run_ids) == len(rows) and not set(result.run_ids) & {r["run_id"] for r in repeated}
     assert "5 run(s) left out: trained past one epoch of its corpus" in " ".join(result.notes)
+
+
+def test_a_corpus_moved_to_another_path_is_the_same_law_and_other_content_is_not(tmp_path):
+    """The law key names the corpus by its content fingerprint where the row has one, so runs of one corpus read
+    from two mounts pool; a corpus whose content differs (one byte) never does."""
+    import shutil
+
+    from meap_scale.data.sources import bundled_path, fingerprint, resolve_source
+    from meap_scale.scaling.groups import law_key
+
+    paths = {name: tmp_path / name / "kjv.jsonl.xz" for name in ("here", "moved", "edited")}
+    for path in paths.values():
+        path.parent.mkdir()
+        shutil.copy(bundled_path("kjv"), path)
+    with open(paths["edited"], "ab") as handle:
+        handle.write(b"\0")
+    keys = {name: law_key({"config_json": RunSpec(data=DataSpec(source=str(path))).to_json(),
+                           "data_fingerprint": fingerprint(resolve_source(str(path)))})
+            for name, path in paths.items()}
+    assert keys["here"] == keys["moved"] and "data.source" not in keys["here"]
+    assert keys["edited"] != keys["here"]
+    without = law_key({"config_json": RunSpec(data=DataSpec(source=str(paths["here"]))).to_json()})
+    assert without["data.source"] == str(paths["here"])  # a row without a fingerprint keeps its path

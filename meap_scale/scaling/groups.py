@@ -4,7 +4,8 @@ A law L(N, D) is fitted to runs that differ only in model size, token budget and
 of a run is its identity (``RunSpec.identity``) without the model's shape, the tokens, the seed, the
 learning rate and a decay branch's parent (a branch fits with the standalone WSD runs of its settings),
 plus the corpus fingerprint: corpus, tokenizer, vocabulary, sequence length, objective
-with its mask ratio and sampling, optimiser settings and precision. Runs with different keys never
+with its mask ratio and sampling, optimiser settings and precision. The corpus is its content fingerprint, not the
+path it was read from, wherever the row records one: the same corpus at another path is the same law. Runs with different keys never
 share a law. Stores whose runs carry no parsable config (old or synthetic rows) use the runs-table
 columns that hold the same fields.
 
@@ -66,6 +67,8 @@ def law_key(row: dict) -> dict[str, Any]:
         key = {name: value for name, value in key.items() if not name.startswith("objective.") or
                name in ("objective.name", "objective.mask_ratio")}
     key["data_fingerprint"] = row.get("data_fingerprint")
+    if key["data_fingerprint"]:  # the corpus by its content: a corpus moved or mounted elsewhere is the same law
+        key.pop("data.source", None)
     return key
 
 
