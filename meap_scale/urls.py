@@ -1,8 +1,22 @@
 """Locations that may be fsspec URLs (``s3://``, ``gs://``, ``file://``, ``memory://``) or local paths."""
 
+from __future__ import annotations
+
+import os
+
 
 def is_url(location: str) -> bool:
     return "://" in location
+
+
+def local_path(location: str | None) -> str | None:
+    """The absolute folder a plain path or a ``file://`` URL names (on whichever node opens it); None for other
+    URLs (object stores, the same place from everywhere) and for no location."""
+    if not location:
+        return None
+    if location.startswith("file://"):
+        location = location[len("file://"):]
+    return None if is_url(location) else os.path.abspath(os.path.expanduser(location))
 
 
 def filesystem(location: str, error: type[Exception], what: str):

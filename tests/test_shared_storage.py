@@ -3,15 +3,16 @@ test_multinode (a third node in a mount namespace of its own)."""
 
 import os
 
-from meap_scale.train.shared_storage import PROBE_PREFIX, answer_probe, check_shared_storage, local_folder
+from meap_scale.train.shared_storage import PROBE_PREFIX, answer_probe, check_shared_storage
+from meap_scale.urls import local_path
 
 
 def test_plain_paths_and_file_urls_are_probed_and_object_store_urls_are_not(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert local_folder("results") == str(tmp_path / "results")
-    assert local_folder("file:///mnt/shared/results") == "/mnt/shared/results"
-    assert local_folder("s3://bucket/results") is None and local_folder("gs://b/c") is None
-    assert local_folder(None) is None and local_folder("") is None
+    assert local_path("results") == str(tmp_path / "results")
+    assert local_path("file:///mnt/shared/results") == "/mnt/shared/results"
+    assert local_path("s3://bucket/results") is None and local_path("gs://b/c") is None
+    assert local_path(None) is None and local_path("") is None
 
 
 def test_a_node_answers_only_where_it_finds_the_drivers_token(tmp_path):

@@ -18,7 +18,7 @@ from meap_scale.checkpoints import RAY_TRAIN_FOLDER
 from meap_scale.config import RunSpec
 from meap_scale.spec_base import ConfigError
 from meap_scale.study.space import Dimension
-from meap_scale.urls import is_url
+from meap_scale.urls import is_url, local_path
 
 SEARCHES = ("grid", "optuna")
 TRIAL_METRICS = {"val_loss": "min", "train_loss": "min", "tokens_per_s": "max"}
@@ -136,9 +136,7 @@ class StudySpec:
 
 def _anchored_store(store: str) -> str:
     """A remote URL as it is; a local path, or a ``file://`` URL (the same folder), absolute."""
-    if store.startswith("file://"):
-        store = store[len("file://"):]
-    return store if is_url(store) else os.path.abspath(os.path.expanduser(store))
+    return local_path(store) or store
 
 
 def anchored(spec: StudySpec) -> StudySpec:

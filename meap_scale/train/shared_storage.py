@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 
 from meap_scale.spec_base import ConfigError
+from meap_scale.urls import local_path
 
 PROBE_PREFIX = ".meap-scale-shared-"
 """Token files the probe writes (and removes) in each folder it checks."""
@@ -37,15 +38,6 @@ class Unshared:
     path: str
     node: str
     seen: str
-
-
-def local_folder(location: str | None) -> str | None:
-    """The folder a plain path or ``file://`` URL names on each node; None for other URLs and for None."""
-    if not location:
-        return None
-    if location.startswith("file://"):
-        return location[len("file://"):]
-    return None if "://" in location else os.path.abspath(os.path.expanduser(location))
 
 
 def answer_probe(path: str, token: str, node: str) -> str:
@@ -140,7 +132,7 @@ def check_shared_storage(locations: dict[str, str | None]) -> None:
     not share (module docstring); nothing to do without Ray or on a one-node cluster."""
     import ray
 
-    folders = {name: folder for name, location in locations.items() if (folder := local_folder(location))}
+    folders = {name: folder for name, location in locations.items() if (folder := local_path(location))}
     if not folders or not ray.is_initialized():
         return
     nodes = _other_nodes()
