@@ -130,14 +130,18 @@ class ResultsStore:
             self.problems.append(problem)
             warnings.warn(f"results store: skipping {path}: {reason}", stacklevel=3)
 
-    def _listing(self, table: str) -> tuple[tuple[str, dt.datetime | None], ...]:
-        """The table's Parquet files in name order, each with its storage time; temp files and files that are
-        not Parquet are passed over (the latter reported)."""
+    def _entries(self, table: str) -> list[dict]:
+        """The fsspec listing of the table's folder, in name order (empty where there is no folder yet)."""
         folder = posixpath.join(self.root, table)
         if not self.fs.exists(folder):
-            return ()
+            return []
+        return sorted(self.fs.ls(folder, detail=True), key=lambda entry: entry["name"])
+
+    def _listing(self, table: str, entries: list[dict] | None = None) -> tuple[tuple[str, dt.datetime | None], ...]:
+        """The table's Parquet files in name order (from ``entries`` where the caller listed them already), each
+        with its storage time; temp files and files that are not Parquet are passed over (the latter reported)."""
         files = []
-        for info in sorted(self.fs.ls(folder, detail=True), key=lambda entry: entry["name"]):
+        for info in self._entries(table) if entries is None else entries:
             path = info["name"]
             name = posixpath.basename(path)
             if name.startswith((".", "_")):
@@ -218,8 +222,9 @@ class ResultsStore:
         storage time; remove stale temp files. Returns table -> files merged (module docstring)."""
         merged = {}
         for table in TABLES:
-            self._remove_stale_temps(table)
-            if len(self._listing(table)) < at_least:  # one listing, no file read: the common case after a trial
+            entries = self._entries(table)
+            self._remove_stale_temps(entries)
+            if len(self._listing(table, entries)) < at_least:  # one listing, no file read: the common case
                 continue
             found = self._parts_of(table)
             if found is None or len(found[1]) < at_least:
@@ -230,12 +235,9 @@ class ResultsStore:
             merged[table] = len(parts)
         return merged
 
-    def _remove_stale_temps(self, table: str) -> None:
-        folder = posixpath.join(self.root, table)
-        if not self.fs.exists(folder):
-            return
+    def _remove_stale_temps(self, entries: list[dict]) -> None:
         cutoff = utc_now() - dt.timedelta(seconds=STALE_TEMP_S)
-        for info in self.fs.ls(folder, detail=True):
+        for info in entries:
             stamp = storage_time(info)
             if posixpath.basename(info["name"]).startswith(".tmp-") and stamp is not None and stamp < cutoff:
                 self.fs.rm(info["name"])
