@@ -124,11 +124,12 @@ def test_degenerate_bootstrap_draws_are_dropped_and_counted_never_a_crash():
     assert math.isnan(multiplier_of(scalar(natural(draws[:1])), scalar(natural(good.theta)), 1e20))
 
 
-def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_that_once_crashed(tmp_path, capsys):
-    """Simulated null study 17 of the laptop scaling grid (1 seed, 3% run noise): 9 of its 20 bootstrap refits are
-    degenerate (no frontier), so the interval is refused; the fit command divided by zero on such stores before.
-    Stores with a single degenerate draw (study 35 at the default noise, then study 2 at 2%) stopped having it with
-    rounding-level changes to the optimiser's path, so this one has many."""
+def test_fit_prints_a_refused_multiplier_interval_with_its_reason_where_bootstrap_draws_are_degenerate(tmp_path,
+                                                                                                         capsys):
+    """Simulated null studies of the laptop scaling grid (1 seed, 3% run noise): about half have bootstrap refits
+    that are degenerate (no frontier), so their intervals are refused; the fit command divided by zero on such
+    stores before. Which stores have them moves with rounding-level changes to the optimiser's path (one CPU's
+    float arithmetic against another's), so the test fits them in turn until the first that does."""
     from dataclasses import replace
 
     from meap_scale.cli import main
@@ -137,9 +138,15 @@ def test_fit_prints_a_refused_multiplier_interval_with_its_reason_on_a_store_tha
 
     spec = replace(build_study("scaling_grid", "laptop"), seeds=(0,))
     design = study_design(spec)
-    write_simulated_store(str(tmp_path), simulate_rows(design, Truth(), Noise(run=0.03), seed=17), spec.name)
-    assert main(["fit", "--store", str(tmp_path), "--bootstrap", "20"]) == 0
-    assert re.search(r"\(no interval: only 1\d of 20 bootstrap draws give a multiplier", capsys.readouterr().out)
+    for seed in range(20):
+        store = tmp_path / f"study-{seed}"
+        write_simulated_store(str(store), simulate_rows(design, Truth(), Noise(run=0.03), seed=seed), spec.name)
+        assert main(["fit", "--store", str(store), "--bootstrap", "20"]) == 0
+        refused = re.findall(r"\(no interval: only (\d+) of 20 bootstrap draws give a multiplier", capsys.readouterr().out)
+        if refused:
+            assert all(int(valid) < 20 for valid in refused)
+            return
+    raise AssertionError("none of 20 simulated null studies had a degenerate bootstrap draw (about half do)")
 
 
 def test_isoflop_profiles_are_grouped_by_study_membership_so_reused_runs_count(tmp_path):
