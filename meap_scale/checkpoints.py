@@ -18,8 +18,9 @@ Folders written before sharded checkpoints (``model/model.safetensors`` and ``op
 evaluate, but do not resume.
 
 Where: a run with a checkpoint root keeps its newest checkpoints there as ``step-NNNNNNNN`` folders
-(``step_folder``); a study's in-process runs have their root at ``<store>/_checkpoints/<run_id>``, and its
-multi-worker runs' Ray Train checkpoints are at ``<store>/_runs/<run_id>/checkpoint_*`` (``STUDY_FOLDERS``).
+(``step_folder``); a study's in-process runs have their root at ``<store>/_checkpoints/<run_id>`` (on an object
+store, each step folder's upload ends with an ``UPLOADED`` marker), and its multi-worker runs' Ray Train checkpoints
+are at ``<store>/_runs/<run_id>/checkpoint_*`` (``STUDY_FOLDERS``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ RAY_TRAIN_FOLDER = "_runs"
 """Under a study's store: Ray Train's run folders (multi-worker runs' checkpoints)."""
 STUDY_FOLDERS = ((IN_PROCESS_FOLDER, STEP_PREFIX + "*"), (RAY_TRAIN_FOLDER, "checkpoint_*"))
 """Where a study's runs keep checkpoints, under the store: in-process runs, Ray Train runs."""
+UPLOADED = ".uploaded"
+"""In an in-process run's step folder on an object store, written after every other file of its upload: a folder
+without it is an upload cut short (``meap_scale.study.remote_checkpoints``)."""
 
 
 class CheckpointError(RuntimeError):

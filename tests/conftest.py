@@ -22,6 +22,10 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 import pytest  # noqa: E402
 
+from object_store import object_store_environment, start_server  # noqa: E402
+
+S3_ENDPOINT = object_store_environment()  # before any Ray starts: its workers inherit it
+
 from meap_scale.config import DataSpec, OptimSpec, RunSpec  # noqa: E402
 
 
@@ -31,6 +35,27 @@ def isolated_cache(tmp_path_factory):
     os.environ["MEAP_SCALE_CACHE"] = str(tmp_path_factory.mktemp("meap-cache"))
     os.environ.pop("RAY_ADDRESS", None)  # never join a cluster that happens to be configured
     yield
+
+
+@pytest.fixture(scope="session")
+def _s3_server(tmp_path_factory):
+    server = start_server(S3_ENDPOINT, str(tmp_path_factory.mktemp("s3") / "server.log"))
+    try:
+        yield S3_ENDPOINT
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_bucket(_s3_server, request):
+    """A new, empty bucket on the session's S3 server (``tests/object_store.py``), as ``s3://NAME``."""
+    import s3fs
+
+    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    fs = s3fs.S3FileSystem()
+    fs.mkdir(name)
+    return f"s3://{name}"
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +79,9 @@ def start_ray():
     request ``_ray_session``."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False)
+    from meap_scale.train.cluster import ensure_ray
+
+    ensure_ray(new_cluster=True, num_cpus=2, include_dashboard=True, log_to_driver=False)
     return ray
 
 

@@ -239,15 +239,3 @@ def test_the_report_counts_what_branches_trained_not_the_budgets_they_stand_for(
     cooldowns = round(0.2 * 128) + round(0.2 * 256)  # steps of 8192 tokens: budgets of 128 and 256 steps
     assert facts["tokens trained"] == f"{5 * (4 * 2 ** 20 + cooldowns * 8192):,}"
     assert facts["decay branches"].startswith("10 finished run(s) branched from a longer WSD run")
-
-
-def test_a_multi_budget_study_of_one_worker_runs_on_a_remote_store_is_refused_before_training():
-    from meap_scale.store import ResultsStore
-    from meap_scale.study.runner import Locations, check_branch_checkpoints
-
-    spec = build_study("scaling_grid", "smoke", multi_budget_runs=True)
-    remote = Locations.for_store(ResultsStore("memory://branches-study"))
-    with pytest.raises(ConfigError, match="needs a local store"):
-        check_branch_checkpoints(spec, remote)
-    check_branch_checkpoints(build_study("scaling_grid", "smoke", multi_budget_runs=True, workers=2), remote)
-    check_branch_checkpoints(build_study("scaling_grid", "smoke"), remote)

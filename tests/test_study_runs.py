@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+import s3fs
 
+from meap_scale.checkpoints import UPLOADED
 from meap_scale.store import ResultsStore
 
 pytestmark = pytest.mark.slow
@@ -119,52 +121,69 @@ def test_a_multi_budget_study_stores_each_branch_with_its_parent_and_a_rerun_tra
     assert "0 trained now" in capsys.readouterr().out and run_files(store_path) == written
 
 
-def latest_checkpoint(store: Path, prefix: str) -> int:
-    """The highest step checkpointed by a run whose id starts with ``prefix`` (0 before its first)."""
-    return max((int(p.name[5:]) for p in (store / "_checkpoints").glob(f"{prefix}*/step-*")), default=0)
+def latest_checkpoint(store: str, prefix: str) -> int:
+    """The highest step whose checkpoint upload finished, of a run whose id starts with ``prefix``, on the S3 store
+    ``store`` (0 before its first)."""
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    uploaded = fs.glob(f"{store[len('s3://'):]}/_checkpoints/{prefix}*/step-*/{UPLOADED}")
+    return max((int(path.split("/")[-2][5:]) for path in uploaded), default=0)
 
 
 def wait_for(condition, driver: subprocess.Popen, deadline: float) -> None:
     while not condition():
         assert time.monotonic() < deadline and driver.poll() is None, "the study must still be running"
-        time.sleep(0.1)
+        time.sleep(0.2)
 
 
-def test_a_terminated_then_killed_study_resumes_its_run_in_flight_and_never_retrains_a_finished_one(ray_cluster,
-                                                                                                    tmp_path):
-    """One study, stopped twice mid-run: SIGTERM (the driver records the run in flight and says how to resume),
-    then SIGKILL of the resumed driver (no chance to clean up); the same command then finishes the study."""
-    store_path = tmp_path / "results"
-    argv = [str(STUDIES / "mask_ratio_sweep.py"), "--preset", "smoke", "--store", str(store_path),
+def test_a_study_on_an_object_store_stopped_twice_resumes_from_another_machine_and_never_retrains_a_finished_run(
+        ray_cluster, s3_bucket, tmp_path):
+    """One study on S3, stopped twice mid-run: SIGTERM (the driver records the run in flight and says how to
+    resume), then SIGKILL of the resumed driver (no chance to clean up); the same command then finishes the study.
+    The second and third drivers run from another working folder with another home, as on another machine: Tune's
+    state and the run's checkpoints are on S3 with the store, and the MEAP run resumes from its last upload."""
+    store = f"{s3_bucket}/results"
+    argv = [str(STUDIES / "mask_ratio_sweep.py"), "--preset", "smoke", "--store", store,
             "--max-concurrent", "1", "--tokens", "131072"]  # 128 steps: seconds of margin after the first report
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
-    driver = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True)
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN_PATH": str(Path.home() / ".ray" / "auth_token")}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second / "home"):
+        folder.mkdir(parents=True)
+    elsewhere = {**env, "HOME": str(second / "home")}
+    driver = subprocess.Popen([sys.executable, *argv], cwd=first, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
     # The MEAP run (the second trial) has checkpointed at step 24 of 128, after its first report (step 16).
-    wait_for(lambda: latest_checkpoint(store_path, "meap") >= 24, driver, time.monotonic() + 300)
+    wait_for(lambda: latest_checkpoint(store, "meap") >= 24, driver, time.monotonic() + 300)
     driver.send_signal(signal.SIGTERM)
     out, err = driver.communicate(timeout=300)
     assert driver.returncode == 143, err[-3000:]
     assert "SIGTERM: study mask-ratio-smoke interrupted" in err and f"python {argv[0]}" in err
     assert "1 interrupted" in out and "no report" not in out  # one run finished: its report is written
-    runs = {r["status"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
+    runs = {r["status"]: r for r in ResultsStore(store).runs().to_pylist()}
     assert set(runs) == {"finished", "interrupted"}
     finished, stopped = runs["finished"], runs["interrupted"]
     assert 0 < stopped["tokens_seen"] < stopped["tokens_budget"] and "interrupted with the study" in stopped["error"]
-    reached, saved = stopped["tokens_seen"] // stopped["batch_tokens"], latest_checkpoint(store_path, "meap")
+    reached, saved = stopped["tokens_seen"] // stopped["batch_tokens"], latest_checkpoint(store, "meap")
     assert saved > reached - 128 // 10  # it resumes less than a tenth back
+    assert s3fs.S3FileSystem().glob(f"{store[5:]}/_tune/mask-ratio-smoke/experiment_state*.json")  # Tune's state
 
-    # The same command resumes the MEAP run; once it has checkpointed further, its driver dies without cleaning up.
-    driver = subprocess.Popen([sys.executable, *argv], env=env, stdout=subprocess.DEVNULL,
+    # The same command, elsewhere, resumes the MEAP run; once it has uploaded a later checkpoint, its driver dies.
+    driver = subprocess.Popen([sys.executable, *argv], cwd=second, env=elsewhere, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
-    wait_for(lambda: latest_checkpoint(store_path, "meap") > saved, driver, time.monotonic() + 300)
+    wait_for(lambda: latest_checkpoint(store, "meap") > saved, driver, time.monotonic() + 300)
+    resumed_at = latest_checkpoint(store, "meap")
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
 
-    assert run_script("mask_ratio_sweep", *argv[1:]) == 0  # and again the same command finishes the study
-    runs = {r["run_id"]: r for r in ResultsStore(str(store_path)).runs().to_pylist()}
+    done = subprocess.run([sys.executable, *argv], cwd=second, env=elsewhere, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = {r["run_id"]: r for r in ResultsStore(store).runs().to_pylist()}
     assert [r["status"] for r in runs.values()] == ["finished", "finished"]
     assert runs[finished["run_id"]]["written_at"] == finished["written_at"]  # not trained again
+    assert runs[stopped["run_id"]]["resumed_from_step"] >= resumed_at  # from its upload, not from scratch
+    assert runs[finished["run_id"]]["resumed_from_step"] is None
 
 
 def test_bad_study_input_fails_before_any_trial_starts(tmp_path):

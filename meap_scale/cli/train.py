@@ -146,7 +146,8 @@ def _run(spec: RunSpec, args: argparse.Namespace) -> int:
             store.append_curve(run.run_id, result.curve)
             store.append("evals", [{"run_id": run.run_id, **row} for row in result.evals])
             store.append_run(run_row(run, prepared, final=result.final, status="finished", started_at=started,
-                                     wall_seconds=result.wall_seconds, eval_summary=result.eval_summary))
+                                     wall_seconds=result.wall_seconds, eval_summary=result.eval_summary,
+                                     resumed_from_step=result.resumed_from_step))
         return result
 
     branched = []

@@ -24,7 +24,8 @@ from typing import Any, Iterator
 
 import torch
 
-from meap_scale.checkpoints import DATA_FILE, EVAL_PARTS, STATE_FILE, STUDY_FOLDERS, load_model
+from meap_scale.checkpoints import (DATA_FILE, EVAL_PARTS, IN_PROCESS_FOLDER, STATE_FILE, STUDY_FOLDERS, UPLOADED,
+                                    load_model)
 from meap_scale.config import DataSpec, RunSpec
 from meap_scale.eval_spec import EvalSpec
 from meap_scale.spec_base import ConfigError
@@ -53,6 +54,8 @@ def final_checkpoint(store: ResultsStore, run: RunSpec) -> str | None:
     """The checkpoint folder holding the run's last step, or None."""
     for folder, pattern in STUDY_FOLDERS:
         for path in sorted(store.fs.glob(posixpath.join(store.root, folder, run.run_id, pattern)), reverse=True):
+            if folder == IN_PROCESS_FOLDER and not store.is_local and not store.fs.exists(posixpath.join(path, UPLOADED)):
+                continue  # an upload cut short
             try:
                 with store.fs.open(posixpath.join(path, STATE_FILE)) as handle:
                     step = json.load(handle).get("step")

@@ -96,7 +96,8 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
 
 def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, started_at: dt.datetime,
             wall_seconds: float, study: str | None = None, trial_id: str | None = None,
-            error: str | None = None, env: dict | None = None, eval_summary: dict | None = None) -> dict:
+            error: str | None = None, env: dict | None = None, eval_summary: dict | None = None,
+            resumed_from_step: int | None = None) -> dict:
     """One ``runs`` row; ``final`` is the last report (empty for a run that failed before reporting)."""
     row = _spec_columns(spec, data)
     tokens_seen = final.get("tokens")
@@ -108,7 +109,7 @@ def run_row(spec: RunSpec, data: PreparedData, *, final: dict, status: str, star
         "train_loss": final.get("train_loss"), "val_loss": final.get("val_loss"),
         "eval_summary_json": strict_json.dumps(eval_summary, sort_keys=True) if eval_summary else None,
         "tokens_per_s": final.get("tokens_per_s"), "mfu": final.get("mfu"), "hardware": hardware(spec, final),
-        "wall_seconds": wall_seconds, "started_at": started_at,
+        "wall_seconds": wall_seconds, "resumed_from_step": resumed_from_step, "started_at": started_at,
         "finished_at": started_at + dt.timedelta(seconds=wall_seconds),
         **(env or environment()),
     })

@@ -16,6 +16,9 @@ files written by older versions still read, with nulls):
 - 7: ``stored_at`` in every table: when the storage received the row's file, by the storage's clock (its
   modification time). Writers leave it null; reading fills it from the file, and compaction keeps it with each
   row it merges. The latest row of a key is the latest stored, not the one whose writer's clock ran ahead.
+- 8: ``runs.resumed_from_step``, the optimiser step of the checkpoint the run's last training segment started
+  from: its own after a restart or a pause, its parent's for a decay branch; null where it trained from step 0
+  in one go, and in older files (which do not say).
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 STATUSES = ("finished", "failed", "stopped", "interrupted")
 """How a run ended: trained to its budget; raised or its process died; stopped early by the study's
@@ -55,6 +58,7 @@ RUNS = pa.schema([
     ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("unigram_entropy", pa.float64()),
     ("eval_summary_json", pa.string()),
     ("tokens_per_s", pa.float64()), ("mfu", pa.float64()), ("hardware", pa.string()), ("wall_seconds", pa.float64()),
+    ("resumed_from_step", pa.int64()),
     ("versions_json", pa.string()), ("git_commit", pa.string()), ("config_json", pa.string()),
     ("started_at", TIMESTAMP), ("finished_at", TIMESTAMP),
     pa.field("written_at", TIMESTAMP, nullable=False),

@@ -13,9 +13,12 @@ failed, becomes a store row, and every run a trial asks for becomes a member of 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
+import shutil
 import statistics
+import tempfile
 import time
 import traceback
 from collections import Counter
@@ -28,13 +31,13 @@ from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.scaling.comparisons import paired_comparisons
 from meap_scale.scaling.paired import PairedComparison
-from meap_scale.spec_base import ConfigError
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
 from meap_scale.study import contract
 from meap_scale.study.interrupts import Interrupts
 from meap_scale.study.preflight import preflight_study
+from meap_scale.study.remote_checkpoints import RemoteRoot
 from meap_scale.study.searchers import searcher
 from meap_scale.study.spec import DRIVER_CPU, FINAL_REPORT, METRIC, MODE, TRIAL_METRICS, StudySpec, anchored
 from meap_scale.study.summary import BestConfigurations, best_per_objective
@@ -45,24 +48,37 @@ from meap_scale.train.cluster import ensure_ray
 from meap_scale.train.shared_storage import join_checked
 from meap_scale.train.preflight import check_cluster_memory, check_local_cluster
 from meap_scale.train.trainer import run_training
+from meap_scale.urls import local_path
 
 TIME_ATTR = "tokens"
 
 
+STAGING_FOLDER = "meap-scale-staging"
+"""Under the node's temporary folder: where one-worker runs of a study on an object store stage their checkpoints."""
+
+
 @dataclass(frozen=True)
 class Locations:
-    """Where a study keeps its store, Tune's experiment state and in-process run checkpoints."""
+    """Where a study keeps its store, Tune's experiment state and its one-worker runs' checkpoints: all under the
+    store, local or not, so an interrupted study resumes from whichever machine runs it again."""
 
     store: str
-    tune: str | None
-    checkpoints: str | None
+    tune: str
+    checkpoints: str
 
     @classmethod
     def for_store(cls, store: ResultsStore) -> "Locations":
-        if store.is_local:
-            root = os.path.abspath(store.root)
-            return cls(store.url, os.path.join(root, "_tune"), os.path.join(root, IN_PROCESS_FOLDER))
-        return cls(store.url, None, None)
+        root = os.path.abspath(store.root) if store.is_local else store.url.rstrip("/")
+        return cls(store.url, posixpath.join(root, "_tune"), posixpath.join(root, IN_PROCESS_FOLDER))
+
+    def run_checkpoints(self, run_id: str) -> tuple[str, RemoteRoot | None]:
+        """The folder a one-worker run writes its checkpoints in and, where the store is an object store, the
+        remote root that folder stages (``remote_checkpoints``); called on the trial's node."""
+        root = posixpath.join(self.checkpoints, run_id)
+        if local_path(root):
+            return root, None
+        staging = os.path.join(tempfile.gettempdir(), STAGING_FOLDER, hashlib.sha256(root.encode()).hexdigest()[:16])
+        return staging, RemoteRoot(root, staging)
 
 
 class _StudyProgress:
@@ -86,13 +102,15 @@ class _StudyProgress:
 
 def _train_in_process(run: RunSpec, prepared: PreparedData, locations: Locations, report, study: str,
                       start_from: str | None = None) -> dict:
-    """The loop inside the trial's own process; resumes from the run's latest local checkpoint, else starts
-    from ``start_from`` (a branch's parent's checkpoint folder), else from scratch."""
-    root = posixpath.join(locations.checkpoints, run.run_id) if locations.checkpoints else None
+    """The loop inside the trial's own process; resumes from the run's latest checkpoint under the store, else
+    starts from ``start_from`` (a branch's parent's checkpoint folder), else from scratch."""
+    root, remote = locations.run_checkpoints(run.run_id)
+    resume = remote.pull_latest() if remote else latest_checkpoint(root)
     config = {"run": run.to_dict(), "data": prepared.to_dict(), "checkpoint_root": root,
-              "resume_from": (latest_checkpoint(root) if root else None) or start_from, "study": study}
-    out = train_loop_per_worker(config, local_session(config, emit=report))
-    return {**out, "checkpoint": latest_checkpoint(root) if root else None}
+              "resume_from": resume or start_from, "study": study}
+    saved = (lambda folder: remote.push(folder, run.keep_checkpoints)) if remote else None
+    out = train_loop_per_worker(config, local_session(config, emit=report, on_checkpoint=saved))
+    return {**out, "checkpoint": latest_checkpoint(root)}
 
 
 def _train_distributed(run: RunSpec, prepared: PreparedData, study: str, start_from=None) -> dict:
@@ -100,7 +118,8 @@ def _train_distributed(run: RunSpec, prepared: PreparedData, study: str, start_f
 
     result = run_training(run, prepared, callbacks=[RunReports(run.run_id)], study=study, start_from=start_from)
     return {"final": result.final, "curve": result.curve, "evals": list(result.evals),
-            "eval_summary": result.eval_summary, "checkpoint": result.checkpoint}
+            "eval_summary": result.eval_summary, "checkpoint": result.checkpoint,
+            "resumed_from_step": result.resumed_from_step}
 
 
 def _record_failure(store, run, prepared, study, trial_id, started, env) -> None:
@@ -164,8 +183,18 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyPr
     store.append("evals", [{"run_id": run.run_id, **row} for row in out.get("evals") or []])
     store.append_run(run_row(run, prepared, final=out["final"], status="finished", started_at=started,
                              wall_seconds=time.perf_counter() - clock, study=study, trial_id=trial_id,
-                             env=ctx["env"], eval_summary=out.get("eval_summary")))
+                             env=ctx["env"], eval_summary=out.get("eval_summary"),
+                             resumed_from_step=out.get("resumed_from_step")))
+    if run.workers == 1:
+        _drop_staging(ctx["locations"], run.run_id)
     return out["final"]
+
+
+def _drop_staging(locations: Locations, run_id: str) -> None:
+    """A finished run's staged checkpoints (object-store studies only): its checkpoints stay under the store."""
+    root, remote = locations.run_checkpoints(run_id)
+    if remote:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _prepared(run: RunSpec, ctx: dict) -> PreparedData:
@@ -201,25 +230,26 @@ def _resources(base: RunSpec) -> dict:
     return {"CPU": DRIVER_CPU}
 
 
-def check_branch_checkpoints(spec: StudySpec, locations: Locations) -> None:
-    """Decay branches start from their parent's checkpoint: one-worker runs of a study on a remote store keep
-    theirs nowhere (``Locations``), so such a study with branches is refused before anything trains."""
-    if spec.base.workers == 1 and locations.checkpoints is None and any(run.decay_at for run in spec.example_runs()):
-        raise ConfigError(f"--multi-budget with one-worker runs needs a local store: decay branches start from "
-                          f"their parent's checkpoint, and one-worker runs of a study on {locations.store} keep no "
-                          f"checkpoints; use a local --store, or --workers 2 or more (Ray Train keeps checkpoints "
-                          f"at the store's _runs folder)")
-
-
 def check_fits(base: RunSpec) -> None:
     """One trial (its workers, plus the driving trial of a multi-worker run) must fit a local cluster."""
     check_local_cluster(base, extra_cpu=DRIVER_CPU if base.workers > 1 else 0.0)
 
 
-def default_concurrency(base: RunSpec) -> int:
+def default_concurrency(spec: StudySpec) -> int | None:
+    """How many trials Tune runs at once without ``--max-concurrent``. A grid of one-worker runs has no cap (None):
+    each trial asks for its worker's resources, so Tune runs as many as the cluster fits, today or once its
+    autoscaler has grown it for the trials waiting. A searcher learns from finished trials, and a multi-worker
+    trial reserves only its driving CPU while Ray Train places its workers (Tune cannot gate those): both are
+    capped at the trials the cluster fits at its largest size, its autoscaler's maximum where it has one, else
+    its resources now."""
     import ray
 
-    resources = ray.cluster_resources()
+    from meap_scale.train.cluster import largest_size
+
+    base = spec.base
+    if base.workers == 1 and spec.search != "optuna":
+        return None
+    resources = largest_size() or ray.cluster_resources()
     if base.use_gpu:
         return max(1, int(resources.get("GPU", 0) // base.workers))
     return max(1, int(resources.get("CPU", 1) // (base.workers * base.cpus_per_worker)))
@@ -264,8 +294,8 @@ def _tuner(spec: StudySpec, ctx: dict, concurrency: int):
 
     trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx), _resources(spec.base))
     locations: Locations = ctx["locations"]
-    if locations.tune and tune.Tuner.can_restore(os.path.join(locations.tune, spec.name)):
-        return tune.Tuner.restore(os.path.join(locations.tune, spec.name), trainable, resume_errored=True)
+    if tune.Tuner.can_restore(posixpath.join(locations.tune, spec.name)):
+        return tune.Tuner.restore(posixpath.join(locations.tune, spec.name), trainable, resume_errored=True)
     return tune.Tuner(
         trainable, param_space=param_space(spec), tune_config=tune_config(spec, concurrency),
         run_config=tune.RunConfig(name=spec.name, storage_path=locations.tune,
@@ -341,13 +371,12 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False,
     started = utc_now()
     ctx = {"spec": spec, "store": spec.storage, "study": spec.name, "env": environment(),
            "locations": Locations.for_store(store), "prepared": {spec.base.data.to_json(): prepared.to_dict()}}
-    check_branch_checkpoints(spec, ctx["locations"])
     ensure_ray(new_cluster)
     check_fits(spec.base)
     check_cluster_memory(spec.example_runs(), prepared.model_vocab_size)
     contract.record(spec, store)
     with Interrupts() as interrupts:
-        grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec.base)).fit()
+        grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec)).fit()
     rows = store.runs({"study": spec.name}).to_pylist()
     finished = [r for r in rows if r["status"] == "finished"]
     return StudyOutcome(spec=spec, store=spec.storage, total=len(finished),

@@ -82,7 +82,8 @@ class StudySpec:
     asha: bool = False
     """Stop unpromising trials early (ASHA on validation loss by tokens seen)."""
     max_concurrent: int | None = None
-    """Trials at once; default: as many as the cluster's CPUs (or GPUs) fit."""
+    """Trials at once; default (``runner.default_concurrency``): no cap for a grid of one-worker runs, else as many
+    as the cluster fits at its largest size."""
     storage: str = "results"
     """The results store: a local folder or an fsspec URL (s3://, gs://, file://)."""
 

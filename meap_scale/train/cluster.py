@@ -32,20 +32,47 @@ def joining(new_cluster: bool) -> tuple[str | None, str, bool]:
     return None, "starting a local Ray instance with its dashboard", True
 
 
-def ensure_ray(new_cluster: bool = False) -> None:
+_STARTED_HERE: list[bool] = [False]
+"""Whether this process's ``ensure_ray`` started the Ray instance it is connected to (one connection per process)."""
+
+
+def ensure_ray(new_cluster: bool = False, **init_options) -> None:
     """Join ``RAY_ADDRESS`` if set, or the cluster a `ray start` left running here, else start a local
-    instance with its dashboard; ``new_cluster``: always a private one. Says which, and why."""
+    instance with its dashboard; ``new_cluster``: always a private one. Says which, and why. ``init_options`` go to
+    ``ray.init`` (a new instance's ``num_cpus``, ``log_to_driver``)."""
     import ray
 
     if ray.is_initialized():
         return
-    address, why, _ = joining(new_cluster)
+    address, why, starts = joining(new_cluster)
     print(f"meap-scale: {why}", file=sys.stderr, flush=True)
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **{"log_to_driver": True, **init_options})
     except ConnectionError as error:
         raise ConfigError(f"cannot join a Ray cluster ({error}); set RAY_ADDRESS to the one to use, or pass "
                           f"--new-cluster for a private one") from error
+    _STARTED_HERE[0] = starts
+
+
+def started_here() -> bool:
+    """Whether the Ray this process is connected to is an instance ``ensure_ray`` started: then its resources are
+    all it will ever have. A joined cluster may grow (an autoscaler, or nodes started by hand)."""
+    import ray
+
+    return _STARTED_HERE[0] and ray.is_initialized()
+
+
+def largest_size() -> dict[str, float] | None:
+    """The resources (``CPU``, ``GPU``, ...) the joined cluster's autoscaler may grow it to, from the configuration
+    Ray's autoscaler publishes in the GCS (what Ray Train itself reads, through a private accessor); None where the
+    cluster has no autoscaler or the accessor is gone."""
+    try:
+        from ray._private.state import state
+
+        found = state.get_max_resources_from_cluster_config()
+    except Exception:  # a private accessor: a Ray that lacks it gives no answer, not an error
+        return None
+    return {key: float(value) for key, value in found.items()} if found else None
 
 
 def starts_local_instance(new_cluster: bool) -> bool:

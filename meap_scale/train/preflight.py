@@ -6,6 +6,7 @@ refusal names the option that fixes it. ``meap-scale train`` and every study cal
 from __future__ import annotations
 
 import os
+import sys
 
 from meap_scale.config import RunSpec
 from meap_scale.spec_base import ConfigError
@@ -114,15 +115,31 @@ def check_cluster_memory(runs: list[RunSpec], vocab_size: int, resources: dict |
 
 
 def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
-    """A local cluster cannot grow: say so instead of letting the trainer (or a Tune trial that drives it,
-    reserving ``extra_cpu``) wait forever. A joined cluster may autoscale, so it is not checked."""
+    """A Ray instance this command started cannot grow: refuse a run it cannot fit instead of letting the trainer
+    (or a Tune trial that drives it, reserving ``extra_cpu``) wait forever. A joined cluster may grow: checked
+    against its autoscaler's largest size where it has one; without one (nodes may join by hand) a run that does
+    not fit yet is a warning, and Ray starts it once the cluster has the resources."""
     import ray
 
-    if os.environ.get("RAY_ADDRESS"):
+    from meap_scale.train.cluster import largest_size, started_here
+
+    if not started_here():
+        largest = largest_size()
+        if largest is not None:
+            check_capacity(spec, extra_cpu, cpus=largest.get("CPU", 0), gpus=largest.get("GPU", 0),
+                           where="this cluster at the largest size its autoscaler allows")
+            return
+        available = ray.cluster_resources()
+        try:
+            check_capacity(spec, extra_cpu, cpus=available.get("CPU", 0), gpus=available.get("GPU", 0),
+                           where="the joined Ray cluster")
+        except ConfigError as waiting:
+            print(f"meap-scale: warning: {waiting}; it has no autoscaler, so the run waits until nodes that fit "
+                  f"it join", file=sys.stderr, flush=True)
         return
     available = ray.cluster_resources()
     check_capacity(spec, extra_cpu, cpus=available.get("CPU", 0), gpus=available.get("GPU", 0),
-                    where="the local Ray cluster")
+                   where="the local Ray cluster")
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     if spec.placement == "STRICT_SPREAD" and spec.workers > nodes:
         raise ConfigError(f"placement STRICT_SPREAD puts each of {spec.workers} workers on its own node; the local "

@@ -62,10 +62,12 @@ def _print_metrics(metrics: dict) -> None:
     print(json.dumps(metrics), flush=True)
 
 
-def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -> Session:
+def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics,
+                  on_checkpoint: Callable[[str], None] | None = None) -> Session:
     """Standalone or in-process: ``config['checkpoint_root']`` keeps the run's newest ``keep_checkpoints``
     checkpoints, ``config['resume_from']`` resumes one, and rank 0 hands each report to ``emit`` (printing
-    it as JSON by default) once the report's checkpoint is in place."""
+    it as JSON by default) once the report's checkpoint is in place, after ``on_checkpoint`` has had its folder
+    (a study on an object store uploads it there)."""
     initialised = dist.is_available() and dist.is_initialized()
     rank = dist.get_rank() if initialised else 0
     root = config.get("checkpoint_root")
@@ -96,6 +98,8 @@ def local_session(config: dict, emit: Callable[[dict], None] = _print_metrics) -
                 os.replace(partial, final)
                 for old in sorted(n for n in os.listdir(root) if n.startswith(STEP_PREFIX))[:-keep]:
                     shutil.rmtree(os.path.join(root, old), ignore_errors=True)
+                if on_checkpoint:
+                    on_checkpoint(final)
             barrier()
         if rank == 0:
             emit(metrics)
