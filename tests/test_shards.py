@@ -2,6 +2,7 @@
 size, every document token in exactly one shard, in order."""
 
 import json
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -56,6 +57,41 @@ def test_no_document_token_is_lost_or_duplicated_across_shards(tmp_path):
     whole = np.stack(prepared.open_split("train")[:]["tokens"])
     assert whole.shape[0] == prepared.train_blocks
     assert np.array_equal(whole, np.concatenate([shards[f"train-{k:05d}.arrow"] for k in range(prepared.train_shards)]))
+
+
+def test_blocks_packed_or_tokenised_otherwise_are_another_law_and_an_older_record_gets_its_fingerprint(prepared,
+                                                                                                    tmp_path):
+    """The corpus fingerprint names the text; the blocks fingerprint what was trained on: the same corpus in other
+    shards (packing pads each shard's tail) or through other tokenizer files is another law, and a row stored
+    before the blocks fingerprint existed is never pooled with one that has it."""
+    import shutil
+
+    from meap_scale.config import RunSpec
+    from meap_scale.data.prepare import META_FILE, blocks_fingerprint
+    from meap_scale.scaling.groups import law_key
+
+    spec = DataSpec(cache_dir=str(tmp_path / "cache"))
+    small = prepare_data(spec, shard_bytes=SMALL_SHARDS)
+    assert small.fingerprint == prepared.fingerprint and small.blocks_fingerprint != prepared.blocks_fingerprint
+    meta = tmp_path / "cache" / "blocks" / small.directory.rsplit("/", 1)[1] / META_FILE
+    recorded = json.loads(meta.read_text())
+    meta.write_text(json.dumps({k: v for k, v in recorded.items() if k != "blocks_fingerprint"}))
+    assert prepare_data(spec, shard_bytes=SMALL_SHARDS).blocks_fingerprint == small.blocks_fingerprint
+    edited = tmp_path / "tokenizer"
+    shutil.copytree(small.tokenizer_path, edited)
+    vocab = json.loads((edited / "tokenizer.json").read_text())
+    vocab["model"]["merges"] = vocab["model"]["merges"][:-1]  # one merge fewer: other token ids for some text
+    (edited / "tokenizer.json").write_text(json.dumps(vocab))
+    key = "blocks/" + small.directory.rsplit("/", 1)[1]
+    assert blocks_fingerprint(key, Path(small.tokenizer_path)) == small.blocks_fingerprint
+    assert blocks_fingerprint(key, edited) != small.blocks_fingerprint
+
+    config = RunSpec().to_json()
+    keys = [law_key({"config_json": config, "data_fingerprint": small.fingerprint, "blocks_fingerprint": blocks})
+            for blocks in (small.blocks_fingerprint, prepared.blocks_fingerprint, None)]
+    assert len({json.dumps(key, sort_keys=True) for key in keys}) == 3
+    assert keys[0] == law_key({"config_json": config, "data_fingerprint": small.fingerprint,
+                               "blocks_fingerprint": small.blocks_fingerprint})
 
 
 @pytest.mark.slow

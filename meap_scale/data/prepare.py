@@ -63,6 +63,11 @@ class PreparedData:
     """Entropy (nats/token) of the training split's token frequencies: what a context-free model scores."""
     train_shards: int = 1
     val_shards: int = 1
+    blocks_fingerprint: str | None = None
+    """What the blocks are, beyond the corpus (``fingerprint``): the cache key of the blocks (tokenizer name,
+    vocabulary, context, ``PACKING_VERSION``, shard size, BPE sample) and the tokenizer's own files (its merges
+    as trained, whatever the ``tokenizers`` release). Corpora prepared before it lack it in ``prepared.json``:
+    ``prepare_data`` computes it for them on opening."""
 
     def shard_paths(self, split: str) -> list[str]:
         """Local paths of the split's shards (those of this split alone fetched to this node first when the cache
@@ -99,6 +104,17 @@ def _local(location: str) -> str:
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def tokenizer_digest(folder: Path) -> str:
+    """A digest of a saved tokenizer's files (``prepared.json`` of a trained BPE apart: it names the corpus)."""
+    files = sorted(path for path in folder.iterdir() if path.is_file() and path.name != META_FILE)
+    return _digest(*((path.name, hashlib.sha256(path.read_bytes()).hexdigest()) for path in files))
+
+
+def blocks_fingerprint(key: str, tokenizer_folder: Path) -> str:
+    """``PreparedData.blocks_fingerprint`` of the blocks at cache-relative ``key``, tokenised by that tokenizer."""
+    return _digest(key, tokenizer_digest(tokenizer_folder))
 
 
 def split_documents(n_documents: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -192,7 +208,7 @@ def _build(spec: DataSpec, source: sources.Source, corpus_key: str, cache: Path,
         bos_id=ids["bos"], eos_id=ids["eos"], pad_id=ids["pad"], train_documents=train_docs,
         val_documents=val_docs, train_tokens=train_tokens, val_tokens=val_tokens, train_blocks=train_blocks,
         val_blocks=val_blocks, unigram_entropy=unigram_entropy(counts), train_shards=train_shards,
-        val_shards=val_shards)
+        val_shards=val_shards, blocks_fingerprint=blocks_fingerprint(f"blocks/{final.name}", Path(built_with)))
     (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(stats), indent=1))
     (tmp / META_FILE).write_text(json.dumps(prepared.to_dict(), indent=1))
     _publish(tmp, final)
@@ -216,7 +232,11 @@ def prepare_data(spec: DataSpec, *, workers: int | None = None, shard_bytes: int
             _build(spec, source, corpus_key, work, work / key, workers=workers, shard_bytes=shard_bytes)
         if is_url(cache):
             _upload(work, key, cache)
-    return PreparedData.from_dict(json.loads(remote.read_text(meta)))
+    prepared = PreparedData.from_dict(json.loads(remote.read_text(meta)))
+    if prepared.blocks_fingerprint is None:  # prepared before it was recorded
+        found = blocks_fingerprint(key, Path(_local(prepared.tokenizer_path)))
+        prepared = dataclasses.replace(prepared, blocks_fingerprint=found)
+    return prepared
 
 
 def reopen_prepared(recorded: str) -> tuple[PreparedData | None, str]:

@@ -40,7 +40,7 @@ from meap_scale.store.rows import run_identity
 SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
 LR_FIELDS = ("optim.lr", "optim.min_lr")
 OUTSIDE_KEY = {"identity_version", "tokens", "seed", "branch_of", *SHAPE_FIELDS, *LR_FIELDS}
-NEVER_POOLED = ("data_fingerprint", "data.source", "data.text_field", "data.tokenizer", "data.vocab_size",
+NEVER_POOLED = ("data_fingerprint", "blocks_fingerprint", "data.source", "data.text_field", "data.tokenizer", "data.vocab_size",
                 "data.seq_len", "data.val_fraction", "data.split_seed")
 """Key fields a coarser ``group_by`` may not pool over: a law across corpora or context lengths means nothing."""
 COLUMN_KEY = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio",
@@ -69,6 +69,7 @@ def law_key(row: dict) -> dict[str, Any]:
     key["data_fingerprint"] = row.get("data_fingerprint")
     if key["data_fingerprint"]:  # the corpus by its content: a corpus moved or mounted elsewhere is the same law
         key.pop("data.source", None)
+    key["blocks_fingerprint"] = row.get("blocks_fingerprint")  # packing, shard size, tokenizer files
     return key
 
 

@@ -16,9 +16,13 @@ from meap_scale.scaling.power import PriorLaw, SeedSpread
 from meap_scale.store import ResultsStore
 
 
+PREPARED_ONLY = ("data_fingerprint", "blocks_fingerprint")
+"""Law-key fields that only preparing the corpus gives: a plan cannot know them."""
+
+
 def _planned_key(key: dict) -> tuple:
-    """A law key as a plan can know it: without the corpus fingerprint, which only preparing the corpus gives."""
-    return frozen({name: value for name, value in key.items() if name != "data_fingerprint"})
+    """A law key as a plan can know it: without the corpus and blocks fingerprints."""
+    return frozen({name: value for name, value in key.items() if name not in PREPARED_ONLY})
 
 
 def _stored_key(row: dict) -> dict:
@@ -40,7 +44,7 @@ def prior_from_store(store: ResultsStore, objective: str = "ntp", key: dict | No
         matching = [r for r in rows if _planned_key(_stored_key(r)) == _planned_key(key)]
         if not matching:
             nearest = _stored_key(max(rows, key=lambda r: r["written_at"]))
-            differs = sorted(name for name in set(key) | set(nearest) if name != "data_fingerprint"
+            differs = sorted(name for name in set(key) | set(nearest) if name not in PREPARED_ONLY
                              and json.dumps(key.get(name), default=str) != json.dumps(nearest.get(name), default=str))
             raise ScalingFitError(
                 f"no approach-3 {objective} fit in {store.url} has the planned runs' law key; the latest differs in "

@@ -89,7 +89,8 @@ def _spec_columns(spec: RunSpec, data: PreparedData) -> dict:
         "weight_decay": optim.weight_decay, "grad_clip": optim.grad_clip, "beta1": optim.betas[0],
         "beta2": optim.betas[1], "batch_tokens": optim.batch_tokens, "micro_batch_size": optim.micro_batch_size,
         "seed": spec.seed, "workers": spec.workers, "use_gpu": spec.use_gpu, "precision": spec.precision,
-        "data_source": spec.data.source, "data_fingerprint": data.fingerprint, "tokenizer": spec.data.tokenizer,
+        "data_source": spec.data.source, "data_fingerprint": data.fingerprint,
+        "blocks_fingerprint": data.blocks_fingerprint, "tokenizer": spec.data.tokenizer,
         "unigram_entropy": data.unigram_entropy, "config_json": spec.to_json(),
     }
 

@@ -18,7 +18,9 @@ files written by older versions still read, with nulls):
   row it merges. The latest row of a key is the latest stored, not the one whose writer's clock ran ahead.
 - 8: ``runs.resumed_from_step``, the optimiser step of the checkpoint the run's last training segment started
   from: its own after a restart or a pause, its parent's for a decay branch; null where it trained from step 0
-  in one go, and in older files (which do not say).
+  in one go, and in older files (which do not say); ``runs.blocks_fingerprint``, what the training blocks are
+  beyond the corpus (``PreparedData.blocks_fingerprint``: packing version, shard size, tokenizer files). Older
+  rows lack it, and a law never pools them with rows that have it: nothing says their blocks were the same.
 
 Conventions recorded with every run (design.md section 4): ``params_total`` counts embeddings and the
 output head (Chinchilla's N), ``params_non_embedding`` drops both (Kaplan's N); ``flops_6nd`` is
@@ -54,7 +56,8 @@ RUNS = pa.schema([
     ("weight_decay", pa.float64()), ("grad_clip", pa.float64()), ("beta1", pa.float64()), ("beta2", pa.float64()),
     ("batch_tokens", pa.int64()), ("micro_batch_size", pa.int32()),
     ("seed", pa.int64()), ("workers", pa.int32()), ("use_gpu", pa.bool_()), ("precision", pa.string()),
-    ("data_source", pa.string()), ("data_fingerprint", pa.string()), ("tokenizer", pa.string()),
+    ("data_source", pa.string()), ("data_fingerprint", pa.string()), ("blocks_fingerprint", pa.string()),
+    ("tokenizer", pa.string()),
     ("train_loss", pa.float64()), ("val_loss", pa.float64()), ("unigram_entropy", pa.float64()),
     ("eval_summary_json", pa.string()),
     ("tokens_per_s", pa.float64()), ("mfu", pa.float64()), ("hardware", pa.string()), ("wall_seconds", pa.float64()),
