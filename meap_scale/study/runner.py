@@ -23,14 +23,13 @@ import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meap_scale.branch_plan import family_tokens
 from meap_scale.checkpoints import IN_PROCESS_FOLDER, latest_checkpoint
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
-from meap_scale.scaling.comparisons import paired_comparisons
-from meap_scale.scaling.paired import PairedComparison
 from meap_scale.store import ResultsStore
 from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
@@ -49,6 +48,9 @@ from meap_scale.train.shared_storage import join_checked
 from meap_scale.train.preflight import check_cluster_memory, check_local_cluster
 from meap_scale.train.trainer import run_training
 from meap_scale.urls import local_path
+
+if TYPE_CHECKING:  # the fits are the driver's, at the end: every trial process imports this module, scipy not
+    from meap_scale.scaling.paired import PairedComparison
 
 TIME_ATTR = "tokens"
 
@@ -377,6 +379,8 @@ def run_study(spec: StudySpec, resume: bool = False, new_cluster: bool = False,
     contract.record(spec, store)
     with Interrupts() as interrupts:
         grid = _tuner(spec, ctx, spec.max_concurrent or default_concurrency(spec)).fit()
+    from meap_scale.scaling.comparisons import paired_comparisons
+
     rows = store.runs({"study": spec.name}).to_pylist()
     finished = [r for r in rows if r["status"] == "finished"]
     return StudyOutcome(spec=spec, store=spec.storage, total=len(finished),
