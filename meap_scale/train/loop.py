@@ -117,6 +117,7 @@ class TrainingRun:
         self.train_blocks, self.val_blocks = data.open_split("train"), data.open_split("val")
         self.state = TrainState()
         self.digest = ""
+        self.saved_for_preemption = False
 
     def _build_lm(self):
         spec, data = self.spec, self.data
@@ -262,7 +263,7 @@ class TrainingRun:
     def _report(self, step: int, metrics: dict) -> None:
         if self._due(self.spec.eval_every, step):
             metrics["val_loss"] = self.evaluate()
-        checkpoint = self._checkpoint_due(step)
+        checkpoint = self._checkpoint_due(step) | self._preemption_noticed(step)
         digests = self._gather_digests() if checkpoint else None
         if self.session.rank == 0:
             self.state.curve.append(metrics)
@@ -271,6 +272,18 @@ class TrainingRun:
             self.telemetry.record(metrics)
         with _checkpoint_folder(self, step if checkpoint else None) as folder:
             self.session.report(metrics, folder)
+
+    def _preemption_noticed(self, step: int) -> bool:
+        """True at the first report after Ray Train's watcher saw a node of this run being drained for preemption:
+        that report writes a checkpoint now, not at the next scheduled one, and the run trains on (Ray Train
+        restarts it from there if the node goes). Asked at every report, on every rank (a barrier)."""
+        if self.saved_for_preemption or not self.session.preempted():
+            return False
+        self.saved_for_preemption = True
+        if self.session.rank == 0:
+            print(f"meap-scale: a node of this run is being preempted: checkpoint at step {step}",
+                  flush=True)
+        return True
 
     def _maybe_fail(self, step: int) -> None:
         """Fault injection: a hard exit, as a crashed or preempted worker would, on a fresh start only."""

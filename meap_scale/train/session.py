@@ -18,6 +18,10 @@ import torch.distributed as dist
 
 from meap_scale.checkpoints import STEP_PREFIX, step_folder
 
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+"""Ray Train's switch for its preemption watcher (on by default; Ray passes the driver's setting to the workers).
+Where it is off, nothing would ever be reported, so the loop does not ask: each question is a barrier."""
+
 
 @dataclass
 class Session:
@@ -30,6 +34,9 @@ class Session:
     """Every rank calls it the same number of times; rank 0 may attach a checkpoint folder."""
     keeps_checkpoints: bool = True
     """False when nothing would keep a checkpoint (standalone without ``checkpoint_root``): skip writing it."""
+    preempted: Callable[[], bool] = lambda: False
+    """Whether a node of the run is about to be preempted (a spot instance reclaimed): Ray Train's preemption
+    watcher, where it runs. A barrier: every rank calls it the same number of times."""
 
 
 def _ray_session(config: dict) -> Session | None:
@@ -55,7 +62,13 @@ def _ray_session(config: dict) -> Session | None:
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint)
 
-    return Session(context.get_world_rank(), context.get_world_size(), context.get_local_rank(), resume, report)
+    watched = os.environ.get(PREEMPTION_WATCHER, "1").lower() not in ("0", "false")
+
+    def preempted() -> bool:
+        return watched and ray.train.get_preemption_info() is not None
+
+    return Session(context.get_world_rank(), context.get_world_size(), context.get_local_rank(), resume, report,
+                   preempted=preempted)
 
 
 def _print_metrics(metrics: dict) -> None:
