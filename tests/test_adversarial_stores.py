@@ -169,3 +169,25 @@ def test_a_corpus_moved_to_another_path_is_the_same_law_and_other_content_is_not
     assert keys["edited"] != keys["here"]
     without = law_key({"config_json": RunSpec(data=DataSpec(source=str(paths["here"]))).to_json()})
     assert without["data.source"] == str(paths["here"])  # a row without a fingerprint keeps its path
+
+
+def test_one_training_stored_under_two_run_ids_is_one_point_of_its_law(prepared):
+    """The same spec trained on the same corpus read from two paths has two run ids (the id is known before the
+    corpus is read) but one training: the law keeps the latest stored row and says why the other is left out.
+    Another seed is another training, and stays."""
+    import datetime as dt
+
+    from meap_scale.scaling.groups import group_runs
+    from meap_scale.store.rows import run_row
+
+    now = dt.datetime(2026, 12, 8, tzinfo=dt.timezone.utc)
+    rows = []
+    for k, (source, seed) in enumerate((("/data/kjv.jsonl", 0), ("/mnt/moved/kjv.jsonl", 0), ("/data/kjv.jsonl", 1))):
+        spec = RunSpec(data=DataSpec(source=source), seed=seed)
+        row = run_row(spec, prepared, final={"tokens": spec.tokens_trained, "val_loss": 3.0 + k, "train_loss": 3.0},
+                      status="finished", started_at=now, wall_seconds=1.0)
+        rows.append({**row, "written_at": now + dt.timedelta(seconds=k), "stored_at": now + dt.timedelta(seconds=k)})
+    assert len({row["run_id"] for row in rows}) == 3
+    [group] = group_runs(rows)
+    assert sorted(row["val_loss"] for row in group.runs) == [4.0, 5.0]  # the moved copy (later) and seed 1
+    assert group.excluded == {f"the same training as run {rows[1]['run_id']} (its corpus read from another path)": 1}

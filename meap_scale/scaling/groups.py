@@ -17,7 +17,8 @@ objective that tried more rates. Where some run of the cell has no finite traini
 rows), the validation loss decides and the note says that it does.
 
 **Left out, with a count and the reason**: runs that did not finish (failed, stopped early,
-interrupted), runs without a finite validation loss, diverged runs, whose loss lies above the
+interrupted), a second row of one training (the same spec on the same corpus content, stored under two run ids
+because the corpus was read from two paths: the latest stays, or the law would count one point twice), runs without a finite validation loss, diverged runs, whose loss lies above the
 corpus's unigram entropy (a model that ignores context scores that entropy), and runs that trained past one
 epoch of their corpus: repeated tokens are worth less than fresh ones, and a law L(N, D) counts every token
 as fresh (the paper IsoFLOP preset's 0.1b point would read fineweb-edu's 10BT sample 3.8 times: its presets use
@@ -35,7 +36,7 @@ from typing import Any
 
 from meap_scale.identity import frozen
 from meap_scale.scaling.errors import ScalingFitError
-from meap_scale.store.rows import run_identity
+from meap_scale.store.rows import run_identity, training_key
 
 SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
 LR_FIELDS = ("optim.lr", "optim.min_lr")
@@ -55,9 +56,13 @@ MAX_EPOCHS = 1.0 + 1e-9
 """A run that read more of its corpus than this (passes over the training blocks) repeated tokens."""
 
 
-def law_key(row: dict) -> dict[str, Any]:
-    """The fields a run shares with every other point of its law (see the module docstring)."""
-    identity = run_identity(row)
+_PARSE = object()
+
+
+def law_key(row: dict, identity: dict[str, Any] | None | object = _PARSE) -> dict[str, Any]:
+    """The fields a run shares with every other point of its law (see the module docstring); ``identity``: the
+    row's ``run_identity`` where the caller has it already (parsing a config is the cost of a large store)."""
+    identity = run_identity(row) if identity is _PARSE else identity
     if identity is None:
         identity = {name: row.get(column) for name, column in COLUMN_KEY.items()}
         if identity["precision"] == "auto":
@@ -175,6 +180,27 @@ def _check_pooling(key: dict, keys: list[dict]) -> list[str]:
     return [f"pools runs that differ in {', '.join(pooled)}"] if pooled else []
 
 
+def _stored_order(row: dict, index: int) -> tuple:
+    """Later stored sorts later (the storage's clock, else the writer's); rows without either by their place."""
+    when = row.get("stored_at") or row.get("written_at")
+    return (when is not None, when.timestamp() if when is not None else 0.0, index)
+
+
+def _one_row_per_training(rows: list[dict], identities: list) -> dict[int, str]:
+    """Index -> the run id it duplicates, for rows of one training stored under two run ids (a corpus moved
+    between runs: ``training_key``). The latest stored row of a training stays; counting both would give the law
+    one point twice and intervals too narrow."""
+    keys = [training_key(row, identity) if row.get("status") == "finished" else None
+            for row, identity in zip(rows, identities)]
+    latest: dict[tuple, int] = {}
+    for index, key in enumerate(keys):
+        if key is not None and (key not in latest or
+                                _stored_order(rows[index], index) > _stored_order(rows[latest[key]], latest[key])):
+            latest[key] = index
+    return {index: rows[latest[key]]["run_id"] for index, key in enumerate(keys)
+            if key is not None and latest[key] != index}
+
+
 def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
                split_by: tuple[str, ...] = ()) -> list[RunGroup]:
     """Rows of the runs table -> one RunGroup per law, with exclusions counted and the lr rule applied.
@@ -188,13 +214,16 @@ def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
         raise ScalingFitError(f"cannot group by {unknown}: not columns of the runs table")
     groups: dict[tuple, RunGroup] = {}
     member_keys: dict[tuple, list[dict]] = {}
-    for row in rows:
-        row_key = law_key(row)  # parses the row's config: once per row
+    identities = [run_identity(row) for row in rows]  # parses each row's config: once per row
+    kept = _one_row_per_training(rows, identities)
+    for index, (row, identity) in enumerate(zip(rows, identities)):
+        row_key = law_key(row, identity)
         key = {name: row.get(name) for name in group_by} if group_by else dict(row_key)
         key.update({name: row.get(name) for name in split_by})
         frozen_key = frozen(key)
         group = groups.setdefault(frozen_key, RunGroup(key))
-        reason = exclusion(row)
+        reason = exclusion(row) or (None if kept.get(index) is None else
+                                    f"the same training as run {kept[index]} (its corpus read from another path)")
         if reason:
             group.excluded[reason] += 1
         else:

@@ -14,7 +14,7 @@ from typing import Any
 from meap_scale import strict_json
 from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData
-from meap_scale.identity import flatten
+from meap_scale.identity import flatten, frozen
 from meap_scale.models import flops_per_token, param_counts
 from meap_scale.spec_base import ConfigError
 
@@ -128,6 +128,18 @@ def stored_spec(row: dict) -> RunSpec | None:
         return RunSpec.from_dict(config) if isinstance(config, dict) and CONFIG_SECTIONS <= set(config) else None
     except (ValueError, TypeError, ConfigError):
         return None
+
+
+def training_key(row: dict, identity: dict[str, Any] | None) -> tuple | None:
+    """What makes two rows one training: the run's flattened ``identity`` (``run_identity(row)``) with the corpus as
+    its content, the corpus and blocks fingerprints, in place of the path it was read from. A corpus moved to another
+    path gives another run id (the id is the spec's, known before the corpus is read) but the same key. None for a
+    row without a whole config or a corpus fingerprint: its run id is all that tells it apart."""
+    if identity is None or not row.get("data_fingerprint"):
+        return None
+    content = {name: value for name, value in identity.items() if name != "data.source"}
+    return frozen({**content, "data_fingerprint": row["data_fingerprint"],
+                   "blocks_fingerprint": row.get("blocks_fingerprint")})
 
 
 def run_identity(row: dict) -> dict[str, Any] | None:
