@@ -38,13 +38,22 @@ def run_files(store: Path) -> set[str]:
 
 def test_smoke_study_fills_the_store_with_its_evals_and_a_rerun_trains_nothing(ray_cluster, tmp_path, monkeypatch,
                                                                                capsys):
-    """The smoke study, started with a relative store (Tune runs each trial in a directory of its own: relative
-    paths are anchored on the driver); then reruns, other names and options, attached evals and a fit on its store."""
+    """The smoke study on a copy of the bundled corpus, started with a relative store (Tune runs each trial in a
+    directory of its own: relative paths are anchored on the driver); then reruns, other names, options and the
+    corpus moved to another path, attached evals and a fit on its store."""
+    import shutil
+
+    from meap_scale.data.sources import bundled_path
     from meap_scale.eval_spec import EVAL_TASKS
 
     monkeypatch.chdir(tmp_path)
     store_path = tmp_path / "results"
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", "results") == 0
+    corpus, moved = tmp_path / "corpus" / "kjv.jsonl.xz", tmp_path / "moved" / "kjv.jsonl.xz"
+    for path in (corpus, moved):
+        path.parent.mkdir()
+        shutil.copy(bundled_path("kjv"), path)
+    data = ["--data", str(corpus)]
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", "results", *data) == 0
     store = ResultsStore(str(store_path))
     runs = store.runs({"study": "mask-ratio-smoke"}).to_pylist()
     assert sorted((r["objective"], r["mask_ratio"]) for r in runs) == [("meap", 0.15), ("ntp", 0.0)]
@@ -65,17 +74,20 @@ def test_smoke_study_fills_the_store_with_its_evals_and_a_rerun_trains_nothing(r
     assert "CPU-scale runs only: a plumbing demo" in page and 'id="fig-needle_heatmap"' in page
     written = run_files(store_path)
 
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path)) == 0
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), *data) == 0
     assert "0 trained now" in capsys.readouterr().out
     # The name is a contract: other options under it are refused, before Ray, with what changed.
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), "--tokens", "32768") == 2
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), *data,
+                      "--tokens", "32768") == 2
     error = capsys.readouterr().err
     assert "run.tokens: 65536 -> 32768" in error and "--resume" in error
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), "--tokens", "32768",
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), *data, "--tokens", "32768",
                       "--resume") == 0
     assert "0 trained now" in capsys.readouterr().out  # the stored options: nothing new to train
-    # Under another name Tune starts afresh, and the store alone prevents retraining.
-    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), "--name", "again") == 0
+    # Under another name, on the corpus moved to another path (other run ids: the id does not read the corpus),
+    # Tune starts afresh, and the store alone prevents retraining: it finds each training by its corpus content.
+    assert run_script("mask_ratio_sweep", "--preset", "smoke", "--store", str(store_path), "--name", "again",
+                      "--data", str(moved)) == 0
     printed = capsys.readouterr().out
     assert "0 trained now" in printed and "study again: 2 finished runs in the store" in printed
     assert run_files(store_path) == written

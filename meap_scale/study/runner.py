@@ -31,7 +31,7 @@ from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.store import ResultsStore
-from meap_scale.store.rows import environment, run_row
+from meap_scale.store.rows import environment, run_identity, run_row, training_key
 from meap_scale.store.store import utc_now
 from meap_scale.study import contract
 from meap_scale.study.interrupts import Interrupts
@@ -171,9 +171,11 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyPr
 
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
     store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
-    stored = store.runs({"run_id": run.run_id, "status": "finished"})
-    if stored.num_rows:
-        return {key: stored[key][0].as_py() for key in TRIAL_METRICS}
+    stored = _stored_training(store, run, prepared)
+    if stored:
+        if stored["run_id"] != run.run_id:  # its corpus read from another path: the study has that row
+            store.add_members(study, [stored["run_id"]], trial_id)
+        return {key: stored[key] for key in TRIAL_METRICS}
     started, clock = utc_now(), time.perf_counter()
     try:
         out = _train(run, prepared, ctx, progress, start_from)
@@ -197,6 +199,20 @@ def _drop_staging(locations: Locations, run_id: str) -> None:
     root, remote = locations.run_checkpoints(run_id)
     if remote:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _stored_training(store: ResultsStore, run: RunSpec, prepared: PreparedData) -> dict | None:
+    """The finished row of ``run``: by its id, else by its training (``training_key``), the same spec on the same
+    corpus content stored under another id because the corpus was read from another path then."""
+    found = store.runs({"run_id": run.run_id, "status": "finished"}).to_pylist()
+    if found:
+        return found[0]
+    mine = training_key({"data_fingerprint": prepared.fingerprint, "blocks_fingerprint": prepared.blocks_fingerprint},
+                        run_identity({"config_json": run.to_json()}))
+    if mine is None:
+        return None
+    same_corpus = store.runs({"data_fingerprint": prepared.fingerprint, "status": "finished"}).to_pylist()
+    return next((row for row in same_corpus if training_key(row, run_identity(row)) == mine), None)
 
 
 def _prepared(run: RunSpec, ctx: dict) -> PreparedData:
