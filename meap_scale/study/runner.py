@@ -31,9 +31,10 @@ from meap_scale.config import RunSpec
 from meap_scale.data import PreparedData, prepare_data
 from meap_scale.evals.suite import check_suite
 from meap_scale.store import ResultsStore
-from meap_scale.store.rows import environment, run_identity, run_row, training_key
+from meap_scale.store.rows import environment, run_row
 from meap_scale.store.store import utc_now
 from meap_scale.study import contract
+from meap_scale.study.found import stored_training
 from meap_scale.study.interrupts import Interrupts
 from meap_scale.study.preflight import preflight_study
 from meap_scale.study.remote_checkpoints import RemoteRoot
@@ -160,8 +161,8 @@ def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Stu
             raise
         return out["final"].get("step"), out["checkpoint"]
 
-    return train_family(main, finished=lambda spec: store.has_run(spec.run_id), pause_at=pause_at,
-                        train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
+    return train_family(main, finished=lambda spec: stored_training(store, spec, prepared) is not None,
+                        pause_at=pause_at, train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
                         train_main=lambda spec: _run_one(spec, prepared, ctx, progress))
 
 
@@ -171,7 +172,7 @@ def _run_one(run: RunSpec, prepared: PreparedData, ctx: dict, progress: _StudyPr
 
     store, study, trial_id = ResultsStore(ctx["store"]), ctx["study"], tune.get_context().get_trial_id()
     store.add_members(study, [run.run_id], trial_id)  # before training: a run that fails is the study's too
-    stored = _stored_training(store, run, prepared)
+    stored = stored_training(store, run, prepared)
     if stored:
         if stored["run_id"] != run.run_id:  # its corpus read from another path: the study has that row
             store.add_members(study, [stored["run_id"]], trial_id)
@@ -199,20 +200,6 @@ def _drop_staging(locations: Locations, run_id: str) -> None:
     root, remote = locations.run_checkpoints(run_id)
     if remote:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _stored_training(store: ResultsStore, run: RunSpec, prepared: PreparedData) -> dict | None:
-    """The finished row of ``run``: by its id, else by its training (``training_key``), the same spec on the same
-    corpus content stored under another id because the corpus was read from another path then."""
-    found = store.runs({"run_id": run.run_id, "status": "finished"}).to_pylist()
-    if found:
-        return found[0]
-    mine = training_key({"data_fingerprint": prepared.fingerprint, "blocks_fingerprint": prepared.blocks_fingerprint},
-                        run_identity({"config_json": run.to_json()}))
-    if mine is None:
-        return None
-    same_corpus = store.runs({"data_fingerprint": prepared.fingerprint, "status": "finished"}).to_pylist()
-    return next((row for row in same_corpus if training_key(row, run_identity(row)) == mine), None)
 
 
 def _prepared(run: RunSpec, ctx: dict) -> PreparedData:
