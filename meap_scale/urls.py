@@ -21,11 +21,14 @@ def local_path(location: str | None) -> str | None:
 
 def filesystem(location: str, error: type[Exception], what: str):
     """(fsspec filesystem, path inside it); raises ``error`` (the caller's own type) naming ``what`` the
-    location is for when its protocol is unknown or needs a package that is not installed."""
+    location is for when its protocol is unknown or needs a package that is not installed. Without fsspec's
+    listings cache: s3fs and gcsfs keep each folder listing for the life of the process (fsspec caches the
+    filesystem objects too), and other processes write here (trials, workers, other drivers): a cached
+    listing missed a checkpoint uploaded since, and would miss store files."""
     import fsspec.core
 
     try:
-        return fsspec.core.url_to_fs(location)
+        return fsspec.core.url_to_fs(location, use_listings_cache=False)
     except ImportError as cause:
         raise error(f"{what} {location!r} needs a filesystem package that is not installed: {cause}") from cause
     except ValueError as cause:

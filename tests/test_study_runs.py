@@ -149,7 +149,7 @@ def wait_for(condition, driver: subprocess.Popen, deadline: float) -> None:
 
 
 def test_a_study_on_an_object_store_stopped_twice_resumes_from_another_machine_and_never_retrains_a_finished_run(
-        ray_cluster, s3_bucket, tmp_path):
+        ray_cluster, s3_bucket, tmp_path, capsys):
     """One study on S3, stopped twice mid-run: SIGTERM (the driver records the run in flight and says how to
     resume), then SIGKILL of the resumed driver (no chance to clean up); the same command then finishes the study.
     The second and third drivers run from another working folder with another home, as on another machine: Tune's
@@ -196,6 +196,11 @@ def test_a_study_on_an_object_store_stopped_twice_resumes_from_another_machine_a
     assert runs[finished["run_id"]]["written_at"] == finished["written_at"]  # not trained again
     assert runs[stopped["run_id"]]["resumed_from_step"] >= resumed_at  # from its upload, not from scratch
     assert runs[finished["run_id"]]["resumed_from_step"] is None
+    # Evals attached later read the final checkpoints from S3 (only complete uploads count).
+    from meap_scale.cli import main
+
+    assert main(["eval", "--store", store, "--study", "mask-ratio-smoke", "--tasks", "needle", "--per-cell", "2"]) == 0
+    assert "2 run(s) evaluated now, 0 already had these evals, 0 could not be evaluated" in capsys.readouterr().out
 
 
 def test_bad_study_input_fails_before_any_trial_starts(tmp_path):

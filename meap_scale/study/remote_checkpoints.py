@@ -37,7 +37,6 @@ class RemoteRoot:
     def complete_steps(self) -> list[str]:
         """Names of the remote step folders whose upload finished, oldest first."""
         fs, root = self._fs()
-        fs.invalidate_cache()  # s3fs and gcsfs cache listings: another process may have uploaded since
         found = fs.glob(posixpath.join(root, STEP_PREFIX + "*", UPLOADED))
         return sorted(posixpath.basename(posixpath.dirname(path)) for path in found)
 
