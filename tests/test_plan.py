@@ -22,7 +22,8 @@ from meap_scale.train.preflight import check_cluster_memory, memory_refusal
     ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA H100 NVL", "h100-nvl"),
     ("NVIDIA H200", "h200"), ("NVIDIA B200", "b200"), ("NVIDIA A100-SXM4-40GB", "a100-40gb"),
     ("NVIDIA A100 80GB PCIe", "a100-80gb"), ("A100-80G", "a100-80gb"), ("NVIDIA L4", "l4"), ("NVIDIA A10G", "a10g"),
-    ("NVIDIA L40S", None), ("NVIDIA GeForce RTX 4090", None), ("cpu", None)])
+    ("NVIDIA L40S", None), ("NVIDIA GeForce RTX 4090", None), ("cpu", None), ("NVIDIA GH200 480GB", None),
+    ("NVIDIA GB200", None), ("GH200", None)])
 def test_each_gpu_name_maps_to_its_exact_part_and_unknown_ones_to_none(name, key):
     found = identify(name)
     assert (found.key if found else None) == key

@@ -3,7 +3,8 @@
 Peaks are the vendors' dense (not 2:4 sparse) bf16 tensor-core figures at boost clock, from the product
 datasheets; the SXM and PCIe parts of one chip differ by up to a third, so an "H100" is never assumed to
 be the SXM part unless its name says HBM3/SXM. A device we cannot identify gets no peak: its runs report
-tokens/s without MFU unless ``--peak-flops`` names the peak.
+tokens/s without MFU unless ``--peak-flops`` names the peak: so do the GH200 and GB200 superchips, whose names
+contain H200 and B200 but whose GPUs are other parts.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"H100.*NVL", "h100-nvl"),
     (r"H100.*PCIE", "h100-pcie"),
     (r"H100", "h100-sxm"),  # "NVIDIA H100 80GB HBM3" is the SXM part
-    (r"H200", "h200"),
-    (r"B200", "b200"),
+    (r"(?<![A-Z])H200", "h200"),  # not GH200 (a Grace Hopper superchip, another memory)
+    (r"(?<![A-Z])B200", "b200"),  # not GB200 (its Blackwell GPUs have another peak): no entry, no guess
     (r"A100.*80\s*GB?", "a100-80gb"),
     (r"A100", "a100-40gb"),
     (r"\bL4\b", "l4"),

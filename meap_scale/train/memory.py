@@ -5,7 +5,8 @@ Conventions (bytes per worker, at the peak: the start of a backward pass once op
 - weights and gradients fp32 (4 bytes per parameter each), AdamW's two moments fp32 (8); FSDP divides
   the three by the workers and adds the gathered copies in flight (the root, i.e. embeddings and head,
   plus two decoder layers, in the gathered dtype); DDP under bf16 autocast adds autocast's bf16 copy of
-  the weights;
+  the weights (DDP's gradients are views into its communication buckets, ``gradient_as_bucket_view``: no
+  second copy);
 - activations saved for the backward pass of a Llama decoder layer with SDPA (no L x L scores), per
   token: 16 d (fp32 residual stream into two RMSNorms, input and normalised) + e (4 d + 2 d_kv + 4 d_ffn)
   (the norm outputs cast for the matmuls; q, k, v and attention output; gate, SiLU, up and their
