@@ -108,6 +108,11 @@ def no_ray_in_process():
         ray.shutdown()
 
 
+def joining_env(ray) -> dict:
+    """The environment of a process that joins the session's Ray through ``RAY_ADDRESS``, as on a cluster."""
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
+
+
 def tiny_run(**overrides) -> RunSpec:
     """A debug-model run small enough for unit tests: 4 optimiser steps of 2 x 4 sequences of 64 tokens."""
     base = dict(data=DataSpec(seq_len=64), optim=OptimSpec(batch_tokens=512, micro_batch_size=4, lr=3e-3),

@@ -9,27 +9,22 @@ that moto accepts and that are never a developer's own. The server starts the fi
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 
+from ports import free_ports
+
 ENV = {"AWS_ACCESS_KEY_ID": "meap-scale-tests", "AWS_SECRET_ACCESS_KEY": "meap-scale-tests",
        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 """Besides ``AWS_ENDPOINT_URL``. No instance metadata lookups: they wait for a timeout off EC2."""
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def object_store_environment() -> str:
     """Set this process's S3 environment (inherited by every process it starts) and return the endpoint URL."""
-    endpoint = f"http://127.0.0.1:{free_port()}"
+    endpoint = f"http://127.0.0.1:{free_ports(1)[0]}"
     os.environ.update(ENV, AWS_ENDPOINT_URL=endpoint)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
         os.environ.pop(name, None)

@@ -5,13 +5,13 @@ GCS, written as the autoscaler writes it, then removed): no cloud autoscaler run
 
 import contextlib
 import json
-import os
 import subprocess
 import sys
 from dataclasses import replace
 
 import pytest
 
+from conftest import joining_env
 from meap_scale.study.presets import build_study
 from meap_scale.study.runner import default_concurrency
 from meap_scale.study.space import loguniform
@@ -65,9 +65,8 @@ except ConfigError as refused:
 
 def check_joined(ray_cluster, workers: int, cpus: float = 1.0) -> tuple[dict, str]:
     """``check_local_cluster`` of a run of ``workers`` x ``cpus`` in a process that joins the session's cluster."""
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
-    done = subprocess.run([sys.executable, "-c", CHECK, str(workers), str(cpus)], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-c", CHECK, str(workers), str(cpus)], env=joining_env(ray_cluster),
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 

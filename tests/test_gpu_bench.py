@@ -1,13 +1,14 @@
 """bench/gpu_throughput.py is ready for a GPU machine: it refuses to measure without CUDA, and its whole
 path (Ray Train run, plain HF loop, ratios) runs at tiny shapes on the CPU."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import joining_env
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "gpu_throughput.py"
 
@@ -23,7 +24,7 @@ def test_without_cuda_the_benchmark_measures_nothing_and_says_so():
 def test_the_smoke_run_goes_through_every_step_of_the_benchmark(ray_cluster, tmp_path):
     """It joins the session's Ray (RAY_ADDRESS, as on a cluster) rather than starting one of its own."""
     out = tmp_path / "rows.json"
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token"}
+    env = joining_env(ray_cluster)
     done = subprocess.run([sys.executable, str(BENCH), "--smoke", "--steps", "3", "--json", str(out)],
                           capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -6,10 +6,8 @@ training the smoke study: `ray job submit` on one node, multi-worker trials, two
 at the end sees a private folder where the others share one, and the shared-storage check refuses the study and
 `data prepare` there."""
 
-import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -21,19 +19,10 @@ import pytest
 from meap_scale.config import DataSpec
 from meap_scale.data import prepare_data
 from meap_scale.store import ResultsStore
+from ports import free_ports
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports: every probe stays bound until all are chosen (probes closed one by one
-    could be handed the same port twice: a GCS and a dashboard once collided on one)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
 
 
 def cluster_env(tmp_path: Path) -> tuple[dict, str]:

@@ -142,7 +142,8 @@ def test_fit_prints_a_refused_multiplier_interval_with_its_reason_where_bootstra
         store = tmp_path / f"study-{seed}"
         write_simulated_store(str(store), simulate_rows(design, Truth(), Noise(run=0.03), seed=seed), spec.name)
         assert main(["fit", "--store", str(store), "--bootstrap", "20"]) == 0
-        refused = re.findall(r"\(no interval: only (\d+) of 20 bootstrap draws give a multiplier", capsys.readouterr().out)
+        printed = capsys.readouterr().out
+        refused = re.findall(r"\(no interval: only (\d+) of 20 bootstrap draws give a multiplier", printed)
         if refused:
             assert all(int(valid) < 20 for valid in refused)
             return

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import s3fs
 
+from conftest import joining_env
 from meap_scale.checkpoints import UPLOADED
 from meap_scale.store import ResultsStore
 
@@ -157,8 +158,7 @@ def test_a_study_on_an_object_store_stopped_twice_resumes_from_another_machine_a
     store = f"{s3_bucket}/results"
     argv = [str(STUDIES / "mask_ratio_sweep.py"), "--preset", "smoke", "--store", store,
             "--max-concurrent", "1", "--tokens", "131072"]  # 128 steps: seconds of margin after the first report
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN_PATH": str(Path.home() / ".ray" / "auth_token")}
+    env = {**joining_env(ray_cluster), "RAY_AUTH_TOKEN_PATH": str(Path.home() / ".ray" / "auth_token")}
     first, second = tmp_path / "first", tmp_path / "second"
     for folder in (first, second / "home"):
         folder.mkdir(parents=True)

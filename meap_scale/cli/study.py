@@ -63,7 +63,8 @@ def add_study_options(parser: argparse.ArgumentParser) -> None:
                         help="seeds per configuration, 0..N-1 (default: the preset's). The MEAP-vs-NTP verdict tests "
                              "seeds as its replicates: it needs at least 2, and with 2 or 3 only a very consistent "
                              "difference passes (`meap-scale plan` gives its power)")
-    parser.add_argument("--max-concurrent", type=at_least(1), help="trials at once (default: what the cluster fits, at its autoscaler's largest size)")
+    parser.add_argument("--max-concurrent", type=at_least(1),
+                        help="trials at once (default: what the cluster fits, at its autoscaler's largest size)")
     parser.add_argument("--tokens", type=at_least(1), help="token budget per run, where the study does not vary it "
                                                      "(65536, 2M, 1.5e9, 10B)")
     parser.add_argument("--data", help="corpus: bundled:kjv, a local file or folder, the same at an fsspec URL "

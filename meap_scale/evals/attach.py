@@ -54,8 +54,9 @@ def final_checkpoint(store: ResultsStore, run: RunSpec) -> str | None:
     """The checkpoint folder holding the run's last step, or None."""
     for folder, pattern in STUDY_FOLDERS:
         for path in sorted(store.fs.glob(posixpath.join(store.root, folder, run.run_id, pattern)), reverse=True):
-            if folder == IN_PROCESS_FOLDER and not store.is_local and not store.fs.exists(posixpath.join(path, UPLOADED)):
-                continue  # an upload cut short
+            cut_short = not store.is_local and not store.fs.exists(posixpath.join(path, UPLOADED))
+            if folder == IN_PROCESS_FOLDER and cut_short:
+                continue
             try:
                 with store.fs.open(posixpath.join(path, STATE_FILE)) as handle:
                     step = json.load(handle).get("step")

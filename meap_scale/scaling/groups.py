@@ -18,11 +18,11 @@ rows), the validation loss decides and the note says that it does.
 
 **Left out, with a count and the reason**: runs that did not finish (failed, stopped early,
 interrupted), a second row of one training (the same spec on the same corpus content, stored under two run ids
-because the corpus was read from two paths: the latest stays, or the law would count one point twice), runs without a finite validation loss, diverged runs, whose loss lies above the
-corpus's unigram entropy (a model that ignores context scores that entropy), and runs that trained past one
-epoch of their corpus: repeated tokens are worth less than fresh ones, and a law L(N, D) counts every token
-as fresh (the paper IsoFLOP preset's 0.1b point would read fineweb-edu's 10BT sample 3.8 times: its presets use
-the 100BT sample).
+because the corpus was read from two paths: the latest stays, or the law would count one point twice), runs
+without a finite validation loss, diverged runs, whose loss lies above the corpus's unigram entropy (a model
+that ignores context scores that entropy), and runs that trained past one epoch of their corpus: repeated tokens
+are worth less than fresh ones, and a law L(N, D) counts every token as fresh (the paper IsoFLOP preset's 0.1b
+point would read fineweb-edu's 10BT sample 3.8 times: its presets use the 100BT sample).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from meap_scale.store.rows import run_identity, training_key
 SHAPE_FIELDS = ("model.size", "model.n_layers", "model.d_model", "model.n_heads", "model.n_kv_heads", "model.ffn_dim")
 LR_FIELDS = ("optim.lr", "optim.min_lr")
 OUTSIDE_KEY = {"identity_version", "tokens", "seed", "branch_of", *SHAPE_FIELDS, *LR_FIELDS}
-NEVER_POOLED = ("data_fingerprint", "blocks_fingerprint", "data.source", "data.text_field", "data.tokenizer", "data.vocab_size",
-                "data.seq_len", "data.val_fraction", "data.split_seed")
+NEVER_POOLED = ("data_fingerprint", "blocks_fingerprint", "data.source", "data.text_field", "data.tokenizer",
+                "data.vocab_size", "data.seq_len", "data.val_fraction", "data.split_seed")
 """Key fields a coarser ``group_by`` may not pool over: a law across corpora or context lengths means nothing."""
 COLUMN_KEY = {"objective.name": "objective", "objective.mask_ratio": "mask_ratio",
               "objective.mask_sampling": "mask_sampling", "objective.exclude_special_tokens": "exclude_special_tokens",
@@ -56,13 +56,13 @@ MAX_EPOCHS = 1.0 + 1e-9
 """A run that read more of its corpus than this (passes over the training blocks) repeated tokens."""
 
 
-_PARSE = object()
+def law_key(row: dict) -> dict[str, Any]:
+    """The fields a run shares with every other point of its law (see the module docstring)."""
+    return _law_key(row, run_identity(row))
 
 
-def law_key(row: dict, identity: dict[str, Any] | None | object = _PARSE) -> dict[str, Any]:
-    """The fields a run shares with every other point of its law (see the module docstring); ``identity``: the
-    row's ``run_identity`` where the caller has it already (parsing a config is the cost of a large store)."""
-    identity = run_identity(row) if identity is _PARSE else identity
+def _law_key(row: dict, identity: dict[str, Any] | None) -> dict[str, Any]:
+    """``law_key`` of a row whose ``run_identity`` the caller has parsed already (the cost of a large store)."""
     if identity is None:
         identity = {name: row.get(column) for name, column in COLUMN_KEY.items()}
         if identity["precision"] == "auto":
@@ -217,7 +217,7 @@ def group_runs(rows: list[dict], group_by: tuple[str, ...] | None = None,
     identities = [run_identity(row) for row in rows]  # parses each row's config: once per row
     kept = _one_row_per_training(rows, identities)
     for index, (row, identity) in enumerate(zip(rows, identities)):
-        row_key = law_key(row, identity)
+        row_key = _law_key(row, identity)
         key = {name: row.get(name) for name in group_by} if group_by else dict(row_key)
         key.update({name: row.get(name) for name in split_by})
         frozen_key = frozen(key)

@@ -19,5 +19,11 @@ def stored_training(store: ResultsStore, run: RunSpec, prepared: PreparedData) -
                         run_identity({"config_json": run.to_json()}))
     if mine is None:
         return None
-    same_corpus = store.runs({"data_fingerprint": prepared.fingerprint, "status": "finished"}).to_pylist()
-    return next((row for row in same_corpus if training_key(row, run_identity(row)) == mine), None)
+    # Columns the training key holds too narrow the rows whose configs are parsed: a trial asks for every run
+    # not stored by id, and a study's store holds thousands of runs of one corpus.
+    columns = {"data_fingerprint": prepared.fingerprint, "status": "finished", "seed": run.seed,
+               "tokens_budget": run.tokens_trained, "model_size": run.model.size, "objective": run.objective.name}
+    if prepared.blocks_fingerprint is not None:  # an equality filter never matches nulls
+        columns["blocks_fingerprint"] = prepared.blocks_fingerprint
+    alike = store.runs(columns).to_pylist()
+    return next((row for row in alike if training_key(row, run_identity(row)) == mine), None)

@@ -45,17 +45,17 @@ class RemoteRoot:
         already, with its marker); None where the remote root has none. Other staged folders are removed."""
         steps = self.complete_steps()
         os.makedirs(self.staging, exist_ok=True)
-        keep = steps[-1] if steps else None
+        newest = steps[-1] if steps else None
         for name in os.listdir(self.staging):
-            if name != keep:
+            if name != newest:
                 shutil.rmtree(os.path.join(self.staging, name), ignore_errors=True)
-        if keep is None:
+        if newest is None:
             return None
-        local = os.path.join(self.staging, keep)
+        local = os.path.join(self.staging, newest)
         if not os.path.exists(os.path.join(local, UPLOADED)):
             shutil.rmtree(local, ignore_errors=True)
             fs, root = self._fs()
-            remote = posixpath.join(root, keep)
+            remote = posixpath.join(root, newest)
             for path in fs.find(remote):
                 target = os.path.join(local, *posixpath.relpath(path, remote).split("/"))
                 os.makedirs(os.path.dirname(target), exist_ok=True)

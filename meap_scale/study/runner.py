@@ -162,7 +162,8 @@ def _run_family(main: RunSpec, prepared: PreparedData, ctx: dict, progress: _Stu
         return out["final"].get("step"), out["checkpoint"]
 
     return train_family(main, finished=lambda spec: stored_training(store, spec, prepared) is not None,
-                        pause_at=pause_at, train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
+                        pause_at=pause_at,
+                        train_branch=lambda spec, checkpoint: _run_one(spec, prepared, ctx, progress, checkpoint),
                         train_main=lambda spec: _run_one(spec, prepared, ctx, progress))
 
 

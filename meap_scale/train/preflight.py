@@ -123,23 +123,21 @@ def check_local_cluster(spec: RunSpec, extra_cpu: float = 0.0) -> None:
 
     from meap_scale.train.cluster import largest_size, started_here
 
+    def fits(resources: dict, where: str) -> None:
+        check_capacity(spec, extra_cpu, cpus=resources.get("CPU", 0), gpus=resources.get("GPU", 0), where=where)
+
     if not started_here():
         largest = largest_size()
         if largest is not None:
-            check_capacity(spec, extra_cpu, cpus=largest.get("CPU", 0), gpus=largest.get("GPU", 0),
-                           where="this cluster at the largest size its autoscaler allows")
+            fits(largest, "this cluster at the largest size its autoscaler allows")
             return
-        available = ray.cluster_resources()
         try:
-            check_capacity(spec, extra_cpu, cpus=available.get("CPU", 0), gpus=available.get("GPU", 0),
-                           where="the joined Ray cluster")
+            fits(ray.cluster_resources(), "the joined Ray cluster")
         except ConfigError as waiting:
             print(f"meap-scale: warning: {waiting}; it has no autoscaler, so the run waits until nodes that fit "
                   f"it join", file=sys.stderr, flush=True)
         return
-    available = ray.cluster_resources()
-    check_capacity(spec, extra_cpu, cpus=available.get("CPU", 0), gpus=available.get("GPU", 0),
-                   where="the local Ray cluster")
+    fits(ray.cluster_resources(), "the local Ray cluster")
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     if spec.placement == "STRICT_SPREAD" and spec.workers > nodes:
         raise ConfigError(f"placement STRICT_SPREAD puts each of {spec.workers} workers on its own node; the local "
